@@ -1,0 +1,104 @@
+"""Slipstream: typed tasks and workflows, run by an event-sourced control loop.
+
+Importing ``engine`` must stay fast and must not import Ray, asyncpg or nats: every public name is
+loaded on first use through the module ``__getattr__`` below (DESIGN section 2).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "CompileError",
+    "ConcurrencyConflict",
+    "ConfigError",
+    "Dir",
+    "Engine",
+    "ExecutionAborted",
+    "ExecutionHandle",
+    "ExecutionNotFound",
+    "File",
+    "InvalidTransition",
+    "Promise",
+    "Resources",
+    "SlipstreamError",
+    "StoreUnavailable",
+    "TaskContext",
+    "TaskFailed",
+    "TypeMismatch",
+    "UnknownInput",
+    "current_context",
+    "dynamic",
+    "from_literal",
+    "map_task",
+    "task",
+    "to_literal",
+    "workflow",
+]
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "CompileError": "engine._errors",
+    "ConcurrencyConflict": "engine._errors",
+    "ConfigError": "engine._errors",
+    "ExecutionAborted": "engine._errors",
+    "ExecutionNotFound": "engine._errors",
+    "InvalidTransition": "engine._errors",
+    "SlipstreamError": "engine._errors",
+    "StoreUnavailable": "engine._errors",
+    "TaskFailed": "engine._errors",
+    "TypeMismatch": "engine._errors",
+    "UnknownInput": "engine._errors",
+    "Resources": "engine.models",
+    "File": "engine._files",
+    "Dir": "engine._files",
+    "to_literal": "engine._literals",
+    "from_literal": "engine._literals",
+    "task": "engine._task",
+    "dynamic": "engine._task",
+    "map_task": "engine._map",
+    "Promise": "engine._promise",
+    "workflow": "engine._workflow",
+    "TaskContext": "engine._context",
+    "current_context": "engine._context",
+    "Engine": "engine._engine",
+    "ExecutionHandle": "engine._engine",
+}
+
+if TYPE_CHECKING:
+    from engine._context import TaskContext, current_context
+    from engine._engine import Engine, ExecutionHandle
+    from engine._errors import (
+        CompileError,
+        ConcurrencyConflict,
+        ConfigError,
+        ExecutionAborted,
+        ExecutionNotFound,
+        InvalidTransition,
+        SlipstreamError,
+        StoreUnavailable,
+        TaskFailed,
+        TypeMismatch,
+        UnknownInput,
+    )
+    from engine._files import Dir, File
+    from engine._literals import from_literal, to_literal
+    from engine._map import map_task
+    from engine._promise import Promise
+    from engine._task import dynamic, task
+    from engine._workflow import workflow
+    from engine.models import Resources
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

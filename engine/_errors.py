@@ -1,0 +1,129 @@
+"""The one exception hierarchy of Slipstream.
+
+    SlipstreamError
+    ├── CompileError            a workflow or task definition is invalid
+    │   ├── TypeMismatch        a value or producer output does not fit an input's type
+    │   └── UnknownInput        an argument names no input of the interface
+    ├── ConfigError             a setting or backend name is wrong
+    ├── ExecutionNotFound       an execution id is not in the store
+    ├── ConcurrencyConflict     another writer appended first (optimistic concurrency)
+    ├── InvalidTransition       an event does not follow from the execution's state
+    ├── StoreUnavailable        the event store cannot be reached
+    ├── TaskFailed              an execution failed; carries the node id and remote traceback
+    └── ExecutionAborted        an execution was aborted
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CompileError",
+    "ConcurrencyConflict",
+    "ConfigError",
+    "ExecutionAborted",
+    "ExecutionNotFound",
+    "InvalidTransition",
+    "SlipstreamError",
+    "StoreUnavailable",
+    "TaskFailed",
+    "TypeMismatch",
+    "UnknownInput",
+]
+
+
+class SlipstreamError(Exception):
+    """Root of every error Slipstream raises on purpose."""
+
+
+class CompileError(SlipstreamError):
+    """A workflow, dynamic or task definition is invalid; the message says where and how to fix it."""
+
+
+class TypeMismatch(CompileError):
+    """A value, or a producer's output, does not fit the type of the input it is bound to."""
+
+
+class UnknownInput(CompileError):
+    """An argument names no input of the task or workflow interface."""
+
+
+class ConfigError(SlipstreamError):
+    """A setting, URL or backend name is wrong or missing."""
+
+
+class ExecutionNotFound(SlipstreamError):
+    """No execution with this id exists in the store."""
+
+    def __init__(self, execution_id: str) -> None:
+        self.execution_id = execution_id
+        super().__init__(
+            f"execution {execution_id!r} not found: list known ids with `slipstream executions list` "
+            "or `Engine.list_executions()`"
+        )
+
+
+class ConcurrencyConflict(SlipstreamError):
+    """Another writer appended to the execution first; reload its events and try again."""
+
+    def __init__(self, execution_id: str, expected_version: int, actual_version: int | None = None) -> None:
+        self.execution_id = execution_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        found = "" if actual_version is None else f", found version {actual_version}"
+        super().__init__(
+            f"execution {execution_id!r}: expected version {expected_version}{found}; another writer "
+            "appended first: reload the execution's events and plan again"
+        )
+
+
+class InvalidTransition(SlipstreamError):
+    """An event does not follow from the execution state it is applied to."""
+
+    def __init__(self, execution_id: str, version: int, kind: str, node_id: str, why: str) -> None:
+        self.execution_id = execution_id
+        self.version = version
+        self.kind = kind
+        self.node_id = node_id
+        where = f" node {node_id!r}" if node_id else ""
+        super().__init__(f"execution {execution_id!r} v{version}: {kind}{where} is impossible here: {why}")
+
+
+class StoreUnavailable(SlipstreamError):
+    """The event store could not be reached or failed mid-operation; the append may be retried."""
+
+
+class TaskFailed(SlipstreamError):
+    """An execution failed because a node failed.
+
+    Attributes:
+        execution_id: the failed execution.
+        node_id: the node whose failure failed the execution.
+        error_kind: ``user``, ``system`` or ``timeout``.
+        remote_traceback: the traceback captured where the task ran.
+    """
+
+    def __init__(
+        self,
+        execution_id: str,
+        node_id: str,
+        message: str,
+        error_kind: str = "user",
+        remote_traceback: str = "",
+    ) -> None:
+        self.execution_id = execution_id
+        self.node_id = node_id
+        self.error_kind = error_kind
+        self.remote_traceback = remote_traceback
+        self.message = message
+        super().__init__(
+            f"execution {execution_id!r} failed at node {node_id!r} ({error_kind} error): {message}"
+            + (f"\n\nRemote traceback:\n{remote_traceback}" if remote_traceback else "")
+        )
+
+
+class ExecutionAborted(SlipstreamError):
+    """The execution was aborted before it finished."""
+
+    def __init__(self, execution_id: str, reason: str = "") -> None:
+        self.execution_id = execution_id
+        self.reason = reason
+        super().__init__(f"execution {execution_id!r} was aborted" + (f": {reason}" if reason else ""))

@@ -1,0 +1,197 @@
+"""Every state change of an execution is one of these events (DESIGN section 4).
+
+Events are forever: add fields only with defaults, never rename, retype or reorder one. They are
+encoded as msgpack for storage and JSON for the stream, through the two codec pairs below; nothing
+else should encode an event.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from engine.models import ErrorInfo, WorkflowSpec
+
+__all__ = [
+    "EXECUTION_EVENT_KINDS",
+    "TERMINAL_EXECUTION_KINDS",
+    "AnyEvent",
+    "ArrayExpanded",
+    "DynamicExpanded",
+    "Event",
+    "ExecutionAborted",
+    "ExecutionCreated",
+    "ExecutionFailed",
+    "ExecutionStarted",
+    "ExecutionSucceeded",
+    "NodeCacheHit",
+    "NodeFailed",
+    "NodeQueued",
+    "NodeRecovered",
+    "NodeRunning",
+    "NodeSkipped",
+    "NodeSucceeded",
+    "decode_event",
+    "decode_event_json",
+    "encode_event",
+    "encode_event_json",
+]
+
+
+class Event(msgspec.Struct, frozen=True, tag_field="kind", kw_only=True, omit_defaults=True):
+    """The envelope every event carries.
+
+    ``version`` numbers an execution's events 1, 2, 3... with no gaps; the writer sets it to the
+    store's expected version plus the event's position in the batch. ``node_id`` is ``""`` for
+    execution-level events. ``at`` is UTC.
+    """
+
+    execution_id: str
+    version: int
+    at: datetime
+    node_id: str = ""
+    attempt: int = 0
+
+
+class ExecutionCreated(Event, frozen=True, tag="ExecutionCreated"):
+    """An execution was accepted: its inputs are validated literals; ``spec`` is what will run."""
+
+    project: str
+    domain: str
+    workflow: str
+    workflow_version: str
+    spec: WorkflowSpec
+    inputs: dict[str, bytes]
+    parent: str | None = None  # the execution this one recovers
+
+
+class ExecutionStarted(Event, frozen=True, tag="ExecutionStarted"):
+    """The control loop picked the execution up."""
+
+
+class ExecutionSucceeded(Event, frozen=True, tag="ExecutionSucceeded"):
+    """Every node finished; ``outputs`` are the workflow's output literals."""
+
+    outputs: dict[str, bytes] = {}
+
+
+class ExecutionFailed(Event, frozen=True, tag="ExecutionFailed"):
+    """A node failed for good (or, with finish_executable, nothing runnable is left)."""
+
+    error: ErrorInfo
+
+
+class ExecutionAborted(Event, frozen=True, tag="ExecutionAborted"):
+    """Someone aborted the execution; running attempts are cancelled."""
+
+    reason: str = ""
+
+
+class NodeQueued(Event, frozen=True, tag="NodeQueued"):
+    """Attempt ``attempt`` of the node is ready and handed to an executor."""
+
+
+class NodeRunning(Event, frozen=True, tag="NodeRunning"):
+    """An executor started the attempt."""
+
+    executor: str = ""
+    worker: str = ""
+    gpu_ids: list[str] = []
+
+
+class NodeSucceeded(Event, frozen=True, tag="NodeSucceeded"):
+    """The attempt (or, for dynamic/array/subworkflow nodes, the node's children) finished."""
+
+    outputs: dict[str, bytes] = {}
+
+
+class NodeFailed(Event, frozen=True, tag="NodeFailed"):
+    """The attempt failed; ``error.retryable`` and the node's retry budgets decide what comes next."""
+
+    error: ErrorInfo
+
+
+class NodeSkipped(Event, frozen=True, tag="NodeSkipped"):
+    """The node will not run: an upstream node failed, or the execution stopped."""
+
+    reason: str = ""
+
+
+class NodeCacheHit(Event, frozen=True, tag="NodeCacheHit"):
+    """The catalog had the outputs; the node did not run."""
+
+    artifact: str
+    outputs: dict[str, bytes] = {}
+
+
+class NodeRecovered(Event, frozen=True, tag="NodeRecovered"):
+    """The outputs were copied from ``source_execution``, where the node had succeeded."""
+
+    source_execution: str
+    outputs: dict[str, bytes] = {}
+
+
+class DynamicExpanded(Event, frozen=True, tag="DynamicExpanded"):
+    """A dynamic node's function returned ``spec``; its nodes now run as the node's children."""
+
+    spec: WorkflowSpec
+
+
+class ArrayExpanded(Event, frozen=True, tag="ArrayExpanded"):
+    """A map node's inputs resolved to ``size`` elements."""
+
+    size: int
+
+
+AnyEvent = (
+    ExecutionCreated
+    | ExecutionStarted
+    | ExecutionSucceeded
+    | ExecutionFailed
+    | ExecutionAborted
+    | NodeQueued
+    | NodeRunning
+    | NodeSucceeded
+    | NodeFailed
+    | NodeSkipped
+    | NodeCacheHit
+    | NodeRecovered
+    | DynamicExpanded
+    | ArrayExpanded
+)
+
+EXECUTION_EVENT_KINDS: frozenset[str] = frozenset(
+    {"ExecutionCreated", "ExecutionStarted", "ExecutionSucceeded", "ExecutionFailed", "ExecutionAborted"}
+)
+TERMINAL_EXECUTION_KINDS: frozenset[str] = frozenset(
+    {"ExecutionSucceeded", "ExecutionFailed", "ExecutionAborted"}
+)
+
+ExecutionStatus = Literal["created", "running", "succeeded", "failed", "aborted"]
+
+_msgpack_encoder = msgspec.msgpack.Encoder()
+_msgpack_decoder = msgspec.msgpack.Decoder(AnyEvent)
+_json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder(AnyEvent)
+
+
+def encode_event(event: Event) -> bytes:
+    """Encode an event as msgpack, for storage."""
+    return _msgpack_encoder.encode(event)
+
+
+def decode_event(payload: bytes) -> AnyEvent:
+    """Decode a stored event. Raises ``msgspec.ValidationError`` on an unknown kind (loudly, on purpose)."""
+    return _msgpack_decoder.decode(payload)
+
+
+def encode_event_json(event: Event) -> bytes:
+    """Encode an event as JSON, for the event stream."""
+    return _json_encoder.encode(event)
+
+
+def decode_event_json(payload: bytes) -> AnyEvent:
+    """Decode an event from the event stream."""
+    return _json_decoder.decode(payload)

@@ -1,0 +1,308 @@
+"""The interfaces the control loop is written against: event store and executor.
+
+`propeller` reaches storage and executors only through these; `Engine` fills them with concrete
+backends found by entry point (DESIGN section 8).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from engine.events import (
+    TERMINAL_EXECUTION_KINDS,
+    AnyEvent,
+    Event,
+    ExecutionCreated,
+    decode_event,
+    encode_event,
+)
+from engine.models import ErrorInfo, Resources, TaskRef
+
+__all__ = [
+    "EventStore",
+    "ExecutionPage",
+    "ExecutionSummary",
+    "Executor",
+    "GlobalEvent",
+    "StoredEvent",
+    "TaskKey",
+    "TaskRequest",
+    "TaskStatus",
+    "status_after",
+]
+
+ExecutionStatus = Literal["created", "running", "succeeded", "failed", "aborted"]
+
+
+# --- event store -----------------------------------------------------------------------------------
+
+
+class StoredEvent(msgspec.Struct, frozen=True):
+    """What a backend stores: a dumb record. ``payload`` is ``encode_event(event)``."""
+
+    execution_id: str
+    version: int
+    kind: str
+    node_id: str
+    attempt: int
+    payload: bytes
+
+
+class GlobalEvent(msgspec.Struct, frozen=True):
+    """An event read from the whole log, with its global position ``seq`` (for relays)."""
+
+    seq: int
+    event: AnyEvent
+
+
+class ExecutionSummary(msgspec.Struct, frozen=True):
+    """A row of the executions projection, kept in the same transaction as the events."""
+
+    execution_id: str
+    project: str
+    domain: str
+    workflow: str
+    status: ExecutionStatus
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    parent: str | None = None
+
+
+class ExecutionPage(msgspec.Struct, frozen=True):
+    """One page of `EventStore.list_executions`; pass ``next_cursor`` back to get the next page."""
+
+    items: list[ExecutionSummary]
+    next_cursor: str | None = None
+
+
+def status_after(kind: str, current: ExecutionStatus) -> ExecutionStatus:
+    """The projection's execution status after an event of ``kind`` (pure)."""
+    if kind == "ExecutionCreated":
+        return "created"
+    if kind == "ExecutionStarted":
+        return "running"
+    if kind in TERMINAL_EXECUTION_KINDS:
+        return {"ExecutionSucceeded": "succeeded", "ExecutionFailed": "failed"}.get(kind, "aborted")  # type: ignore[return-value]
+    return current
+
+
+class EventStore(abc.ABC):
+    """The append-only log of every execution.
+
+    Contract:
+    - ``append`` writes events with versions ``expected_version + 1 ...`` atomically, or nothing.
+      If the execution's current version is not ``expected_version`` it raises
+      ``ConcurrencyConflict`` and writes nothing. Each event's ``version`` field must already equal
+      its position (``expected_version + 1 + i``); a mismatch is a ``ValueError`` (caller bug).
+    - ``append_many`` is ``append`` for several executions in one transaction: all or nothing.
+    - ``read`` returns an execution's events in version order (``after`` excludes versions <= it);
+      an unknown execution gives ``[]``.
+    - ``read_all`` returns events of all executions in commit-safe ``seq`` order: it never returns
+      an event while an event with a lower ``seq`` may still commit.
+    - ``wait_for_changes`` returns when something was appended (by any process sharing the store),
+      or after ``timeout`` seconds; spurious wake-ups are allowed.
+    - ``start`` must be awaited before use and ``close`` after; both are idempotent.
+    Backends implement the ``_``-prefixed record methods; this base class maps events to records.
+    """
+
+    name: str = ""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open connections and apply migrations."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    async def __aenter__(self) -> EventStore:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def append(self, execution_id: str, expected_version: int, events: Sequence[Event]) -> int:
+        """Append ``events`` after ``expected_version``; return the new version."""
+        records = to_records(execution_id, expected_version, events)
+        await self._append_records([(execution_id, expected_version, records)])
+        return expected_version + len(records)
+
+    async def append_many(self, batches: Sequence[tuple[str, int, Sequence[Event]]]) -> list[int]:
+        """Append several executions' events in one transaction; return each new version."""
+        prepared = [(eid, expected, to_records(eid, expected, evs)) for eid, expected, evs in batches]
+        await self._append_records(prepared)
+        return [expected + len(records) for _, expected, records in prepared]
+
+    async def read(self, execution_id: str, after: int = 0) -> list[AnyEvent]:
+        """The execution's events with version > ``after``, in version order."""
+        return [decode_event(payload) for payload in await self._read_payloads(execution_id, after)]
+
+    async def read_all(self, after_seq: int = 0, limit: int = 1000) -> list[GlobalEvent]:
+        """Events of all executions with ``seq`` > ``after_seq``, in ``seq`` order, commit-safe."""
+        return [GlobalEvent(seq, decode_event(payload)) for seq, payload in await self._read_all_payloads(after_seq, limit)]
+
+    @abc.abstractmethod
+    async def _append_records(self, batches: Sequence[tuple[str, int, Sequence[StoredEvent]]]) -> None:
+        """Write all batches in one transaction, or raise ``ConcurrencyConflict`` and write nothing."""
+
+    @abc.abstractmethod
+    async def _read_payloads(self, execution_id: str, after: int) -> list[bytes]:
+        """Payloads of the execution's events with version > ``after``, in version order."""
+
+    @abc.abstractmethod
+    async def _read_all_payloads(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
+        """``(seq, payload)`` of committed events with seq > ``after_seq``, commit-safe, in order."""
+
+    @abc.abstractmethod
+    async def current_version(self, execution_id: str) -> int:
+        """The execution's latest version (0 if unknown)."""
+
+    @abc.abstractmethod
+    async def get_summary(self, execution_id: str) -> ExecutionSummary | None:
+        """The projection row of one execution, or ``None``."""
+
+    @abc.abstractmethod
+    async def list_executions(
+        self,
+        *,
+        project: str | None = None,
+        domain: str | None = None,
+        status: ExecutionStatus | Sequence[ExecutionStatus] | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> ExecutionPage:
+        """Executions newest first, filtered; ``cursor`` continues a previous page."""
+
+    @abc.abstractmethod
+    async def wait_for_changes(self, timeout: float | None = None) -> None:
+        """Return when events were appended (by anyone), or after ``timeout`` seconds."""
+
+
+def to_records(execution_id: str, expected_version: int, events: Sequence[Event]) -> list[StoredEvent]:
+    """Map events to stored records, checking they carry consecutive versions for this execution."""
+    records: list[StoredEvent] = []
+    for offset, event in enumerate(events, start=1):
+        if event.execution_id != execution_id or event.version != expected_version + offset:
+            raise ValueError(
+                f"event {type(event).__name__} for {event.execution_id!r} v{event.version} does not follow "
+                f"{execution_id!r} v{expected_version + offset - 1}: number events consecutively"
+            )
+        records.append(
+            StoredEvent(
+                execution_id=execution_id,
+                version=event.version,
+                kind=type(event).__name__,
+                node_id=event.node_id,
+                attempt=event.attempt,
+                payload=encode_event(event),
+            )
+        )
+    return records
+
+
+def summary_fields(record: StoredEvent, event: Event | None = None) -> dict[str, object] | None:
+    """Projection fields an ``ExecutionCreated`` record sets (None for other kinds)."""
+    if record.kind != "ExecutionCreated":
+        return None
+    created = event if isinstance(event, ExecutionCreated) else decode_event(record.payload)
+    assert isinstance(created, ExecutionCreated)
+    return {
+        "project": created.project,
+        "domain": created.domain,
+        "workflow": created.workflow,
+        "created_at": created.at,
+        "parent": created.parent,
+    }
+
+
+# --- executors -------------------------------------------------------------------------------------
+
+
+class TaskKey(msgspec.Struct, frozen=True, array_like=True):
+    """Identifies one attempt; submission is idempotent per key."""
+
+    execution_id: str
+    node_id: str
+    attempt: int
+
+
+class TaskRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Everything an executor needs to run one attempt.
+
+    ``kind`` is ``task`` (run the function, return output literals) or ``dynamic`` (run the
+    ``@dynamic`` function in compile mode, return the encoded sub-spec in ``TaskStatus.dynamic_spec``).
+    """
+
+    key: TaskKey
+    task: TaskRef
+    inputs: dict[str, bytes]
+    kind: Literal["task", "dynamic"] = "task"
+    resources: Resources = Resources()
+    timeout: float | None = None
+    project: str = "default"
+    domain: str = "development"
+    secrets: tuple[str, ...] = ()
+
+
+class TaskStatus(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What an executor knows about an attempt.
+
+    ``phase`` ``queued`` or ``running`` while in flight; ``succeeded`` with ``outputs`` (or
+    ``dynamic_spec``); ``failed`` with ``error``; ``lost`` if the executor has no record of the key
+    (e.g. after a restart): the loop then submits it again.
+    """
+
+    phase: Literal["queued", "running", "succeeded", "failed", "lost"]
+    outputs: dict[str, bytes] = {}
+    dynamic_spec: bytes | None = None
+    error: ErrorInfo | None = None
+    worker: str = ""
+    gpu_ids: list[str] = []
+    started_at: datetime | None = None
+
+
+class Executor(abc.ABC):
+    """Runs task attempts.
+
+    Contract:
+    - ``start(on_done)`` is awaited once before use; ``on_done(key)`` is called (from the event-loop
+      thread or any other thread; it must be cheap and thread-safe) when an attempt reaches a final
+      phase, so the loop can reconcile that execution.
+    - ``submit`` is idempotent per ``request.key``: submitting a key that is in flight or finished
+      does not start it again.
+    - ``poll`` never raises for an unknown key: it returns phase ``lost``.
+    - ``cancel`` stops the attempt if it runs and forgets the key; unknown keys are ignored.
+    - ``forget`` drops a finished attempt's result once the loop has recorded it.
+    """
+
+    name: str = ""
+
+    @abc.abstractmethod
+    async def start(self, on_done: Callable[[TaskKey], None]) -> None:
+        """Start worker pools; remember ``on_done`` to report finished attempts."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Cancel everything in flight and release workers."""
+
+    @abc.abstractmethod
+    async def submit(self, request: TaskRequest) -> None:
+        """Start the attempt, unless this key was already submitted."""
+
+    @abc.abstractmethod
+    def poll(self, key: TaskKey) -> TaskStatus:
+        """The attempt's current status; ``lost`` for unknown keys."""
+
+    @abc.abstractmethod
+    async def cancel(self, key: TaskKey) -> None:
+        """Stop the attempt if running and forget it."""
+
+    @abc.abstractmethod
+    def forget(self, key: TaskKey) -> None:
+        """Drop a finished attempt's result."""
