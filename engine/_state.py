@@ -1,0 +1,646 @@
+"""The state of an execution as a fold of its events: ``ExecutionState.apply(event) -> ExecutionState``.
+
+The fold is deterministic and does no I/O, but it is not copy-on-write: ``apply`` mutates and
+returns the same object, so one event costs O(1) amortised however wide the execution is (a
+100k-element map must not be copied per event). Whoever keeps a state and fails to persist events
+applied to it must throw the state away and fold again from the log.
+
+Besides the per-node view, the fold keeps the indexes the planner needs so that a round costs what
+changed, not the size of the execution: ``ready`` (nodes whose inputs are all available),
+``to_skip`` (nodes an upstream failure made unrunnable), ``active`` (attempts handed to an
+executor), ``retrying``, ``finished_scopes`` and ``changed_arrays``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+import msgspec
+
+from engine._errors import InvalidTransition
+from engine.events import (
+    AnyEvent,
+    ArrayExpanded,
+    DynamicExpanded,
+    ExecutionAborted,
+    ExecutionCreated,
+    ExecutionFailed,
+    ExecutionStarted,
+    ExecutionSucceeded,
+    NodeCacheHit,
+    NodeFailed,
+    NodeQueued,
+    NodeRecovered,
+    NodeRunning,
+    NodeSkipped,
+    NodeSucceeded,
+)
+from engine.models import (
+    ArrayNode,
+    Binding,
+    DictBinding,
+    DynamicNode,
+    ErrorInfo,
+    InputBinding,
+    ListBinding,
+    LiteralBinding,
+    NodeSpec,
+    OutputRef,
+    SubworkflowNode,
+    TaskNode,
+    TaskOptions,
+    WorkflowSpec,
+)
+
+__all__ = [
+    "NIL_LITERAL",
+    "ArrayState",
+    "ExecutionState",
+    "NodePhase",
+    "NodeState",
+    "Scope",
+    "binding_dependencies",
+    "join_dict_literal",
+    "join_list_literal",
+    "split_list_literal",
+]
+
+ExecutionPhase = Literal["pending", "created", "running", "succeeded", "failed", "aborted"]
+NodePhase = Literal[
+    "waiting",  # not started; maybe ready (see ExecutionState.ready)
+    "queued",  # an attempt was handed to an executor
+    "running",  # the executor started it (task), or children run (dynamic/array/subworkflow)
+    "retrying",  # an attempt failed; the next one waits for its back-off
+    "succeeded",
+    "failed",
+    "skipped",
+]
+TERMINAL_NODE_PHASES: frozenset[str] = frozenset({"succeeded", "failed", "skipped"})
+NIL_LITERAL = b"\xc0"  # msgpack nil: the literal of None
+
+_encoder = msgspec.msgpack.Encoder(order="deterministic")
+_raw_list_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
+
+
+def split_list_literal(data: bytes) -> list[bytes]:
+    """The element literals of a list literal (a msgpack array), without decoding the elements."""
+    return [bytes(raw) for raw in _raw_list_decoder.decode(data)]
+
+
+def join_list_literal(items: Iterable[bytes]) -> bytes:
+    """The list literal whose elements are these literals."""
+    return _encoder.encode([msgspec.Raw(item) for item in items])
+
+
+def join_dict_literal(items: dict[str, bytes]) -> bytes:
+    """The ``dict[str, T]`` literal whose values are these literals (keys sorted: canonical)."""
+    return _encoder.encode({key: msgspec.Raw(value) for key, value in items.items()})
+
+
+def binding_dependencies(binding: Binding) -> Iterator[str]:
+    """The sibling node ids a binding reads outputs from."""
+    match binding:
+        case OutputRef(node=node):
+            yield node
+        case ListBinding(items=items):
+            for item in items:
+                yield from binding_dependencies(item)
+        case DictBinding(items=items):
+            for item in items.values():
+                yield from binding_dependencies(item)
+        case _:
+            return
+
+
+@dataclass(slots=True, eq=False)
+class Scope:
+    """The nodes of one workflow body: the root, a subworkflow's or a dynamic node's children."""
+
+    prefix: str  # "" for the root, "<owner id>/" for children
+    owner: str | None  # the dynamic or subworkflow node whose children these are
+    spec: WorkflowSpec
+    inputs: dict[str, bytes]
+    unfinished: int
+    pending_deps: dict[str, int]  # local id -> dependencies not yet succeeded
+    dependents: dict[str, list[str]]  # local id -> local ids reading its outputs
+    failure: ErrorInfo | None = None  # the first final failure among its nodes
+
+
+@dataclass(slots=True, eq=False)
+class ArrayState:
+    """A map node's elements, tracked by counters so no round rescans them."""
+
+    size: int
+    mapped: dict[str, list[bytes]]  # input name -> element literals
+    broadcast: dict[str, bytes]
+    next_index: int = 0  # elements below it were queued at least once
+    in_flight: int = 0  # elements queued, running or retrying
+    succeeded: int = 0
+    failed: int = 0
+    outputs: list[bytes | None] = field(default_factory=list)
+    first_failure: ErrorInfo | None = None
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed
+
+    def element_inputs(self, index: int) -> dict[str, bytes]:
+        inputs = dict(self.broadcast)
+        for name, elements in self.mapped.items():
+            inputs[name] = elements[index]
+        return inputs
+
+
+@dataclass(slots=True, eq=False)
+class NodeState:
+    """One node's (or map element's) progress."""
+
+    node_id: str
+    spec: NodeSpec  # for a map element: the map node's spec
+    scope: Scope | None  # None for map elements
+    array_parent: str | None = None
+    phase: NodePhase = "waiting"
+    attempt: int = 0
+    user_failures: int = 0
+    system_failures: int = 0
+    outputs: dict[str, bytes] | None = None
+    error: ErrorInfo | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    failed_at: datetime | None = None
+    executor: str = ""
+    worker: str = ""
+    gpu_ids: list[str] = field(default_factory=list)
+    source: str = ""  # "cache:<artifact>" or "recovered:<execution id>"
+
+    @property
+    def options(self) -> TaskOptions:
+        spec = self.spec
+        return spec.options if isinstance(spec, TaskNode | DynamicNode | ArrayNode) else TaskOptions()
+
+    @property
+    def is_leaf(self) -> bool:
+        """Whether attempts of this node run on an executor (task, map element, dynamic before expansion)."""
+        return self.array_parent is not None or isinstance(self.spec, TaskNode | DynamicNode)
+
+    def snapshot(self) -> tuple[object, ...]:
+        return (
+            self.node_id,
+            self.phase,
+            self.attempt,
+            self.user_failures,
+            self.system_failures,
+            self.outputs,
+            self.error,
+            self.queued_at,
+            self.started_at,
+            self.finished_at,
+            self.source,
+        )
+
+
+class ExecutionState:
+    """The fold of one execution's events. Build with ``ExecutionState.fold(events)``."""
+
+    def __init__(self) -> None:
+        self.execution_id = ""
+        self.version = 0
+        self.phase: ExecutionPhase = "pending"
+        self.created: ExecutionCreated | None = None
+        self.outputs: dict[str, bytes] | None = None
+        self.error: ErrorInfo | None = None
+        self.abort_reason = ""
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self.nodes: dict[str, NodeState] = {}
+        self.scopes: dict[str | None, Scope] = {}  # owner node id (None: root) -> scope
+        self.arrays: dict[str, ArrayState] = {}
+        # planner indexes (insertion-ordered sets: dict[str, None]) -------------------------------
+        self.ready: dict[str, None] = {}
+        self.to_skip: dict[str, None] = {}
+        self.active: dict[str, None] = {}  # leaf attempts queued or running
+        self.retrying: dict[str, None] = {}
+        self.finished_scopes: dict[str | None, None] = {}
+        self.changed_arrays: dict[str, None] = {}
+        self.failures: list[ErrorInfo] = []  # final node failures, in order
+        # (deadline, node id, attempt) of attempts with a timeout; stale entries are skipped on pop
+        self.deadlines: list[tuple[datetime, str, int]] = []
+
+    # -- construction ----------------------------------------------------------------------------
+
+    @classmethod
+    def fold(cls, events: Iterable[AnyEvent], state: ExecutionState | None = None) -> ExecutionState:
+        """Apply ``events`` in order to ``state`` (a new one if ``None``) and return it."""
+        state = state if state is not None else cls()
+        for event in events:
+            state.apply(event)
+        return state
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.phase in ("succeeded", "failed", "aborted")
+
+    @property
+    def spec(self) -> WorkflowSpec:
+        assert self.created is not None
+        return self.created.spec
+
+    def snapshot(self) -> tuple[object, ...]:
+        """A comparable summary of everything the fold derived (for tests and replay checks)."""
+        return (
+            self.execution_id,
+            self.version,
+            self.phase,
+            self.outputs,
+            self.error,
+            tuple(sorted(node.snapshot() for node in self.nodes.values())),
+            tuple(sorted(self.ready)),
+            tuple(sorted(self.active)),
+            tuple(sorted(self.retrying)),
+            tuple(sorted(self.to_skip)),
+            tuple(
+                (key, a.size, a.next_index, a.in_flight, a.succeeded, a.failed, tuple(a.outputs))
+                for key, a in sorted(self.arrays.items())
+            ),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ExecutionState) and self.snapshot() == other.snapshot()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- the fold ------------------------------------------------------------------------------------
+
+    def apply(self, event: AnyEvent) -> ExecutionState:
+        """Advance the state by one event.
+
+        Raises:
+            InvalidTransition: the event cannot follow the current state (wrong version, unknown
+                node, a node event in the wrong phase, anything after a terminal event).
+        """
+        kind = type(event).__name__
+        if isinstance(event, ExecutionCreated):
+            if self.phase != "pending":
+                self._invalid(event, "the execution already exists")
+        elif self.phase == "pending":
+            self._invalid(event, "the execution was never created")
+        elif self.is_terminal:
+            self._invalid(event, f"the execution already {self.phase}")
+        if event.version != self.version + 1:
+            self._invalid(event, f"expected version {self.version + 1}")
+        match event:
+            case ExecutionCreated():
+                self.execution_id = event.execution_id
+                self.created = event
+                self.phase = "created"
+                self._open_scope(None, "", event.spec, event.inputs)
+            case ExecutionStarted():
+                if self.phase != "created":
+                    self._invalid(event, "the execution already started")
+                self.phase = "running"
+                self.started_at = event.at
+            case ExecutionSucceeded():
+                self.phase = "succeeded"
+                self.outputs = dict(event.outputs)
+                self.finished_at = event.at
+                self._close()
+            case ExecutionFailed():
+                self.phase = "failed"
+                self.error = event.error
+                self.finished_at = event.at
+                self._close()
+            case ExecutionAborted():
+                self.phase = "aborted"
+                self.abort_reason = event.reason
+                self.finished_at = event.at
+                self._close()
+            case NodeQueued():
+                self._on_queued(event)
+            case NodeRunning():
+                node = self._attempt_node(event, ("queued",))
+                node.phase = "running"
+                node.started_at = event.at
+                node.executor = event.executor
+                node.worker = event.worker
+                node.gpu_ids = list(event.gpu_ids)
+            case NodeSucceeded():
+                node = self._node(event)
+                if self._is_composite(node):
+                    if node.phase != "running" or not (node.node_id in self.scopes or node.node_id in self.arrays):
+                        self._invalid(event, f"node is {node.phase}; its children have not run")
+                else:
+                    self._attempt_node(event, ("queued", "running"))
+                self._succeed(node, event.outputs, event.at)
+            case NodeFailed():
+                self._on_failed(event)
+            case NodeSkipped():
+                node = self._node(event)
+                if node.phase != "waiting":
+                    self._invalid(event, f"node is {node.phase}; only a node that never started can be skipped")
+                node.phase = "skipped"
+                node.finished_at = event.at
+                self.ready.pop(node.node_id, None)
+                self.to_skip.pop(node.node_id, None)
+                self._finished(node, success=False)
+            case NodeCacheHit() | NodeRecovered():
+                node = self._node(event)
+                startable = (
+                    node.phase in ("waiting", "retrying")
+                    if node.array_parent is not None
+                    else node.phase == "waiting" and node.node_id in self.ready
+                )
+                if not startable:
+                    self._invalid(event, f"node is {node.phase} or its inputs are not ready")
+                self.retrying.pop(node.node_id, None)
+                self.ready.pop(node.node_id, None)
+                node.source = (
+                    f"cache:{event.artifact}"
+                    if isinstance(event, NodeCacheHit)
+                    else f"recovered:{event.source_execution}"
+                )
+                if node.array_parent is not None and node.phase == "waiting":
+                    self._claim_element(node)
+                self._succeed(node, event.outputs, event.at)
+            case DynamicExpanded():
+                node = self._node(event)
+                if not isinstance(node.spec, DynamicNode) or node.phase not in ("queued", "running"):
+                    self._invalid(event, "only a queued or running dynamic node can expand")
+                if event.attempt != node.attempt:
+                    self._invalid(event, f"attempt {event.attempt} is not the current attempt {node.attempt}")
+                node.phase = "running"
+                node.started_at = node.started_at or event.at
+                self.active.pop(node.node_id, None)
+                self._open_scope(node.node_id, node.node_id + "/", event.spec, {})
+            case ArrayExpanded():
+                node = self._node(event)
+                if not isinstance(node.spec, ArrayNode) or node.phase != "queued" or node.node_id in self.arrays:
+                    self._invalid(event, "only a queued map node expands, once")
+                node.phase = "running"
+                node.started_at = event.at
+                self._expand_array(node, event)
+            case _:
+                raise InvalidTransition(event.execution_id, event.version, kind, event.node_id, "unknown event kind")
+        self.version = event.version
+        return self
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _invalid(self, event: AnyEvent, why: str) -> None:
+        raise InvalidTransition(event.execution_id, event.version, type(event).__name__, event.node_id, why)
+
+    def _node(self, event: AnyEvent) -> NodeState:
+        node = self.nodes.get(event.node_id)
+        if node is None:
+            node = self._element(event.node_id)
+        if node is None:
+            self._invalid(event, "no such node")
+        assert node is not None
+        return node
+
+    def _element(self, node_id: str) -> NodeState | None:
+        """The state of map element ``<array>/<index>``, created on first reference."""
+        parent, _, index_text = node_id.rpartition("/")
+        array = self.arrays.get(parent)
+        if array is None or not index_text.isdigit() or int(index_text) >= array.size:
+            return None
+        node = NodeState(node_id=node_id, spec=self.nodes[parent].spec, scope=None, array_parent=parent)
+        self.nodes[node_id] = node
+        return node
+
+    def _attempt_node(self, event: AnyEvent, phases: tuple[str, ...]) -> NodeState:
+        node = self._node(event)
+        if node.phase not in phases:
+            self._invalid(event, f"node is {node.phase}, expected {' or '.join(phases)}")
+        if event.attempt != node.attempt:
+            self._invalid(event, f"attempt {event.attempt} is not the current attempt {node.attempt}")
+        return node
+
+    def _open_scope(self, owner: str | None, prefix: str, spec: WorkflowSpec, inputs: dict[str, bytes]) -> None:
+        scope = Scope(
+            prefix=prefix,
+            owner=owner,
+            spec=spec,
+            inputs={**spec.defaults, **inputs},
+            unfinished=len(spec.nodes),
+            pending_deps={},
+            dependents={},
+        )
+        self.scopes[owner] = scope
+        for node_spec in spec.nodes:
+            deps = set()
+            for binding in node_spec.inputs.values():
+                deps.update(binding_dependencies(binding))
+            scope.pending_deps[node_spec.id] = len(deps)
+            for dep in deps:
+                scope.dependents.setdefault(dep, []).append(node_spec.id)
+            full_id = prefix + node_spec.id
+            self.nodes[full_id] = NodeState(node_id=full_id, spec=node_spec, scope=scope)
+            if not deps:
+                self.ready[full_id] = None
+        if scope.unfinished == 0:
+            self.finished_scopes[owner] = None
+
+    def _expand_array(self, node: NodeState, event: ArrayExpanded) -> None:
+        spec = node.spec
+        assert isinstance(spec, ArrayNode) and node.scope is not None
+        mapped: dict[str, list[bytes]] = {}
+        broadcast: dict[str, bytes] = {}
+        for name, binding in spec.inputs.items():
+            literal = self.resolve(node.scope, binding)
+            if name in spec.mapped:
+                mapped[name] = split_list_literal(literal)
+                if len(mapped[name]) != event.size:
+                    self._invalid(event, f"mapped input {name!r} has {len(mapped[name])} elements")
+            else:
+                broadcast[name] = literal
+        self.arrays[node.node_id] = ArrayState(
+            size=event.size, mapped=mapped, broadcast=broadcast, outputs=[None] * event.size
+        )
+        self.changed_arrays[node.node_id] = None
+
+    def _on_queued(self, event: NodeQueued) -> None:
+        node = self._node(event)
+        if node.phase == "retrying":
+            self.retrying.pop(node.node_id, None)
+        elif node.phase != "waiting":
+            self._invalid(event, f"node is {node.phase}")
+        elif node.scope is not None and node.node_id not in self.ready:
+            self._invalid(event, "its inputs are not ready")
+        if event.attempt != node.attempt + 1:
+            self._invalid(event, f"attempt {event.attempt} does not follow attempt {node.attempt}")
+        if node.phase == "waiting" and node.array_parent is not None:
+            self._claim_element(node)
+        self.ready.pop(node.node_id, None)
+        node.phase = "queued"
+        node.attempt = event.attempt
+        node.queued_at = event.at
+        node.started_at = None
+        spec = node.spec
+        if isinstance(spec, SubworkflowNode):
+            assert node.scope is not None
+            node.phase = "running"
+            inputs = {name: self.resolve(node.scope, b) for name, b in spec.inputs.items()}
+            self._open_scope(node.node_id, node.node_id + "/", self.spec_of_subworkflow(spec.workflow), inputs)
+        elif node.is_leaf:
+            self.active[node.node_id] = None
+            timeout = node.options.timeout
+            if timeout is not None:
+                heapq.heappush(self.deadlines, (event.at + timedelta(seconds=timeout), node.node_id, event.attempt))
+
+    def _claim_element(self, node: NodeState) -> None:
+        """A map element leaves ``waiting``; the launch cursor moves past every claimed element."""
+        array = self.arrays[node.array_parent or ""]
+        array.in_flight += 1
+        node.phase = "queued"  # claimed; the caller sets the final phase
+        prefix = f"{node.array_parent}/"
+        while array.next_index < array.size:
+            following = self.nodes.get(f"{prefix}{array.next_index}")
+            if following is None or following.phase == "waiting":
+                break
+            array.next_index += 1
+
+    def _is_composite(self, node: NodeState) -> bool:
+        """Array and subworkflow nodes, and dynamic nodes once expanded: their children do the work."""
+        if node.array_parent is not None or isinstance(node.spec, TaskNode):
+            return False
+        return not isinstance(node.spec, DynamicNode) or node.node_id in self.scopes
+
+    def _on_failed(self, event: NodeFailed) -> None:
+        node = self._node(event)
+        composite = self._is_composite(node)
+        if composite:
+            if node.phase not in ("queued", "running"):
+                self._invalid(event, f"node is {node.phase}")
+        else:
+            self._attempt_node(event, ("queued", "running"))
+        self.active.pop(node.node_id, None)
+        node.error = event.error
+        node.failed_at = event.at
+        error = event.error
+        if error.kind == "system":
+            node.system_failures += 1
+            budget_left = node.system_failures <= node.options.system_retries
+        else:
+            node.user_failures += 1
+            budget_left = node.user_failures <= node.options.retries
+        if error.retryable and budget_left and not composite:
+            node.phase = "retrying"
+            self.retrying[node.node_id] = None
+            return
+        node.phase = "failed"
+        node.finished_at = event.at
+        self._finished(node, success=False)
+
+    def _succeed(self, node: NodeState, outputs: dict[str, bytes], at: datetime) -> None:
+        self.active.pop(node.node_id, None)
+        node.phase = "succeeded"
+        node.outputs = dict(outputs)
+        node.error = None
+        node.finished_at = at
+        self._finished(node, success=True)
+
+    def _finished(self, node: NodeState, *, success: bool) -> None:
+        if node.array_parent is not None:
+            array = self.arrays[node.array_parent]
+            array.in_flight -= 1
+            index = int(node.node_id.rpartition("/")[2])
+            if success:
+                array.succeeded += 1
+                outputs = node.outputs or {}
+                array.outputs[index] = outputs.get("o0", NIL_LITERAL)
+            else:
+                array.failed += 1
+                if array.first_failure is None and node.error is not None:
+                    array.first_failure = node.error
+            self.changed_arrays[node.array_parent] = None
+            return
+        if node.node_id in self.arrays or node.node_id in self.scopes:
+            self._drop_children(node.node_id)
+        scope = node.scope
+        assert scope is not None
+        local_id = node.node_id[len(scope.prefix):]
+        scope.unfinished -= 1
+        if node.phase == "failed" and node.error is not None:
+            if not node.error.node_id:
+                node.error = msgspec.structs.replace(node.error, node_id=node.node_id)
+            scope.failure = scope.failure or node.error
+            self.failures.append(node.error)
+        for dependent in scope.dependents.get(local_id, ()):
+            full_id = scope.prefix + dependent
+            if success:
+                scope.pending_deps[dependent] -= 1
+                if scope.pending_deps[dependent] == 0 and full_id not in self.to_skip:
+                    self.ready[full_id] = None
+            elif self.nodes[full_id].phase == "waiting":
+                self.ready.pop(full_id, None)
+                self.to_skip[full_id] = None
+        if scope.unfinished == 0:
+            self.finished_scopes[scope.owner] = None
+
+    def _drop_children(self, node_id: str) -> None:
+        """A composite node finished: its unfinished children leave the planner's indexes."""
+        prefix = node_id + "/"
+        for index in (self.active, self.retrying, self.ready, self.to_skip):
+            for child in [key for key in index if key.startswith(prefix)]:
+                del index[child]
+        self.changed_arrays.pop(node_id, None)
+        self.finished_scopes.pop(node_id, None)
+
+    def _close(self) -> None:
+        """A terminal execution event: nothing is runnable any more."""
+        self.ready.clear()
+        self.to_skip.clear()
+        self.retrying.clear()
+        self.finished_scopes.clear()
+        self.changed_arrays.clear()
+        # `active` stays: the planner cancels those attempts
+
+    # -- queries used by the planner -----------------------------------------------------------------
+
+    def spec_of_subworkflow(self, name: str) -> WorkflowSpec:
+        """The sub-workflow spec ``name`` (sub-workflows are hoisted into the root spec)."""
+        for scope in self.scopes.values():
+            found = scope.spec.subworkflows.get(name)
+            if found is not None:
+                return found
+        raise KeyError(f"sub-workflow {name!r} is not in the spec")
+
+    def resolve(self, scope: Scope, binding: Binding) -> bytes:
+        """The literal a binding denotes in ``scope`` (every dependency must have succeeded)."""
+        match binding:
+            case LiteralBinding(value=value):
+                return value
+            case InputBinding(name=name):
+                return scope.inputs[name]
+            case OutputRef(node=node, output=output):
+                outputs = self.nodes[scope.prefix + node].outputs or {}
+                return outputs[output]
+            case ListBinding(items=items):
+                return join_list_literal(self.resolve(scope, item) for item in items)
+            case DictBinding(items=items):
+                return join_dict_literal({key: self.resolve(scope, item) for key, item in items.items()})
+        raise TypeError(f"unknown binding {binding!r}")
+
+    def node_inputs(self, node: NodeState) -> dict[str, bytes]:
+        """The input literals of a leaf attempt."""
+        if node.array_parent is not None:
+            index = int(node.node_id.rpartition("/")[2])
+            return self.arrays[node.array_parent].element_inputs(index)
+        assert node.scope is not None
+        return {name: self.resolve(node.scope, binding) for name, binding in node.spec.inputs.items()}
+
+    def scope_outputs(self, scope: Scope) -> dict[str, bytes]:
+        """The output literals of a finished scope."""
+        return {name: self.resolve(scope, binding) for name, binding in scope.spec.output_bindings.items()}
+
+    def counts(self) -> dict[str, int]:
+        """How many nodes are in each phase (map elements included)."""
+        result: dict[str, int] = {}
+        for node in self.nodes.values():
+            result[node.phase] = result.get(node.phase, 0) + 1
+        return result
