@@ -1,0 +1,376 @@
+"""`WorkQueue`: client-go's rate-limited, delaying work queue, for one asyncio event loop.
+
+Semantics follow client-go ``util/workqueue`` (``queue.go``, ``delaying_queue.go``,
+``rate_limiting_queue.go``, ``default_rate_limiters.go``):
+
+- ``dirty`` holds every item that needs processing, ``processing`` every item a worker holds,
+  ``queue`` the FIFO order of dirty items that nobody processes. An item is therefore never queued
+  twice, and never handed to two workers at once.
+- ``add`` of an item that is being processed only marks it dirty; ``done`` then queues it again
+  (once, however many adds happened meanwhile). Workers must call ``done`` for every item ``get``
+  returned, also when processing failed.
+- ``add_after`` parks the item in a timer heap; when the same item is parked twice, the earliest
+  deadline wins. Timers are driven by an injected `Clock`.
+- ``add_rate_limited`` parks the item for ``base_delay * 2**failures`` (capped at ``max_delay``),
+  where ``failures`` counts its rate-limited adds since the last ``forget``. (client-go's default
+  controller limiter also has an overall token bucket; this queue has only the per-item back-off.)
+- After ``shutdown``, adds are ignored and timers dropped, but ``get`` still hands out what is
+  queued; once the queue is empty it raises `QueueShutDown` (client-go's ``shutdown=true``).
+
+All methods must be called from the event loop's thread, except `add_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+from engine._errors import SlipstreamError
+from propeller._clock import Clock, MonotonicClock
+
+__all__ = ["DEFAULT_BASE_DELAY", "DEFAULT_MAX_DELAY", "QueueShutDown", "WorkQueue"]
+
+T = TypeVar("T", bound=Hashable)
+
+# client-go's DefaultControllerRateLimiter starts at 5 ms; we cap at 60 s instead of its 1000 s so that a
+# workflow whose store hiccupped for a while resumes within a minute of the store coming back.
+DEFAULT_BASE_DELAY = 0.005
+DEFAULT_MAX_DELAY = 60.0
+
+
+class QueueShutDown(SlipstreamError):
+    """The work queue was shut down and holds no more items; the worker should exit."""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        label = f"work queue {name!r}" if name else "work queue"
+        super().__init__(f"{label} is shut down and drained: no more items; stop the worker")
+
+
+class WorkQueue(Generic[T]):
+    """A deduplicating FIFO work queue with timers and per-item exponential back-off.
+
+    Args:
+        clock: time source for ``add_after``/``add_rate_limited``; `MonotonicClock` by default.
+        base_delay: first back-off of ``add_rate_limited``, in seconds.
+        max_delay: cap on the back-off, in seconds.
+        name: shown in error messages.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        base_delay: float = DEFAULT_BASE_DELAY,
+        max_delay: float = DEFAULT_MAX_DELAY,
+        name: str = "",
+    ) -> None:
+        if base_delay <= 0 or max_delay < base_delay:
+            raise ValueError(
+                f"WorkQueue(base_delay={base_delay}, max_delay={max_delay}): need 0 < base_delay <= max_delay"
+            )
+        self._clock: Clock = clock if clock is not None else MonotonicClock()
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+        self.name = name
+        # FIFO of items ready for a worker; each is also in _dirty and never in _processing.
+        self._queue: deque[T] = deque()
+        # Items that need processing (queued, or re-added while processing).
+        self._dirty: set[T] = set()
+        # Items a worker holds between get() and done().
+        self._processing: set[T] = set()
+        # Blocked get() calls; a resolved future means "look again", not "this item is yours".
+        self._getters: deque[asyncio.Future[None]] = deque()
+        # Timer heap with lazy deletion: an entry is live only if _deadlines[item] holds its seq.
+        self._timers: list[tuple[float, int, T]] = []
+        self._deadlines: dict[T, tuple[float, int]] = {}
+        self._seq = itertools.count()
+        self._timer_task: asyncio.Task[None] | None = None
+        self._failures: dict[T, int] = {}
+        self._shutting_down = False
+        self._drained: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
+
+    # --- basic queue ---------------------------------------------------------------------------
+
+    def add(self, item: T) -> None:
+        """Mark ``item`` as needing processing.
+
+        Queued items are not queued twice; an item being processed is queued again once, when its
+        worker calls `done`. Ignored after `shutdown`.
+
+        Args:
+            item: a hashable id.
+        """
+        if self._shutting_down or item in self._dirty:
+            return
+        self._dirty.add(item)
+        if item in self._processing:
+            return  # done() queues it again
+        self._queue.append(item)
+        self._wake_one_getter()
+
+    def add_threadsafe(self, item: T) -> None:
+        """`add` from any thread (an executor's worker thread, for instance).
+
+        The add happens on the queue's event loop soon after. If that loop is closed, the add is
+        dropped, as an add after shutdown would be.
+
+        Args:
+            item: a hashable id.
+
+        Raises:
+            RuntimeError: if the queue has not yet been used inside an event loop (build it, or call
+                any method, inside the loop first).
+        """
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError(
+                "WorkQueue.add_threadsafe: the queue is not bound to an event loop yet; create it, or "
+                "call get()/add_after(), inside the loop that runs the workers"
+            )
+        with contextlib.suppress(RuntimeError):  # loop closed: the engine is gone, drop the wake-up
+            loop.call_soon_threadsafe(self.add, item)
+
+    def get_nowait(self) -> T:
+        """Take the next ready item without waiting; the caller must call `done` with it.
+
+        Returns:
+            The oldest queued item, now marked as processing.
+
+        Raises:
+            QueueShutDown: if the queue is shut down and empty.
+            asyncio.QueueEmpty: if no item is ready.
+        """
+        self._fire_due_timers()
+        if self._queue:
+            item = self._queue.popleft()
+            self._dirty.discard(item)
+            self._processing.add(item)
+            return item
+        if self._shutting_down:
+            raise QueueShutDown(self.name)
+        raise asyncio.QueueEmpty
+
+    async def get(self) -> T:
+        """Wait for the next item; the caller must call `done` with it when finished.
+
+        Returns:
+            The oldest queued item, now marked as processing.
+
+        Raises:
+            QueueShutDown: once the queue is shut down and empty.
+        """
+        self._bind_loop()
+        while True:
+            try:
+                return self.get_nowait()
+            except asyncio.QueueEmpty:
+                pass
+            self._ensure_timer_task()
+            getter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._getters.append(getter)
+            try:
+                await getter
+            except asyncio.CancelledError:
+                with contextlib.suppress(ValueError):
+                    self._getters.remove(getter)
+                # We may have been woken for an item and then cancelled: pass the wake-up on,
+                # otherwise that item would wait for the next add.
+                if getter.done() and not getter.cancelled():
+                    self._wake_one_getter()
+                raise
+
+    def done(self, item: T) -> None:
+        """Release ``item`` after processing; queue it again if it was added meanwhile.
+
+        Args:
+            item: an item returned by `get` or `get_nowait`.
+        """
+        self._processing.discard(item)
+        if item in self._dirty:
+            # Even after shutdown (client-go does the same): the add happened before it.
+            self._queue.append(item)
+            self._wake_one_getter()
+        if not self._processing and self._drained is not None:
+            self._drained.set()
+
+    def __len__(self) -> int:
+        """Number of items ready for a worker (timers that are due count as ready)."""
+        self._fire_due_timers()
+        return len(self._queue)
+
+    @property
+    def processing(self) -> int:
+        """Number of items workers currently hold."""
+        return len(self._processing)
+
+    @property
+    def waiting(self) -> int:
+        """Number of items parked on a timer (`add_after`, `add_rate_limited`)."""
+        return len(self._deadlines)
+
+    @property
+    def shutting_down(self) -> bool:
+        """Whether `shutdown` or `shutdown_with_drain` was called."""
+        return self._shutting_down
+
+    # --- delaying queue ------------------------------------------------------------------------
+
+    def add_after(self, item: T, delay: float) -> None:
+        """`add` ``item`` after ``delay`` seconds of the queue's clock.
+
+        If ``item`` is already waiting on a timer, the earlier deadline wins. Ignored after
+        `shutdown`.
+
+        Args:
+            item: a hashable id.
+            delay: seconds; ``<= 0`` adds at once.
+        """
+        if self._shutting_down:
+            return
+        if delay <= 0:
+            self.add(item)
+            return
+        deadline = self._clock.now() + delay
+        current = self._deadlines.get(item)
+        if current is not None and current[0] <= deadline:
+            return
+        seq = next(self._seq)
+        self._deadlines[item] = (deadline, seq)
+        heapq.heappush(self._timers, (deadline, seq, item))
+        if self._timers[0][1] == seq:
+            self._restart_timer_task()  # the new deadline is the earliest: the sleeper must wake sooner
+
+    # --- rate limiting -------------------------------------------------------------------------
+
+    def add_rate_limited(self, item: T) -> None:
+        """`add_after` with the item's exponential back-off, and count one more failure.
+
+        The n-th call since the last `forget` waits ``base_delay * 2**(n-1)``, at most ``max_delay``.
+
+        Args:
+            item: a hashable id.
+        """
+        self.add_after(item, self.when(item))
+
+    def when(self, item: T) -> float:
+        """Count one more failure of ``item`` and return how long it should back off.
+
+        Args:
+            item: a hashable id.
+
+        Returns:
+            ``base_delay * 2**failures`` (failures before this call), capped at ``max_delay``.
+        """
+        failures = self._failures.get(item, 0)
+        self._failures[item] = failures + 1
+        # min() keeps the power finite: 2.0**1100 overflows a float, and the cap is reached long before.
+        return min(self._base_delay * 2.0 ** min(failures, 1000), self._max_delay)
+
+    def forget(self, item: T) -> None:
+        """Reset ``item``'s back-off: it was processed successfully.
+
+        Args:
+            item: a hashable id.
+        """
+        self._failures.pop(item, None)
+
+    def num_requeues(self, item: T) -> int:
+        """How many rate-limited adds ``item`` had since its last `forget`.
+
+        Args:
+            item: a hashable id.
+
+        Returns:
+            The failure count (0 for unknown items).
+        """
+        return self._failures.get(item, 0)
+
+    # --- shutdown ------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop accepting adds, drop timers and wake every waiting `get`.
+
+        Queued items are still handed out; `get` raises `QueueShutDown` once the queue is empty.
+        Idempotent.
+        """
+        self._shutting_down = True
+        self._timers.clear()
+        self._deadlines.clear()
+        if self._timer_task is not None:
+            self._timer_task.cancel()
+            self._timer_task = None
+        while self._getters:
+            getter = self._getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+
+    async def shutdown_with_drain(self) -> None:
+        """`shutdown`, then wait until workers have called `done` for every item they hold.
+
+        Workers should keep calling `get` until it raises `QueueShutDown`, so items still queued
+        get processed too; this returns when nothing is processing any more.
+        """
+        self.shutdown()
+        if self._drained is None:
+            self._drained = asyncio.Event()
+        if self._processing:
+            await self._drained.wait()
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _bind_loop(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+
+    def _wake_one_getter(self) -> None:
+        while self._getters:
+            getter = self._getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+                return
+
+    def _fire_due_timers(self) -> None:
+        """Move every item whose deadline has passed from the timer heap to the queue."""
+        if not self._timers:
+            return
+        now = self._clock.now()
+        while self._timers and self._timers[0][0] <= now:
+            _, seq, item = heapq.heappop(self._timers)
+            live = self._deadlines.get(item)
+            if live is None or live[1] != seq:
+                continue  # superseded by an earlier deadline for the same item
+            del self._deadlines[item]
+            self.add(item)
+
+    def _ensure_timer_task(self) -> None:
+        if self._timers and self._timer_task is None and not self._shutting_down:
+            self._restart_timer_task()
+
+    def _restart_timer_task(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop yet: the first get() starts the timer task
+        self._loop = self._loop or loop
+        if self._timer_task is not None:
+            self._timer_task.cancel()
+        self._timer_task = loop.create_task(self._run_timers(), name=f"workqueue-timers-{self.name}")
+
+    async def _run_timers(self) -> None:
+        """Sleep until the earliest deadline, fire due timers, repeat; exit when none are left."""
+        try:
+            while self._timers and not self._shutting_down:
+                await self._clock.sleep_until(self._timers[0][0])
+                self._fire_due_timers()
+        finally:
+            if self._timer_task is asyncio.current_task():
+                self._timer_task = None
