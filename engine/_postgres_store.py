@@ -1,0 +1,516 @@
+"""`PostgresEventStore`: the production event store (asyncpg), DESIGN section 5.
+
+Shape of an append (one transaction for every execution of the call):
+
+1. take the session advisory lock ``_SEQ_LOCK``, insert all events with one ``INSERT ... SELECT
+   FROM unnest(...)``, release the lock. The insert is the transaction's first write, so its
+   transaction id (stored in ``events.xid``) and its ``seq`` values are allocated inside the
+   lock: across store writers, ``xid`` order and ``seq`` order agree. That is what makes
+   ``read_all``'s ``xid < pg_snapshot_xmin(pg_current_snapshot())`` filter commit-safe: a row is
+   returned only once every transaction that could still commit a lower ``seq`` has finished.
+   The lock is released before commit, so commits (WAL flushes) of concurrent appends overlap.
+2. move the ``executions`` projection rows with a conditional ``UPDATE ... WHERE version =
+   expected`` (or an ``INSERT ... ON CONFLICT DO NOTHING`` for new executions); a row that does not
+   match is a ``ConcurrencyConflict``. Racers on the same version also meet on the events unique
+   key; either way exactly one wins.
+3. ``pg_notify('slipstream_events', execution_id)`` per execution, delivered at commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from engine._errors import ConcurrencyConflict, StoreUnavailable
+from engine._store_common import (
+    ProjectionChange,
+    decode_cursor,
+    encode_cursor,
+    load_migrations,
+    normalize_statuses,
+    plan_projection,
+)
+from engine.interfaces import (
+    EventStore,
+    ExecutionPage,
+    ExecutionStatus,
+    ExecutionSummary,
+    StoredEvent,
+)
+
+__all__ = ["NOTIFY_CHANNEL", "PostgresEventStore"]
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "slipstream_events"
+# Arbitrary constants naming Slipstream's advisory locks (pg_advisory_* take one bigint key).
+_SEQ_LOCK = 0x51175EA3_0001
+_MIGRATION_LOCK = 0x51175EA3_0002
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_UNIQUE_DETAIL = re.compile(r"\(execution_id, version\)=\((?P<id>.*), (?P<version>\d+)\)")
+
+# Errors that mean "the server or the connection went away", not "the request was wrong".
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, pg_terminate_backend (57P01)
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+)
+
+_INSERT_EVENTS = """
+INSERT INTO events (execution_id, version, kind, node_id, attempt, payload)
+SELECT e, v, k, n, a, p
+FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bytea[])
+     WITH ORDINALITY AS r(e, v, k, n, a, p, ord)
+ORDER BY ord
+"""
+
+_INSERT_EXECUTIONS = """
+INSERT INTO executions (execution_id, project, domain, workflow, status, version, created_at, updated_at, parent)
+SELECT i, pr, d, w, s, v, c, now(), pa
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::timestamptz[],
+            $8::text[]) AS r(i, pr, d, w, s, v, c, pa)
+ORDER BY i
+ON CONFLICT (execution_id) DO NOTHING
+RETURNING execution_id
+"""
+
+# ORDER BY in the locking subquery takes row locks in id order, so two overlapping appends cannot
+# deadlock on the projection.
+_UPDATE_EXECUTIONS = """
+WITH u AS (
+    SELECT i, x, v, s FROM unnest($1::text[], $2::int[], $3::int[], $4::text[]) AS r(i, x, v, s)
+), locked AS (
+    SELECT e.execution_id FROM executions e JOIN u ON e.execution_id = u.i
+    ORDER BY e.execution_id FOR UPDATE OF e
+)
+UPDATE executions e
+SET version = u.v, status = coalesce(u.s, e.status), updated_at = now()
+FROM u
+WHERE e.execution_id = u.i AND e.version = u.x AND e.execution_id IN (SELECT execution_id FROM locked)
+RETURNING e.execution_id
+"""
+
+_READ_ALL = """
+SELECT seq, payload, xid < pg_snapshot_xmin(pg_current_snapshot()) AS safe
+FROM events WHERE seq > $1 ORDER BY seq LIMIT $2
+"""
+
+_SUMMARY_COLUMNS = "execution_id, project, domain, workflow, status, created_at, updated_at, version, parent"
+
+
+class PostgresEventStore(EventStore):
+    """Event store on Postgres through an asyncpg pool.
+
+    Migrations in ``engine/migrations`` are applied at `start` (idempotent, safe to run from many
+    processes at once). Connection loss during an operation raises `StoreUnavailable`; the pool
+    reconnects on the next call. Reads are retried once after a lost connection; appends never are
+    (the caller decides, and a retried append that did commit shows up as a `ConcurrencyConflict`).
+
+    Args:
+        dsn: a libpq URL, e.g. ``postgresql://user@host:5432/db`` or, for a unix socket,
+            ``postgresql://user@/db?host=/path/to/socket-dir``.
+        min_size: connections the pool keeps open.
+        max_size: most connections the pool opens (plus one for LISTEN).
+        schema: the schema holding the tables; created if missing.
+    """
+
+    name = "postgres"
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10, schema: str = "public") -> None:
+        if not _SCHEMA_NAME.match(schema):
+            raise ValueError(f"invalid schema name {schema!r}: use letters, digits and underscores")
+        self._dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._schema = schema
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._listener_task: asyncio.Task[None] | None = None
+        self._listener_lost = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._closing = False
+
+    @property
+    def schema(self) -> str:
+        """The schema the store's tables live in."""
+        return self._schema
+
+    def _server_settings(self) -> dict[str, str]:
+        return {"search_path": f'"{self._schema}"', "application_name": "slipstream-store"}
+
+    async def start(self) -> None:
+        """Open the pool, apply pending migrations and start listening for appends.
+
+        Raises:
+            StoreUnavailable: Postgres cannot be reached.
+        """
+        if self._pool is not None:
+            return
+        self._closing = False
+        try:
+            await self._migrate()
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                server_settings=self._server_settings(),
+            )
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"cannot open Postgres event store at {self._redacted_dsn()}: {exc}") from exc
+        self._listener_task = asyncio.create_task(self._listen_forever(), name="slipstream-store-listener")
+
+    async def close(self) -> None:
+        """Stop listening and close every connection (idempotent)."""
+        self._closing = True
+        if self._listener_task is not None:
+            self._listener_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener_task
+            self._listener_task = None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pool.close(), timeout=10)
+            if not pool.is_closing():  # graceful close failed (a stuck connection): do not hang
+                pool.terminate()
+
+    def _redacted_dsn(self) -> str:
+        return re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", self._dsn)
+
+    # --- migrations --------------------------------------------------------------------------------
+
+    async def _migrate(self) -> None:
+        conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
+        try:
+            async with conn.transaction():
+                # Serialises concurrent starts: the second waits, then finds everything applied.
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+                await conn.execute(f'SET LOCAL search_path TO "{self._schema}"')
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version integer PRIMARY KEY, name text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+                for migration in load_migrations("postgres"):
+                    if migration.version in applied:
+                        continue
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                        migration.version,
+                        migration.name,
+                    )
+                    log.info("applied migration %04d_%s to schema %s", migration.version, migration.name, self._schema)
+        finally:
+            await conn.close()
+
+    # --- connections ---------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._pool is None:
+            raise RuntimeError("PostgresEventStore is not started: `await store.start()` (or `async with`) first")
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"Postgres event store at {self._redacted_dsn()} is unavailable: {exc}") from exc
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        # Reads are idempotent: one retry hides a connection the pool had not yet noticed was dead.
+        for attempt in (1, 2):
+            try:
+                async with self._connection() as conn:
+                    return await conn.fetch(query, *args)
+            except StoreUnavailable:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    # --- append --------------------------------------------------------------------------------------
+
+    async def _append_records(self, batches: Sequence[tuple[str, int, Sequence[StoredEvent]]]) -> None:
+        changes = plan_projection(batches)
+        if not changes:
+            return
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        for _, _, records in batches:
+            for r in records:
+                columns[0].append(r.execution_id)
+                columns[1].append(r.version)
+                columns[2].append(r.kind)
+                columns[3].append(r.node_id)
+                columns[4].append(r.attempt)
+                columns[5].append(r.payload)
+        new = [c for c in changes if c.created is not None]
+        old = sorted((c for c in changes if c.created is None), key=lambda c: c.execution_id)
+        ids = sorted(c.execution_id for c in changes)
+
+        async with self._connection() as conn:
+            try:
+                await self._append_in_transaction(conn, columns, new, old, ids)
+            except _Conflict as conflict:
+                actual = await self._version_after_rollback(conn, conflict.execution_id)
+                raise ConcurrencyConflict(conflict.execution_id, conflict.expected_version, actual) from None
+            except asyncpg.UniqueViolationError as exc:
+                execution_id, expected = self._conflicting_batch(exc, batches)
+                actual = await self._version_after_rollback(conn, execution_id)
+                raise ConcurrencyConflict(execution_id, expected, actual) from exc
+            except asyncpg.DeadlockDetectedError as exc:
+                # Only possible when two appends touch the same executions at different versions:
+                # one of them is stale, so report it as the conflict it is.
+                raise ConcurrencyConflict(batches[0][0], batches[0][1]) from exc
+        self._changed.set()
+
+    async def _append_in_transaction(
+        self,
+        conn: asyncpg.Connection,
+        columns: tuple[list[Any], ...],
+        new: list[ProjectionChange],
+        old: list[ProjectionChange],
+        ids: list[str],
+    ) -> None:
+        locked = False
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_lock($1)", _SEQ_LOCK)
+                locked = True
+                await conn.execute(_INSERT_EVENTS, *columns)
+                await conn.execute("SELECT pg_advisory_unlock($1)", _SEQ_LOCK)
+                locked = False
+                if new:
+                    created = [c.created for c in new if c.created is not None]
+                    now = datetime.now(UTC)
+                    inserted = await conn.fetch(
+                        _INSERT_EXECUTIONS,
+                        [c.execution_id for c in new],
+                        [str(f["project"]) for f in created],
+                        [str(f["domain"]) for f in created],
+                        [str(f["workflow"]) for f in created],
+                        [c.status for c in new],
+                        [c.new_version for c in new],
+                        [f["created_at"] or now for f in created],
+                        [f["parent"] for f in created],
+                    )
+                    if len(inserted) != len(new):
+                        got = {r[0] for r in inserted}
+                        loser = next(c for c in new if c.execution_id not in got)
+                        raise _Conflict(loser.execution_id, 0)
+                if old:
+                    updated = await conn.fetch(
+                        _UPDATE_EXECUTIONS,
+                        [c.execution_id for c in old],
+                        [c.expected_version for c in old],
+                        [c.new_version for c in old],
+                        [c.status for c in old],
+                    )
+                    if len(updated) != len(old):
+                        got = {r[0] for r in updated}
+                        loser = next(c for c in old if c.execution_id not in got)
+                        raise _Conflict(loser.execution_id, loser.expected_version)
+                await conn.execute("SELECT pg_notify($1, i) FROM unnest($2::text[]) AS i", NOTIFY_CHANNEL, ids)
+        finally:
+            if locked and not conn.is_closed():
+                # Session locks outlive a rolled-back transaction: never hand one back to the pool.
+                with contextlib.suppress(Exception):
+                    await conn.execute("SELECT pg_advisory_unlock($1)", _SEQ_LOCK)
+
+    @staticmethod
+    def _conflicting_batch(
+        exc: asyncpg.UniqueViolationError, batches: Sequence[tuple[str, int, Sequence[StoredEvent]]]
+    ) -> tuple[str, int]:
+        match = _UNIQUE_DETAIL.search(getattr(exc, "detail", "") or "")
+        if match is not None:
+            for execution_id, expected, _ in batches:
+                if execution_id == match.group("id"):
+                    return execution_id, expected
+        return batches[0][0], batches[0][1]
+
+    @staticmethod
+    async def _version_after_rollback(conn: asyncpg.Connection, execution_id: str) -> int | None:
+        with contextlib.suppress(Exception):
+            return int(
+                await conn.fetchval(
+                    "SELECT coalesce(max(version), 0) FROM events WHERE execution_id = $1", execution_id
+                )
+            )
+        return None
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    async def _read_payloads(self, execution_id: str, after: int) -> list[bytes]:
+        rows = await self._fetch(
+            "SELECT payload FROM events WHERE execution_id = $1 AND version > $2 ORDER BY version",
+            execution_id,
+            after,
+        )
+        return [r[0] for r in rows]
+
+    async def _read_all_payloads(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
+        if limit <= 0:
+            return []
+        out: list[tuple[int, bytes]] = []
+        for seq, payload, safe in await self._fetch(_READ_ALL, after_seq, limit):
+            if not safe:
+                # A transaction at or above the high-water mark wrote this row: rows after it may be
+                # followed by a lower seq still to commit, so stop here (the tailer asks again later).
+                break
+            out.append((seq, payload))
+        return out
+
+    async def current_version(self, execution_id: str) -> int:
+        """The execution's latest version (0 if unknown).
+
+        Raises:
+            StoreUnavailable: Postgres cannot be reached.
+        """
+        rows = await self._fetch("SELECT coalesce(max(version), 0) FROM events WHERE execution_id = $1", execution_id)
+        return int(rows[0][0])
+
+    async def get_summary(self, execution_id: str) -> ExecutionSummary | None:
+        """The projection row of one execution, or ``None`` if unknown.
+
+        Raises:
+            StoreUnavailable: Postgres cannot be reached.
+        """
+        rows = await self._fetch(f"SELECT {_SUMMARY_COLUMNS} FROM executions WHERE execution_id = $1", execution_id)
+        return _summary(rows[0]) if rows else None
+
+    async def list_executions(
+        self,
+        *,
+        project: str | None = None,
+        domain: str | None = None,
+        status: ExecutionStatus | Sequence[ExecutionStatus] | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> ExecutionPage:
+        """Executions newest first (by creation time, then id), filtered.
+
+        Args:
+            project: only this project.
+            domain: only this domain.
+            status: one status or several.
+            workflow: only executions of this workflow name.
+            limit: page size (at least 1).
+            cursor: ``next_cursor`` of the previous page.
+
+        Returns:
+            A page; its ``next_cursor`` is ``None`` on the last page.
+
+        Raises:
+            ValueError: bad ``limit``, ``status`` or ``cursor``.
+            StoreUnavailable: Postgres cannot be reached.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        where: list[str] = []
+        args: list[Any] = []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if project is not None:
+            where.append(f"project = {arg(project)}")
+        if domain is not None:
+            where.append(f"domain = {arg(domain)}")
+        if workflow is not None:
+            where.append(f"workflow = {arg(workflow)}")
+        statuses = normalize_statuses(status)
+        if statuses is not None:
+            where.append(f"status = ANY({arg(statuses)}::text[])")
+        if cursor is not None:
+            created_at, execution_id = decode_cursor(cursor)
+            where.append(f"(created_at, execution_id) < ({arg(created_at)}::timestamptz, {arg(execution_id)})")
+        query = (
+            f"SELECT {_SUMMARY_COLUMNS} FROM executions"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f" ORDER BY created_at DESC, execution_id DESC LIMIT {arg(limit + 1)}"
+        )
+        rows = await self._fetch(query, *args)
+        items = [_summary(r) for r in rows[:limit]]
+        next_cursor = encode_cursor(items[-1].created_at, items[-1].execution_id) if len(rows) > limit else None
+        return ExecutionPage(items=items, next_cursor=next_cursor)
+
+    # --- change notifications ------------------------------------------------------------------------
+
+    async def wait_for_changes(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the interface's signature
+        """Return when events were appended by anyone since the last return, or after ``timeout``.
+
+        Wake-ups come from ``LISTEN slipstream_events``; while the listener connection is down (it
+        reconnects by itself) every call wakes spuriously, which the contract allows.
+        """
+        if self._listener is None or self._listener.is_closed():
+            self._changed.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        self._changed.clear()
+
+    def _on_notify(self, *_: object) -> None:
+        self._changed.set()
+
+    def _on_listener_lost(self, *_: object) -> None:
+        self._listener_lost.set()
+        self._changed.set()  # notifications may have been missed while it was down
+
+    async def _listen_forever(self) -> None:
+        delay = 0.05
+        while not self._closing:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn, server_settings=self._server_settings())
+                self._listener_lost.clear()
+                conn.add_termination_listener(self._on_listener_lost)
+                await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                self._listener = conn
+                self._changed.set()  # appends may have happened while no listener was up
+                delay = 0.05
+                await self._listener_lost.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep listening whatever the server does; log and retry
+                log.warning("event store listener lost (%s); reconnecting in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            finally:
+                self._listener = None
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), timeout=2)
+
+
+class _Conflict(Exception):
+    """Raised inside the append transaction to roll it back; turned into ConcurrencyConflict after."""
+
+    def __init__(self, execution_id: str, expected_version: int) -> None:
+        super().__init__(execution_id, expected_version)
+        self.execution_id = execution_id
+        self.expected_version = expected_version
+
+
+def _summary(row: asyncpg.Record) -> ExecutionSummary:
+    return ExecutionSummary(
+        execution_id=row["execution_id"],
+        project=row["project"],
+        domain=row["domain"],
+        workflow=row["workflow"],
+        status=row["status"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
+        parent=row["parent"],
+    )
