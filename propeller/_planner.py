@@ -411,8 +411,9 @@ class _Round:
         self.emit(ArrayExpanded, node.node_id, node.attempt, size=next(iter(sizes.values()), 0))
 
     def cancel_everything(self) -> None:
+        """The execution ended: stop every attempt still running for it."""
         state = self.state
         for key in self.obs.in_flight:
             node = state.nodes.get(key.node_id)
-            executor = self.executor_of(node) if node is not None else self.config.default_executor
-            self.actions.append(Cancel(key, executor))
+            if node is not None and key.node_id in state.active and node.attempt == key.attempt:
+                self.actions.append(Cancel(key, self.executor_of(node)))

@@ -52,10 +52,12 @@ def spec_of(*nodes, outputs: dict[str, Binding] | None = None, **kw) -> Workflow
 
 def add_one(request: TaskRequest) -> TaskStatus:
     """Default behaviour: o0 = sum of int inputs + 1 (lists summed)."""
-    total = 0
-    for value in request.inputs.values():
-        v = unlit(value)
-        total += sum(v) if isinstance(v, list) else (v or 0)
+    def flat(value: object) -> int:
+        if isinstance(value, list):
+            return sum(flat(item) for item in value)
+        return value if isinstance(value, int) else 0
+
+    total = sum(flat(unlit(value)) for value in request.inputs.values())
     return TaskStatus(phase="succeeded", outputs={"o0": lit(total + 1)}, worker="sim")
 
 

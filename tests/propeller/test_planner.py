@@ -1,0 +1,324 @@
+"""The pure planner, driven by the in-memory simulator: no store, no executor, a stepped clock."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from engine._state import ExecutionState
+from engine.events import NodeSucceeded
+from engine.interfaces import TaskRequest, TaskStatus
+from engine.models import ErrorInfo, ListBinding, SubworkflowNode, WorkflowSpec
+from propeller._planner import PlannerConfig
+
+from ._sim import (
+    ArrayNode,
+    DynamicNode,
+    InputBinding,
+    LiteralBinding,
+    OutputRef,
+    Sim,
+    TaskOptions,
+    add_one,
+    lit,
+    out,
+    ref,
+    spec_of,
+    task_node,
+    unlit,
+)
+
+
+def fail(message: str = "boom", kind: str = "user", retryable: bool = True) -> TaskStatus:
+    return TaskStatus(phase="failed", error=ErrorInfo(kind=kind, message=message, retryable=retryable))  # type: ignore[arg-type]
+
+
+def diamond(**kw) -> WorkflowSpec:
+    return spec_of(
+        task_node("a", x=InputBinding("x")),
+        task_node("b", x=OutputRef("a", "o0")),
+        task_node("c", x=OutputRef("a", "o0")),
+        task_node("d", l=OutputRef("b", "o0"), r=OutputRef("c", "o0")),
+        outputs={"o0": OutputRef("d", "o0")},
+        **kw,
+    )
+
+
+def assert_replays(sim: Sim) -> None:
+    """The incrementally planned state equals a fresh fold of the log, at every prefix."""
+    assert ExecutionState.fold(sim.events) == sim.state
+    versions = [e.version for e in sim.events]
+    assert versions == list(range(1, len(versions) + 1))
+
+
+def test_diamond_runs_in_dependency_order() -> None:
+    sim = Sim(diamond())
+    state = sim.run()
+    assert state.phase == "succeeded"
+    assert unlit(state.outputs["o0"]) == 7  # a=2, b=c=3, d=3+3+1
+    order = [r.key.node_id for r in sim.submits]
+    assert order[0] == "a" and order[-1] == "d" and set(order[1:3]) == {"b", "c"}
+    assert sim.rounds == 4  # a | b, c | d | done: one round per level
+    assert_replays(sim)
+
+
+def test_foreach_and_join_through_a_list_binding() -> None:
+    items = [task_node(f"f{i}", "f", x=LiteralBinding(lit(i))) for i in range(5)]
+    join = task_node("join", xs=ListBinding([OutputRef(f"f{i}", "o0") for i in range(5)]))
+    sim = Sim(spec_of(*items, join, outputs={"o0": OutputRef("join", "o0")}))
+    assert unlit(sim.run().outputs["o0"]) == sum(i + 1 for i in range(5)) + 1
+    assert_replays(sim)
+
+
+def test_user_retries_then_success_counts_attempts() -> None:
+    calls: list[int] = []
+
+    def flaky(request: TaskRequest) -> TaskStatus:
+        calls.append(request.key.attempt)
+        return fail() if request.key.attempt < 3 else add_one(request)
+
+    sim = Sim(spec_of(task_node("a", options=TaskOptions(retries=2), x=InputBinding("x"))), behaviour=flaky)
+    assert sim.run().phase == "succeeded"
+    assert calls == [1, 2, 3]
+    assert sim.kinds("a").count("NodeFailed") == 2
+    assert_replays(sim)
+
+
+def test_retries_exhausted_fails_execution_with_node_id() -> None:
+    sim = Sim(spec_of(task_node("a", options=TaskOptions(retries=1), x=InputBinding("x"))), behaviour=lambda r: fail())
+    state = sim.run()
+    assert state.phase == "failed"
+    assert state.error is not None and state.error.node_id == "a"
+    assert len(sim.submits) == 2
+
+
+def test_non_retryable_error_is_not_retried() -> None:
+    sim = Sim(spec_of(task_node("a", options=TaskOptions(retries=3))), behaviour=lambda r: fail(retryable=False))
+    assert sim.run().phase == "failed"
+    assert len(sim.submits) == 1
+
+
+def test_system_errors_use_their_own_budget() -> None:
+    attempts: list[int] = []
+
+    def dies(request: TaskRequest) -> TaskStatus:
+        attempts.append(request.key.attempt)
+        return fail("worker died", kind="system") if request.key.attempt <= 3 else add_one(request)
+
+    sim = Sim(spec_of(task_node("a", options=TaskOptions(retries=0))), behaviour=dies)
+    assert sim.run().phase == "succeeded"  # retries=0 yet three system failures were absorbed
+    assert attempts == [1, 2, 3, 4]
+
+
+def test_back_off_delays_the_next_attempt() -> None:
+    sim = Sim(spec_of(task_node("a", options=TaskOptions(retries=2))), behaviour=lambda r: fail(),
+              config=PlannerConfig(retry_delay=10.0), step=timedelta(seconds=1))
+    sim.run()
+    queued = [e.at for e in sim.events if type(e).__name__ == "NodeQueued"]
+    assert queued[1] - queued[0] >= timedelta(seconds=10)
+    assert queued[2] - queued[1] >= timedelta(seconds=20)
+
+
+def test_timeout_cancels_attempt_and_retries() -> None:
+    def hangs_first(request: TaskRequest) -> TaskStatus | None:
+        return None if request.key.attempt == 1 else add_one(request)
+
+    sim = Sim(spec_of(task_node("a", options=TaskOptions(retries=1, timeout=5))), behaviour=hangs_first,
+              config=PlannerConfig(retry_delay=0.0))
+    assert sim.run().phase == "succeeded"
+    failed = [e for e in sim.events if type(e).__name__ == "NodeFailed"]
+    assert failed[0].error.kind == "timeout" and failed[0].attempt == 1
+    assert [k.attempt for k in sim.cancels] == [1]
+
+
+def test_timeout_without_retries_fails() -> None:
+    sim = Sim(spec_of(task_node("a", options=TaskOptions(timeout=2))), behaviour=lambda r: None)
+    state = sim.run()
+    assert state.phase == "failed" and state.error.kind == "timeout"
+
+
+def test_fail_fast_stops_at_first_failure() -> None:
+    def b_fails(request: TaskRequest) -> TaskStatus | None:
+        if request.key.node_id == "b":
+            return fail()
+        return None if request.key.node_id == "c" else add_one(request)
+
+    sim = Sim(diamond(), behaviour=b_fails)
+    state = sim.run()
+    assert state.phase == "failed"
+    assert "d" not in [r.key.node_id for r in sim.submits]
+    assert [k.node_id for k in sim.cancels] == ["c"]  # the running sibling is cancelled
+
+
+def test_finish_executable_runs_what_it_can_then_fails() -> None:
+    spec = spec_of(
+        task_node("a"),
+        task_node("bad"),
+        task_node("after_bad", x=OutputRef("bad", "o0")),
+        task_node("after_a", x=OutputRef("a", "o0")),
+        failure_policy="finish_executable",
+    )
+    sim = Sim(spec, behaviour=lambda r: fail() if r.key.node_id == "bad" else add_one(r))
+    state = sim.run()
+    assert state.phase == "failed" and state.error.node_id == "bad"
+    assert state.nodes["after_a"].phase == "succeeded"
+    assert state.nodes["after_bad"].phase == "skipped"
+    assert_replays(sim)
+
+
+def map_spec(n: int, **kw) -> WorkflowSpec:
+    array = ArrayNode(id="m", task=ref("sq"), inputs={"x": LiteralBinding(lit(list(range(n)))), "k": LiteralBinding(lit(100))},
+                      mapped=["x"], interface_outputs=out(), **kw)
+    return spec_of(array, outputs={"o0": OutputRef("m", "o0")})
+
+
+def test_map_broadcasts_partial_arguments_and_gathers_in_order() -> None:
+    sim = Sim(map_spec(10))
+    state = sim.run()
+    assert unlit(state.outputs["o0"]) == [i + 100 + 1 for i in range(10)]
+    assert all(unlit(r.inputs["k"]) == 100 for r in sim.submits)
+    assert_replays(sim)
+
+
+def test_map_min_success_ratio_tolerates_one_failure_in_ten() -> None:
+    sim = Sim(map_spec(10, min_success_ratio=0.8),
+              behaviour=lambda r: fail(retryable=False) if unlit(r.inputs["x"]) == 3 else add_one(r))
+    state = sim.run()
+    assert state.phase == "succeeded"
+    values = unlit(state.outputs["o0"])
+    assert values[3] is None and values[4] == 105
+
+
+def test_map_fails_as_soon_as_the_ratio_is_unreachable() -> None:
+    sim = Sim(map_spec(10, min_success_ratio=0.8, concurrency=2),
+              behaviour=lambda r: fail(retryable=False) if unlit(r.inputs["x"]) < 3 else add_one(r))
+    state = sim.run()
+    assert state.phase == "failed"
+    assert "3 of 10 map elements failed" in state.error.message
+    assert len(sim.submits) < 10  # stopped early
+
+
+def test_map_concurrency_limits_elements_in_flight() -> None:
+    held: list[TaskRequest] = []
+    sim = Sim(map_spec(10, concurrency=3), behaviour=lambda r: held.append(r) or None)
+    sim.round()
+    assert len(sim.in_flight) == 3
+
+
+def test_max_parallelism_caps_running_leaves() -> None:
+    spec = spec_of(*[task_node(f"t{i}", "t") for i in range(6)], max_parallelism=2)
+    sim = Sim(spec)
+    sim.round()
+    assert len(sim.submits) == 2
+    assert sim.run().phase == "succeeded"
+
+
+def test_dynamic_node_runs_its_sub_spec_as_children() -> None:
+    inner = WorkflowSpec(name="dyn", inputs=[], outputs=out(), nodes=[task_node("t", x=LiteralBinding(lit(41)))],
+                         output_bindings={"o0": OutputRef("t", "o0")})
+
+    def behaviour(request: TaskRequest) -> TaskStatus:
+        if request.kind == "dynamic":
+            return TaskStatus(phase="succeeded", dynamic_spec=lit(inner))
+        return add_one(request)
+
+    dyn = DynamicNode(id="d", task=ref("d"), inputs={}, interface_outputs=out())
+    sim = Sim(spec_of(dyn, task_node("after", x=OutputRef("d", "o0")), outputs={"o0": OutputRef("after", "o0")}),
+              behaviour=behaviour)
+    state = sim.run()
+    assert unlit(state.outputs["o0"]) == 43
+    assert state.nodes["d/t"].phase == "succeeded"
+    assert "DynamicExpanded" in sim.kinds("d")
+    assert_replays(sim)
+
+
+def test_nested_dynamic() -> None:
+    leaf = WorkflowSpec(name="leaf", inputs=[], outputs=out(), nodes=[task_node("t", x=LiteralBinding(lit(1)))],
+                        output_bindings={"o0": OutputRef("t", "o0")})
+    middle = WorkflowSpec(name="mid", inputs=[], outputs=out(),
+                          nodes=[DynamicNode(id="inner", task=ref("inner"), inputs={}, interface_outputs=out())],
+                          output_bindings={"o0": OutputRef("inner", "o0")})
+
+    def behaviour(request: TaskRequest) -> TaskStatus:
+        if request.kind == "dynamic":
+            return TaskStatus(phase="succeeded", dynamic_spec=lit(middle if request.key.node_id == "outer" else leaf))
+        return add_one(request)
+
+    sim = Sim(spec_of(DynamicNode(id="outer", task=ref("outer"), inputs={}, interface_outputs=out()),
+                      outputs={"o0": OutputRef("outer", "o0")}), behaviour=behaviour)
+    state = sim.run()
+    assert unlit(state.outputs["o0"]) == 2
+    assert state.nodes["outer/inner/t"].phase == "succeeded"
+    assert_replays(sim)
+
+
+def test_subworkflow_gets_its_inputs_and_returns_outputs() -> None:
+    sub = WorkflowSpec(name="sub", inputs=[], outputs=out(), nodes=[task_node("t", x=InputBinding("y"))],
+                       output_bindings={"o0": OutputRef("t", "o0")})
+    node = SubworkflowNode(id="sw", workflow="sub", inputs={"y": OutputRef("a", "o0")}, interface_outputs=out())
+    sim = Sim(spec_of(task_node("a", x=InputBinding("x")), node, outputs={"o0": OutputRef("sw", "o0")},
+                      subworkflows={"sub": sub}))
+    assert unlit(sim.run().outputs["o0"]) == 3
+    assert_replays(sim)
+
+
+def test_abort_cancels_in_flight_attempts() -> None:
+    from engine.events import ExecutionAborted
+
+    sim = Sim(diamond(), behaviour=lambda r: None)
+    sim.round()
+    assert len(sim.in_flight) == 1
+    abort = ExecutionAborted(execution_id="e1", version=sim.state.version + 1, at=sim.now, reason="user")
+    sim.record([abort])
+    sim.round()
+    assert [k.node_id for k in sim.cancels] == ["a"]
+    assert sim.state.phase == "aborted"
+
+
+def test_a_wide_map_round_touches_only_what_changed() -> None:
+    """Completing one element of a 100k map must not rescan the other elements."""
+    sim = Sim(map_spec(100_000, concurrency=10), behaviour=lambda r: None)
+    sim.round()  # expand + launch 10
+    first = next(iter(sim.in_flight))
+    sim.completions[first] = add_one(sim.in_flight[first])
+    events_before = len(sim.events)
+    sim.round()
+    new = sim.events[events_before:]
+    # running + succeeded of the finished element, then exactly one new element queued
+    assert [type(e).__name__ for e in new] == ["NodeRunning", "NodeSucceeded", "NodeQueued"]
+    assert len(sim.state.nodes) == 1 + 11  # elements get state only once they start
+
+
+def test_restart_resubmits_queued_attempts_not_in_flight() -> None:
+    from propeller._planner import Observations, Submit, plan_round
+
+    sim = Sim(diamond(), behaviour=lambda r: None)
+    sim.round()
+    reloaded = ExecutionState.fold(sim.events)
+    plan = plan_round(reloaded, Observations(now=sim.now, resubmit=True))
+    assert plan.events == []
+    assert [a.request.key.node_id for a in plan.actions if isinstance(a, Submit)] == ["a"]
+
+
+def test_stale_completion_is_ignored() -> None:
+    sim = Sim(spec_of(task_node("a", options=TaskOptions(retries=1, timeout=1))), behaviour=lambda r: None,
+              config=PlannerConfig(retry_delay=0))
+    sim.round()
+    sim.now += timedelta(seconds=2)
+    sim.round()  # attempt 1 timed out
+    from engine.interfaces import TaskKey
+
+    sim.completions[TaskKey("e1", "a", 1)] = add_one(sim.submits[0])
+    sim.round()
+    assert not any(isinstance(e, NodeSucceeded) and e.attempt == 1 for e in sim.events)
+
+
+@pytest.mark.parametrize("bad_version", [0, 5])
+def test_out_of_order_event_is_an_invalid_transition(bad_version: int) -> None:
+    from engine._errors import InvalidTransition
+    from engine.events import ExecutionStarted
+
+    sim = Sim(diamond())
+    with pytest.raises(InvalidTransition, match="expected version 2"):
+        sim.state.apply(ExecutionStarted(execution_id="e1", version=bad_version, at=sim.now))
