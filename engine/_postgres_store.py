@@ -165,7 +165,12 @@ class PostgresEventStore(EventStore):
                 max_size=self._max_size,
                 server_settings=self._server_settings(),
             )
+            # Listening before start returns: no append after start can go unnoticed.
+            await self._connect_listener()
         except _UNAVAILABLE as exc:
+            if self._pool is not None:
+                self._pool.terminate()
+                self._pool = None
             raise StoreUnavailable(f"cannot open Postgres event store at {self._redacted_dsn()}: {exc}") from exc
         self._listener_task = asyncio.create_task(self._listen_forever(), name="slipstream-store-listener")
 
@@ -177,6 +182,12 @@ class PostgresEventStore(EventStore):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener_task
             self._listener_task = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener.close(), timeout=2)
+            if not listener.is_closed():
+                listener.terminate()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             with contextlib.suppress(Exception):
@@ -463,34 +474,44 @@ class PostgresEventStore(EventStore):
     def _on_notify(self, *_: object) -> None:
         self._changed.set()
 
-    def _on_listener_lost(self, *_: object) -> None:
-        self._listener_lost.set()
-        self._changed.set()  # notifications may have been missed while it was down
+    def _on_listener_lost(self, conn: object) -> None:
+        if conn is self._listener:
+            self._listener_lost.set()
+            self._changed.set()  # notifications may be missed until it is back: wake spuriously
+
+    async def _connect_listener(self) -> asyncpg.Connection:
+        conn: asyncpg.Connection = await asyncpg.connect(self._dsn, server_settings=self._server_settings())
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        except BaseException:
+            conn.terminate()
+            raise
+        self._listener_lost.clear()
+        self._listener = conn
+        conn.add_termination_listener(self._on_listener_lost)
+        return conn
 
     async def _listen_forever(self) -> None:
+        """Keep a LISTEN connection up: after it is lost, reconnect with back-off."""
         delay = 0.05
         while not self._closing:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(self._dsn, server_settings=self._server_settings())
-                self._listener_lost.clear()
-                conn.add_termination_listener(self._on_listener_lost)
-                await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-                self._listener = conn
-                self._changed.set()  # appends may have happened while no listener was up
+            await self._listener_lost.wait()
+            old, self._listener = self._listener, None
+            if old is not None:
+                old.terminate()
+            while not self._closing:
+                try:
+                    await self._connect_listener()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # keep trying whatever the server does
+                    log.warning("event store listener lost (%s); reconnecting in %.2fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
                 delay = 0.05
-                await self._listener_lost.wait()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep listening whatever the server does; log and retry
-                log.warning("event store listener lost (%s); reconnecting in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            finally:
-                self._listener = None
-                if conn is not None and not conn.is_closed():
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(conn.close(), timeout=2)
+                self._changed.set()  # appends may have happened while no listener was up
+                break
 
 
 class _Conflict(Exception):

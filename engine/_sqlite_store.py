@@ -1,0 +1,371 @@
+"""`SqliteEventStore`: the embedded event store, one WAL-mode SQLite file (DESIGN section 5).
+
+sqlite3 blocks, so every call runs on a worker thread, one at a time (``CapacityLimiter(1)``), on a
+single connection: the event loop never waits on disk. Appends are one ``BEGIN IMMEDIATE``
+transaction per call, which also makes SQLite's single writer order ``seq`` by commit, so
+``read_all`` is commit-safe as is.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from engine._errors import ConcurrencyConflict, StoreUnavailable
+from engine._store_common import (
+    ProjectionChange,
+    decode_cursor,
+    encode_cursor,
+    from_micros,
+    load_migrations,
+    normalize_statuses,
+    plan_projection,
+    to_micros,
+)
+from engine.interfaces import EventStore, ExecutionPage, ExecutionStatus, ExecutionSummary, StoredEvent
+
+__all__ = ["SqliteEventStore"]
+
+T = TypeVar("T")
+
+# How often wait_for_changes looks at PRAGMA data_version for commits by other connections.
+_POLL_INTERVAL = 0.2
+_SUMMARY_COLUMNS = "execution_id, project, domain, workflow, status, created_at, updated_at, version, parent"
+
+
+class SqliteEventStore(EventStore):
+    """Event store in one SQLite file (WAL mode), for one machine and for tests.
+
+    Several store instances, in one process or several, may share the file: SQLite serialises the
+    writers (``busy_timeout`` waits for the lock) and ``wait_for_changes`` notices their commits
+    by polling ``PRAGMA data_version``.
+
+    Args:
+        path: the database file; its directory is created if missing.
+        busy_timeout: seconds a write waits for another process's write lock before failing with
+            `StoreUnavailable`.
+    """
+
+    name = "sqlite"
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 10.0) -> None:
+        self._path = Path(path)
+        self._busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self._limiter = anyio.CapacityLimiter(1)
+        self._changed = anyio.Event()
+        self._data_version = 0
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    # --- thread plumbing -------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("SqliteEventStore is not started: `await store.start()` (or `async with`) first")
+        try:
+            return await anyio.to_thread.run_sync(fn, conn, limiter=self._limiter)
+        except sqlite3.OperationalError as exc:
+            # Locked by another process past busy_timeout, disk full, file gone: retryable, not a bug.
+            raise StoreUnavailable(f"SQLite event store {self._path} failed: {exc}") from exc
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the file, switch it to WAL mode and apply pending migrations.
+
+        Raises:
+            StoreUnavailable: the file cannot be opened or migrated.
+        """
+        if self._conn is not None:
+            return
+        try:
+            self._conn = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite event store {self._path}: {exc}") from exc
+
+    def _open(self) -> sqlite3.Connection:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        # check_same_thread=False: anyio may use a different worker thread per call, but the
+        # limiter guarantees one call at a time, which is all sqlite3 needs.
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate(conn)
+            self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        # BEGIN IMMEDIATE takes the write lock first, so concurrent openers apply each migration once.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+            )
+            applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for migration in load_migrations("sqlite"):
+                if migration.version in applied:
+                    continue
+                for statement in _statements(migration.sql):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, to_micros(datetime.now(UTC))),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        """Close the connection (idempotent); everything committed stays in the file."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+
+    # --- append ----------------------------------------------------------------------------------
+
+    async def _append_records(self, batches: Sequence[tuple[str, int, Sequence[StoredEvent]]]) -> None:
+        changes = plan_projection(batches)
+        if not changes:
+            return
+        rows = [
+            (r.execution_id, r.version, r.kind, r.node_id, r.attempt, r.payload)
+            for _, _, records in batches
+            for r in records
+        ]
+        conflict = await self._run(lambda conn: _append_sync(conn, changes, rows))
+        if conflict is not None:
+            raise ConcurrencyConflict(*conflict)
+        self._changed.set()
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    async def _read_payloads(self, execution_id: str, after: int) -> list[bytes]:
+        def read(conn: sqlite3.Connection) -> list[bytes]:
+            cur = conn.execute(
+                "SELECT payload FROM events WHERE execution_id = ? AND version > ? ORDER BY version",
+                (execution_id, after),
+            )
+            return [row[0] for row in cur]
+
+        return await self._run(read)
+
+    async def _read_all_payloads(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
+        if limit <= 0:
+            return []
+
+        def read(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            cur = conn.execute("SELECT seq, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+            return [(row[0], row[1]) for row in cur]
+
+        return await self._run(read)
+
+    async def current_version(self, execution_id: str) -> int:
+        """The execution's latest version (0 if unknown)."""
+
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT max(version) FROM events WHERE execution_id = ?", (execution_id,)).fetchone()
+            return int(row[0] or 0)
+
+        return await self._run(read)
+
+    async def get_summary(self, execution_id: str) -> ExecutionSummary | None:
+        """The projection row of one execution, or ``None`` if unknown."""
+
+        def read(conn: sqlite3.Connection) -> ExecutionSummary | None:
+            row = conn.execute(
+                f"SELECT {_SUMMARY_COLUMNS} FROM executions WHERE execution_id = ?", (execution_id,)
+            ).fetchone()
+            return None if row is None else _summary(row)
+
+        return await self._run(read)
+
+    async def list_executions(
+        self,
+        *,
+        project: str | None = None,
+        domain: str | None = None,
+        status: ExecutionStatus | Sequence[ExecutionStatus] | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> ExecutionPage:
+        """Executions newest first (by creation time, then id), filtered.
+
+        Args:
+            project: only this project.
+            domain: only this domain.
+            status: one status or several.
+            workflow: only executions of this workflow name.
+            limit: page size (at least 1).
+            cursor: ``next_cursor`` of the previous page.
+
+        Returns:
+            A page; its ``next_cursor`` is ``None`` on the last page.
+
+        Raises:
+            ValueError: bad ``limit``, ``status`` or ``cursor``.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("project", project), ("domain", domain), ("workflow", workflow)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        statuses = normalize_statuses(status)
+        if statuses is not None:
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            args.extend(statuses)
+        if cursor is not None:
+            created_at, execution_id = decode_cursor(cursor)
+            where.append("(created_at, execution_id) < (?, ?)")
+            args.extend((to_micros(created_at), execution_id))
+        query = (
+            f"SELECT {_SUMMARY_COLUMNS} FROM executions"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY created_at DESC, execution_id DESC LIMIT ?"
+        )
+        args.append(limit + 1)
+
+        def read(conn: sqlite3.Connection) -> list[ExecutionSummary]:
+            return [_summary(row) for row in conn.execute(query, args)]
+
+        rows = await self._run(read)
+        items = rows[:limit]
+        next_cursor = encode_cursor(items[-1].created_at, items[-1].execution_id) if len(rows) > limit else None
+        return ExecutionPage(items=items, next_cursor=next_cursor)
+
+    # --- change notifications --------------------------------------------------------------------
+
+    async def wait_for_changes(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the interface's signature
+        """Return when events were appended since the last return, or after ``timeout`` seconds.
+
+        Appends through this instance wake it at once; appends by other connections to the same
+        file are noticed within about 0.2 s (``PRAGMA data_version``).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._changed.is_set() or await self._poll_data_version():
+                self._changed = anyio.Event()
+                return
+            wait = _POLL_INTERVAL if deadline is None else min(_POLL_INTERVAL, deadline - time.monotonic())
+            if wait <= 0:
+                return
+            with anyio.move_on_after(wait):
+                await self._changed.wait()
+
+    async def _poll_data_version(self) -> bool:
+        if self._conn is None:
+            return False
+        version = await self._run(lambda conn: int(conn.execute("PRAGMA data_version").fetchone()[0]))
+        changed = version != self._data_version
+        self._data_version = version
+        return changed
+
+
+def _append_sync(
+    conn: sqlite3.Connection, changes: list[ProjectionChange], rows: list[tuple[Any, ...]]
+) -> tuple[str, int, int] | None:
+    """Write one append in a transaction; return ``(execution_id, expected, actual)`` on a conflict."""
+    now = to_micros(datetime.now(UTC))
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Under the write lock the versions cannot move, so checking first is race-free.
+        for change in changes:
+            row = conn.execute(
+                "SELECT version FROM executions WHERE execution_id = ?", (change.execution_id,)
+            ).fetchone()
+            actual = 0 if row is None else int(row[0])
+            if actual != change.expected_version:
+                conn.execute("ROLLBACK")
+                return change.execution_id, change.expected_version, actual
+        conn.executemany(
+            "INSERT INTO events (execution_id, version, kind, node_id, attempt, payload, recorded_at)"
+            f" VALUES (?, ?, ?, ?, ?, ?, {now})",
+            rows,
+        )
+        conn.executemany(
+            "INSERT INTO executions (execution_id, project, domain, workflow, status, version, created_at,"
+            " updated_at, parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    c.execution_id,
+                    c.created["project"],
+                    c.created["domain"],
+                    c.created["workflow"],
+                    c.status,
+                    c.new_version,
+                    to_micros(c.created["created_at"]) if c.created["created_at"] is not None else now,  # type: ignore[arg-type]
+                    now,
+                    c.created["parent"],
+                )
+                for c in changes
+                if c.created is not None
+            ],
+        )
+        conn.executemany(
+            "UPDATE executions SET version = ?, status = coalesce(?, status), updated_at = ? WHERE execution_id = ?",
+            [(c.new_version, c.status, now, c.execution_id) for c in changes if c.created is None],
+        )
+        conn.execute("COMMIT")
+    except sqlite3.IntegrityError as exc:
+        conn.execute("ROLLBACK")
+        # Unreachable after the version check unless the file was written by something else.
+        raise ConcurrencyConflict(changes[0].execution_id, changes[0].expected_version) from exc
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return None
+
+
+def _statements(script: str) -> list[str]:
+    """Split a SQL script into statements (trigger bodies contain ``;``, so not on ``;`` alone)."""
+    statements: list[str] = []
+    current: list[str] = []
+    for line in script.splitlines(keepends=True):
+        if not current and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        current.append(line)
+        if sqlite3.complete_statement("".join(current)):
+            statements.append("".join(current).strip())
+            current = []
+    if "".join(current).strip():
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {''.join(current)!r}")
+    return statements
+
+
+def _summary(row: tuple[Any, ...]) -> ExecutionSummary:
+    execution_id, project, domain, workflow, status, created_at, updated_at, version, parent = row
+    return ExecutionSummary(
+        execution_id=execution_id,
+        project=project,
+        domain=domain,
+        workflow=workflow,
+        status=status,
+        created_at=from_micros(created_at),
+        updated_at=from_micros(updated_at),
+        version=version,
+        parent=parent,
+    )

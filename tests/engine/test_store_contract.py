@@ -1,0 +1,379 @@
+"""The `EventStore` contract, run against every backend (SQLite file, real Postgres)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from engine._errors import ConcurrencyConflict
+from engine._postgres_store import PostgresEventStore
+from engine._sqlite_store import SqliteEventStore
+from engine.events import (
+    Event,
+    ExecutionCreated,
+    ExecutionFailed,
+    ExecutionStarted,
+    ExecutionSucceeded,
+    NodeQueued,
+    NodeRunning,
+    NodeSucceeded,
+)
+from engine.interfaces import EventStore
+from engine.models import ErrorInfo, WorkflowSpec
+
+SPEC = WorkflowSpec(name="w", inputs=[], outputs=[], nodes=[], output_bindings={})
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+StoreFactory = Callable[[], EventStore]
+
+
+def created(
+    eid: str, *, project: str = "p", domain: str = "development", workflow: str = "wf", at: datetime = T0
+) -> ExecutionCreated:
+    return ExecutionCreated(
+        execution_id=eid,
+        version=1,
+        at=at,
+        project=project,
+        domain=domain,
+        workflow=workflow,
+        workflow_version="v1",
+        spec=SPEC,
+        inputs={},
+    )
+
+
+def lifecycle(eid: str, **kw: object) -> list[Event]:
+    """A whole successful execution: 6 events, versions 1..6."""
+    at = T0
+    return [
+        created(eid, **kw),  # type: ignore[arg-type]
+        ExecutionStarted(execution_id=eid, version=2, at=at),
+        NodeQueued(execution_id=eid, version=3, at=at, node_id="a", attempt=1),
+        NodeRunning(execution_id=eid, version=4, at=at, node_id="a", attempt=1, executor="local"),
+        NodeSucceeded(execution_id=eid, version=5, at=at, node_id="a", attempt=1, outputs={"o0": b"\x01"}),
+        ExecutionSucceeded(execution_id=eid, version=6, at=at, outputs={"o0": b"\x01"}),
+    ]
+
+
+def queued(eid: str, version: int) -> NodeQueued:
+    return NodeQueued(execution_id=eid, version=version, at=T0, node_id="a", attempt=version)
+
+
+def new_id() -> str:
+    return f"ex-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> StoreFactory:
+    """A factory of store instances that all share one backing database."""
+    if backend == "sqlite":
+        path = tmp_path / "events.db"
+        return lambda: SqliteEventStore(path)
+    dsn = request.getfixturevalue("postgres_database")
+    schema = request.getfixturevalue("postgres_schema")
+    return lambda: PostgresEventStore(dsn, schema=schema)
+
+
+@pytest.fixture
+async def store(make_store: StoreFactory) -> AsyncIterator[EventStore]:
+    async with make_store() as s:
+        yield s
+
+
+async def raw_execute(store: EventStore, sql: str) -> None:
+    """Run SQL directly against the store's database, bypassing the store."""
+    if isinstance(store, SqliteEventStore):
+        conn = sqlite3.connect(store.path)
+        try:
+            conn.execute(sql)
+            conn.commit()
+        finally:
+            conn.close()
+        return
+    assert isinstance(store, PostgresEventStore)
+    conn2 = await asyncpg.connect(store._dsn, server_settings={"search_path": store.schema})
+    try:
+        await conn2.execute(sql)
+    finally:
+        await conn2.close()
+
+
+# --- append / read -----------------------------------------------------------------------------
+
+
+async def test_append_and_read(store: EventStore) -> None:
+    eid = new_id()
+    events = lifecycle(eid)
+    assert await store.append(eid, 0, events[:2]) == 2
+    assert await store.append(eid, 2, events[2:]) == 6
+    assert await store.read(eid) == events
+    assert await store.read(eid, after=4) == events[4:]
+    assert await store.read(eid, after=6) == []
+    assert await store.current_version(eid) == 6
+    assert await store.read("nope") == []
+    assert await store.current_version("nope") == 0
+    assert await store.get_summary("nope") is None
+
+
+async def test_versions_must_be_consecutive(store: EventStore) -> None:
+    eid = new_id()
+    with pytest.raises(ValueError, match="number events consecutively"):
+        await store.append(eid, 0, [created(eid), queued(eid, 3)])
+    with pytest.raises(ValueError, match="does not follow"):
+        await store.append(eid, 0, [created("other")])
+    assert await store.read(eid) == []
+
+
+async def test_expected_version_behind_or_ahead_conflicts(store: EventStore) -> None:
+    eid = new_id()
+    await store.append(eid, 0, lifecycle(eid)[:3])
+    with pytest.raises(ConcurrencyConflict, match=f"execution '{eid}': expected version 2") as behind:
+        await store.append(eid, 2, [queued(eid, 3)])
+    assert (behind.value.expected_version, behind.value.actual_version) == (2, 3)
+    with pytest.raises(ConcurrencyConflict) as ahead:
+        await store.append(eid, 5, [queued(eid, 6)])
+    assert (ahead.value.execution_id, ahead.value.expected_version, ahead.value.actual_version) == (eid, 5, 3)
+    with pytest.raises(ConcurrencyConflict) as exists:
+        await store.append(eid, 0, [created(eid)])
+    assert exists.value.actual_version == 3
+    assert await store.current_version(eid) == 3
+    assert len(await store.read(eid)) == 3
+
+
+async def test_append_many_is_atomic(store: EventStore) -> None:
+    a, b, c = new_id(), new_id(), new_id()
+    await store.append(b, 0, [created(b)])
+    with pytest.raises(ConcurrencyConflict) as info:
+        await store.append_many([(a, 0, [created(a)]), (b, 0, [created(b)]), (c, 0, [created(c)])])
+    assert info.value.execution_id == b
+    assert await store.read(a) == [] and await store.read(c) == []
+    assert await store.get_summary(a) is None
+    assert [e.version for e in await store.read(b)] == [1]
+
+    # an execution that is ahead in an otherwise fine batch also rolls back the rest
+    with pytest.raises(ConcurrencyConflict):
+        await store.append_many([(a, 0, [created(a)]), (b, 4, [queued(b, 5)])])
+    assert await store.read(a) == []
+
+    assert await store.append_many([(a, 0, lifecycle(a)), (c, 0, lifecycle(c)[:2]), (b, 1, [queued(b, 2)])]) == [
+        6,
+        2,
+        2,
+    ]
+    assert len(await store.read(a)) == 6 and len(await store.read(c)) == 2
+
+
+async def test_append_many_rejects_an_execution_twice(store: EventStore) -> None:
+    a = new_id()
+    with pytest.raises(ValueError, match="appears twice"):
+        await store.append_many([(a, 0, [created(a)]), (a, 1, [queued(a, 2)])])
+    assert await store.read(a) == []
+
+
+async def test_concurrent_appenders_exactly_one_wins(store: EventStore) -> None:
+    eid = new_id()
+    await store.append(eid, 0, [created(eid)])
+    for round_ in range(3):
+        version = await store.current_version(eid)
+
+        async def racer(i: int, version: int = version) -> bool:
+            event = NodeQueued(execution_id=eid, version=version + 1, at=T0, node_id=f"n{i}", attempt=1)
+            try:
+                await store.append(eid, version, [event])
+            except ConcurrencyConflict as exc:
+                assert exc.expected_version == version
+                return False
+            return True
+
+        results = await asyncio.gather(*(racer(i) for i in range(100)))
+        assert sum(results) == 1, f"round {round_}: {sum(results)} winners"
+        events = await store.read(eid)
+        assert [e.version for e in events] == list(range(1, version + 2))
+        winner = results.index(True)
+        assert events[-1].node_id == f"n{winner}"
+
+
+# --- projection and listing --------------------------------------------------------------------
+
+
+async def test_status_projection_follows_events(store: EventStore) -> None:
+    eid = new_id()
+    at = T0 + timedelta(seconds=5)
+    await store.append(eid, 0, [created(eid, project="proj", domain="staging", workflow="train", at=at)])
+    summary = await store.get_summary(eid)
+    assert summary is not None
+    assert (summary.project, summary.domain, summary.workflow, summary.status, summary.version) == (
+        "proj",
+        "staging",
+        "train",
+        "created",
+        1,
+    )
+    assert summary.created_at == at and summary.parent is None
+    await store.append(eid, 1, [ExecutionStarted(execution_id=eid, version=2, at=T0), queued(eid, 3)])
+    summary = await store.get_summary(eid)
+    assert summary is not None and (summary.status, summary.version) == ("running", 3)
+    await store.append(eid, 3, [queued(eid, 4)])
+    summary = await store.get_summary(eid)
+    assert summary is not None and (summary.status, summary.version) == ("running", 4)
+    failed = ExecutionFailed(execution_id=eid, version=5, at=T0, error=ErrorInfo(kind="user", message="boom"))
+    await store.append(eid, 4, [failed])
+    summary = await store.get_summary(eid)
+    assert summary is not None and (summary.status, summary.version) == ("failed", 5)
+    assert summary.updated_at >= summary.created_at
+
+
+async def test_list_filters_and_pagination(store: EventStore) -> None:
+    ids: list[str] = []
+    for i in range(7):
+        eid = f"ex-{i:02d}"
+        ids.append(eid)
+        project = "a" if i % 2 == 0 else "b"
+        domain = "production" if i < 4 else "development"
+        workflow = "w1" if i % 3 == 0 else "w2"
+        # two executions share a creation time: the id breaks the tie
+        at = T0 + timedelta(minutes=min(i, 5))
+        await store.append(eid, 0, [created(eid, project=project, domain=domain, workflow=workflow, at=at)])
+    await store.append("ex-01", 1, [ExecutionStarted(execution_id="ex-01", version=2, at=T0)])
+    await store.append("ex-02", 1, lifecycle("ex-02")[1:])
+
+    everything = await store.list_executions()
+    assert [s.execution_id for s in everything.items] == list(reversed(ids))
+    assert everything.next_cursor is None
+
+    pages: list[str] = []
+    cursor = None
+    for _ in range(10):
+        page = await store.list_executions(limit=3, cursor=cursor)
+        assert len(page.items) <= 3
+        pages += [s.execution_id for s in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert pages == list(reversed(ids))
+
+    async def ids_of(**kw: object) -> list[str]:
+        return [s.execution_id for s in (await store.list_executions(**kw)).items]  # type: ignore[arg-type]
+
+    assert await ids_of(project="a") == ["ex-06", "ex-04", "ex-02", "ex-00"]
+    assert await ids_of(project="a", domain="production") == ["ex-02", "ex-00"]
+    assert await ids_of(workflow="w1") == ["ex-06", "ex-03", "ex-00"]
+    assert await ids_of(status="running") == ["ex-01"]
+    assert await ids_of(status=["running", "succeeded"]) == ["ex-02", "ex-01"]
+    assert await ids_of(status="failed") == []
+    assert await ids_of(
+        project="a", limit=1, cursor=(await store.list_executions(project="a", limit=2)).next_cursor
+    ) == ["ex-02"]
+    with pytest.raises(ValueError, match="invalid list cursor"):
+        await store.list_executions(cursor="garbage!")
+    with pytest.raises(ValueError, match="unknown execution status"):
+        await store.list_executions(status="done")  # type: ignore[arg-type]
+
+
+# --- the global log ----------------------------------------------------------------------------
+
+
+async def test_read_all_order_and_limit(store: EventStore) -> None:
+    a, b = new_id(), new_id()
+    await store.append(a, 0, lifecycle(a)[:2])
+    await store.append(b, 0, lifecycle(b)[:3])
+    await store.append(a, 2, lifecycle(a)[2:4])
+    everything = await store.read_all(0, limit=100)
+    assert [(g.event.execution_id, g.event.version) for g in everything] == [
+        (a, 1), (a, 2), (b, 1), (b, 2), (b, 3), (a, 3), (a, 4),
+    ]  # fmt: skip
+    seqs = [g.seq for g in everything]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    first = await store.read_all(0, limit=3)
+    assert first == everything[:3]
+    rest = await store.read_all(first[-1].seq, limit=100)
+    assert rest == everything[3:]
+    assert await store.read_all(everything[-1].seq, limit=10) == []
+    assert await store.read_all(0, limit=0) == []
+
+
+# --- durability and append-only ------------------------------------------------------------------
+
+
+async def test_close_and_reopen_keeps_everything(make_store: StoreFactory) -> None:
+    eid = new_id()
+    store = make_store()
+    await store.start()
+    await store.start()  # idempotent
+    await store.append(eid, 0, lifecycle(eid))
+    before = (await store.read_all(0), await store.get_summary(eid))
+    await store.close()
+    await store.close()  # idempotent
+    async with make_store() as again:
+        assert await again.read(eid) == lifecycle(eid)
+        assert (await again.read_all(0), await again.get_summary(eid)) == before
+        assert await again.append(eid, 6, [queued(eid, 7)]) == 7
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["UPDATE events SET kind = 'X'", "DELETE FROM events", "UPDATE events SET payload = payload WHERE seq = 1"],
+)
+async def test_events_cannot_be_changed_or_deleted(store: EventStore, sql: str) -> None:
+    eid = new_id()
+    await store.append(eid, 0, lifecycle(eid))
+    errors = (sqlite3.IntegrityError, asyncpg.PostgresError)
+    with pytest.raises(errors, match="append-only"):
+        await raw_execute(store, sql)
+    assert await store.read(eid) == lifecycle(eid)
+
+
+# --- change notifications ----------------------------------------------------------------------
+
+
+async def test_wait_for_changes_wakes_on_append_by_another_instance(
+    store: EventStore, make_store: StoreFactory
+) -> None:
+    # drain the wake-ups that opening the store may have produced
+    await store.wait_for_changes(timeout=0.3)
+    await store.wait_for_changes(timeout=0.3)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await store.wait_for_changes(timeout=0.3)
+    assert loop.time() - start >= 0.25, "woke up with nothing appended"
+
+    async with make_store() as other:
+        eid = new_id()
+        waiter = asyncio.create_task(store.wait_for_changes(timeout=10))
+        await asyncio.sleep(0.05)
+        start = loop.time()
+        await other.append(eid, 0, [created(eid)])
+        await asyncio.wait_for(waiter, timeout=5)
+        assert loop.time() - start < 2
+
+    # an append through the same instance also wakes it
+    waiter = asyncio.create_task(store.wait_for_changes(timeout=10))
+    await asyncio.sleep(0.05)
+    await store.append(eid, 1, [queued(eid, 2)])
+    await asyncio.wait_for(waiter, timeout=5)
+
+
+def _batches(ids: Sequence[str]) -> list[tuple[str, int, Sequence[Event]]]:
+    return [(eid, 0, lifecycle(eid)) for eid in ids]
+
+
+async def test_large_batch_round_trip(store: EventStore) -> None:
+    ids = [new_id() for _ in range(300)]
+    assert await store.append_many(_batches(ids)) == [6] * 300
+    everything = await store.read_all(0, limit=10_000)
+    assert len(everything) == 1800
+    assert [g.event.version for g in everything[:6]] == [1, 2, 3, 4, 5, 6]
+    assert (await store.list_executions(status="succeeded", limit=1000)).items[0].status == "succeeded"
