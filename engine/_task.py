@@ -1,0 +1,320 @@
+"""``@task`` and ``@dynamic``: typed Python functions that become nodes of a workflow."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import hashlib
+import inspect
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, overload
+
+from engine._compiler import current_context
+from engine._errors import CompileError
+from engine._interface import Interface, interface_of
+from engine.models import Resources, TaskOptions, TaskRef
+
+__all__ = ["Task", "dynamic", "source_hash", "task"]
+
+
+def source_hash(fn: Callable[..., Any]) -> str:
+    """The sha256 of a function's source (of its code object when the source is unavailable).
+
+    Args:
+        fn: the function.
+
+    Returns:
+        The hex digest.
+    """
+    try:
+        data = inspect.getsource(fn).encode()
+    except (OSError, TypeError):
+        code = fn.__code__
+        data = code.co_code + repr(code.co_consts).encode() + repr(code.co_names).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _options(
+    what: str,
+    interface: Interface,
+    *,
+    cache: bool,
+    cache_version: str,
+    cache_serialize: bool,
+    cache_ignore_inputs: Iterable[str],
+    retries: int,
+    timeout: float | datetime.timedelta | None,
+    resources: Resources | None,
+    executor: str | None,
+    secrets: Iterable[str],
+) -> TaskOptions:
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise CompileError(f"{what}: retries must be an int >= 0, got {retries!r}")
+    seconds: float | None
+    if timeout is None:
+        seconds = None
+    elif isinstance(timeout, datetime.timedelta):
+        seconds = timeout.total_seconds()
+    elif isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+    else:
+        raise CompileError(f"{what}: timeout must be seconds or a datetime.timedelta, got {timeout!r}")
+    if seconds is not None and seconds <= 0:
+        raise CompileError(f"{what}: timeout must be positive, got {timeout!r}")
+    if resources is not None and not isinstance(resources, Resources):
+        raise CompileError(f"{what}: resources must be engine.Resources(cpu=..., mem=..., gpu=...), got {resources!r}")
+    if executor is not None and not isinstance(executor, str):
+        raise CompileError(f"{what}: executor must be a plugin name such as 'local' or 'ray', got {executor!r}")
+    if isinstance(secrets, str) or isinstance(cache_ignore_inputs, str):
+        raise CompileError(f"{what}: secrets and cache_ignore_inputs take a list of names, not one string")
+    ignored = tuple(cache_ignore_inputs)
+    unknown = [n for n in ignored if n not in interface.inputs]
+    if unknown:
+        raise CompileError(
+            f"{what}: cache_ignore_inputs names {unknown}, which are not inputs; its inputs are {list(interface.inputs)}"
+        )
+    return TaskOptions(
+        retries=retries,
+        timeout=seconds,
+        cache=bool(cache),
+        cache_version=str(cache_version),
+        cache_serialize=bool(cache_serialize),
+        cache_ignore_inputs=ignored,
+        resources=resources if resources is not None else Resources(),
+        executor=executor,
+        secrets=tuple(secrets),
+    )
+
+
+class Task:
+    """A typed function that runs as one node of a workflow.
+
+    Called inside a ``@workflow``/``@dynamic`` body it adds a node and returns Promises; called
+    anywhere else it simply runs the function.
+
+    Attributes:
+        name: the function's ``__name__``.
+        fn: the function.
+        is_dynamic: made by ``@dynamic``: its body builds a sub-workflow at run time.
+        is_async: the function is a coroutine function.
+        interface: typed inputs and outputs.
+        options: execution options (retries, timeout in seconds, cache, resources...).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        is_dynamic: bool = False,
+        localns: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        """Wrap ``fn``; use ``@task``/``@dynamic`` rather than this constructor.
+
+        Args:
+            fn: the function.
+            is_dynamic: whether it is a ``@dynamic``.
+            localns: the namespace it was defined in, to resolve annotations of local classes.
+            **options: the task options (see ``task``).
+        """
+        if not callable(fn) or not hasattr(fn, "__code__"):
+            raise CompileError(f"@task/@dynamic decorates a function, got {fn!r}")
+        self.fn = fn
+        self.name: str = fn.__name__
+        self.is_dynamic = is_dynamic
+        self.is_async = inspect.iscoroutinefunction(fn)
+        what = f"{'dynamic' if is_dynamic else 'task'} {self.name!r}"
+        if is_dynamic and self.is_async:
+            raise CompileError(f"{what}: a @dynamic body builds a graph and cannot be async; make it a plain def")
+        self.interface, self.returns_annotated = interface_of(fn, what, localns)
+        self.options = _options(what, self.interface, **options)
+        self._ref: TaskRef | None = None
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    @property
+    def ref(self) -> TaskRef:
+        """Where to find this task's code; cloudpickled when its module cannot be imported elsewhere."""
+        if self._ref is None:
+            module = self.fn.__module__
+            qualname = self.fn.__qualname__
+            pickled = None
+            if module == "__main__" or "<locals>" in qualname:
+                import cloudpickle
+
+                pickled = cloudpickle.dumps(self)
+            self._ref = TaskRef(self.name, module, qualname, source_hash(self.fn), pickled)
+        return self._ref
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_ref"] = None  # the ref may hold this very task pickled
+        state.pop("__wrapped__", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__wrapped__ = self.fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        ctx = current_context()
+        if ctx is not None:
+            return ctx.call_task(self, args, kwargs)
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        kind = "dynamic" if self.is_dynamic else "task"
+        return f"<{kind} {self.fn.__module__}.{self.fn.__qualname__}>"
+
+
+def _caller_locals(depth: int) -> dict[str, Any] | None:
+    try:
+        frame = sys._getframe(depth + 1)
+    except ValueError:
+        return None
+    return None if frame.f_code.co_name == "<module>" else dict(frame.f_locals)
+
+
+@overload
+def task(fn: Callable[..., Any], /) -> Task: ...
+@overload
+def task(
+    fn: None = None,
+    *,
+    cache: bool = False,
+    cache_version: str = "",
+    cache_serialize: bool = False,
+    cache_ignore_inputs: Iterable[str] = (),
+    retries: int = 0,
+    timeout: float | datetime.timedelta | None = None,
+    resources: Resources | None = None,
+    executor: str | None = None,
+    secrets: Iterable[str] = (),
+) -> Callable[[Callable[..., Any]], Task]: ...
+
+
+def task(
+    fn: Callable[..., Any] | None = None,
+    *,
+    cache: bool = False,
+    cache_version: str = "",
+    cache_serialize: bool = False,
+    cache_ignore_inputs: Iterable[str] = (),
+    retries: int = 0,
+    timeout: float | datetime.timedelta | None = None,
+    resources: Resources | None = None,
+    executor: str | None = None,
+    secrets: Iterable[str] = (),
+) -> Task | Callable[[Callable[..., Any]], Task]:
+    """Make a typed function a task: ``@task`` or ``@task(retries=2, ...)``.
+
+    Args:
+        fn: the function (when used bare).
+        cache: memoize outputs in the catalog by input hash.
+        cache_version: bump to invalidate cached outputs.
+        cache_serialize: only one execution computes a given cache key; the others wait for it.
+        cache_ignore_inputs: inputs left out of the cache key.
+        retries: retries on user errors.
+        timeout: seconds (or a ``timedelta``) before an attempt is cancelled.
+        resources: CPUs, memory and GPUs the task needs.
+        executor: the executor plugin to run it on (``"local"``, ``"ray"``...).
+        secrets: names of secrets exposed through ``engine.current_context().secrets``.
+
+    Returns:
+        The ``Task`` (or a decorator making one).
+
+    Raises:
+        CompileError: an argument is untyped or an option is invalid.
+    """
+    options = dict(
+        cache=cache,
+        cache_version=cache_version,
+        cache_serialize=cache_serialize,
+        cache_ignore_inputs=cache_ignore_inputs,
+        retries=retries,
+        timeout=timeout,
+        resources=resources,
+        executor=executor,
+        secrets=secrets,
+    )
+    if fn is not None:
+        return Task(fn, localns=_caller_locals(1), **options)
+
+    def decorate(f: Callable[..., Any]) -> Task:
+        return Task(f, localns=_caller_locals(1), **options)
+
+    return decorate
+
+
+@overload
+def dynamic(fn: Callable[..., Any], /) -> Task: ...
+@overload
+def dynamic(
+    fn: None = None,
+    *,
+    cache: bool = False,
+    cache_version: str = "",
+    cache_serialize: bool = False,
+    cache_ignore_inputs: Iterable[str] = (),
+    retries: int = 0,
+    timeout: float | datetime.timedelta | None = None,
+    resources: Resources | None = None,
+    executor: str | None = None,
+    secrets: Iterable[str] = (),
+) -> Callable[[Callable[..., Any]], Task]: ...
+
+
+def dynamic(
+    fn: Callable[..., Any] | None = None,
+    *,
+    cache: bool = False,
+    cache_version: str = "",
+    cache_serialize: bool = False,
+    cache_ignore_inputs: Iterable[str] = (),
+    retries: int = 0,
+    timeout: float | datetime.timedelta | None = None,
+    resources: Resources | None = None,
+    executor: str | None = None,
+    secrets: Iterable[str] = (),
+) -> Task | Callable[[Callable[..., Any]], Task]:
+    """Make a function a dynamic workflow: its body runs at execution time with concrete inputs.
+
+    Inside, loop, branch and index over the inputs freely; task calls still return Promises and
+    build a sub-workflow that runs as children of the dynamic node. Options are those of ``task``.
+
+    Args:
+        fn: the function (when used bare).
+        cache: see ``task``.
+        cache_version: see ``task``.
+        cache_serialize: see ``task``.
+        cache_ignore_inputs: see ``task``.
+        retries: see ``task``.
+        timeout: see ``task``.
+        resources: see ``task``.
+        executor: see ``task``.
+        secrets: see ``task``.
+
+    Returns:
+        The ``Task`` with ``is_dynamic=True`` (or a decorator making one).
+
+    Raises:
+        CompileError: an argument is untyped, an option is invalid, or the function is async.
+    """
+    options = dict(
+        cache=cache,
+        cache_version=cache_version,
+        cache_serialize=cache_serialize,
+        cache_ignore_inputs=cache_ignore_inputs,
+        retries=retries,
+        timeout=timeout,
+        resources=resources,
+        executor=executor,
+        secrets=secrets,
+    )
+    if fn is not None:
+        return Task(fn, is_dynamic=True, localns=_caller_locals(1), **options)
+
+    def decorate(f: Callable[..., Any]) -> Task:
+        return Task(f, is_dynamic=True, localns=_caller_locals(1), **options)
+
+    return decorate
