@@ -459,7 +459,7 @@ class PostgresEventStore(EventStore):
 
     # --- change notifications ------------------------------------------------------------------------
 
-    async def wait_for_changes(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the interface's signature
+    async def wait_for_changes(self, timeout: float | None = None) -> None:
         """Return when events were appended by anyone since the last return, or after ``timeout``.
 
         Wake-ups come from ``LISTEN slipstream_events``; while the listener connection is down (it

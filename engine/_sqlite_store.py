@@ -258,7 +258,7 @@ class SqliteEventStore(EventStore):
 
     # --- change notifications --------------------------------------------------------------------
 
-    async def wait_for_changes(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the interface's signature
+    async def wait_for_changes(self, timeout: float | None = None) -> None:
         """Return when events were appended since the last return, or after ``timeout`` seconds.
 
         Appends through this instance wake it at once; appends by other connections to the same
