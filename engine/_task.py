@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import hashlib
@@ -72,7 +73,8 @@ def _options(
     unknown = [n for n in ignored if n not in interface.inputs]
     if unknown:
         raise CompileError(
-            f"{what}: cache_ignore_inputs names {unknown}, which are not inputs; its inputs are {list(interface.inputs)}"
+            f"{what}: cache_ignore_inputs names {unknown}, which are not inputs; "
+            f"its inputs are {list(interface.inputs)}"
         )
     return TaskOptions(
         retries=retries,
@@ -85,6 +87,28 @@ def _options(
         executor=executor,
         secrets=tuple(secrets),
     )
+
+
+def _pickle_by_value(obj: Any) -> bytes:
+    """cloudpickle ``obj``, dropping msgspec's per-class caches from classes pickled by value.
+
+    msgspec stores a ``__msgspec_cache__`` on dataclasses it has encoded; the cache cannot be pickled
+    and is rebuilt on next use, so it is removed rather than shipped.
+    """
+    import io
+
+    import cloudpickle
+
+    class _Pickler(cloudpickle.Pickler):
+        def reducer_override(self, o: Any) -> Any:
+            if isinstance(o, type) and "__msgspec_cache__" in o.__dict__:
+                with contextlib.suppress(AttributeError, TypeError):
+                    delattr(o, "__msgspec_cache__")
+            return super().reducer_override(o)
+
+    buf = io.BytesIO()
+    _Pickler(buf).dump(obj)
+    return buf.getvalue()
 
 
 class Task:
@@ -140,9 +164,7 @@ class Task:
             qualname = self.fn.__qualname__
             pickled = None
             if module == "__main__" or "<locals>" in qualname:
-                import cloudpickle
-
-                pickled = cloudpickle.dumps(self)
+                pickled = _pickle_by_value(self)
             self._ref = TaskRef(self.name, module, qualname, source_hash(self.fn), pickled)
         return self._ref
 
