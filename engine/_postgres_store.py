@@ -62,6 +62,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # protocol state broken by a connection killed mid-call
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, pg_terminate_backend (57P01)
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections
 )
@@ -235,7 +236,13 @@ class PostgresEventStore(EventStore):
             raise RuntimeError("PostgresEventStore is not started: `await store.start()` (or `async with`) first")
         try:
             async with self._pool.acquire() as conn:
-                yield conn
+                try:
+                    yield conn
+                except _UNAVAILABLE:
+                    # The connection may be half-dead (asyncpg can leave its protocol mid-operation):
+                    # drop it so the pool opens a fresh one instead of handing it out again.
+                    conn.terminate()
+                    raise
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"Postgres event store at {self._redacted_dsn()} is unavailable: {exc}") from exc
 

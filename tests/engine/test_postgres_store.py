@@ -1,0 +1,248 @@
+"""Postgres-only behaviour of `PostgresEventStore`: commit-safe tailing, migrations, lost connections."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+from engine._errors import ConcurrencyConflict, StoreUnavailable
+from engine._postgres_store import PostgresEventStore
+from engine._store_common import load_migrations
+from engine.events import NodeQueued, encode_event
+from tests.engine.test_store_contract import T0, created, lifecycle, new_id, queued
+
+
+@pytest.fixture
+async def store(postgres_database: str, postgres_schema: str) -> AsyncIterator[PostgresEventStore]:
+    async with PostgresEventStore(postgres_database, schema=postgres_schema, max_size=4) as s:
+        yield s
+
+
+async def raw(store: PostgresEventStore) -> asyncpg.Connection:
+    return await asyncpg.connect(store._dsn, server_settings={"search_path": store.schema})
+
+
+async def terminate_store_backends(dsn: str) -> int:
+    """Kill every store connection to this database (pool and listener), as a failover would."""
+    admin = await asyncpg.connect(dsn)
+    try:
+        return int(
+            await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'slipstream-store'"
+                " AND pid <> pg_backend_pid()"
+            )
+        )
+    finally:
+        await admin.close()
+
+
+async def test_read_all_never_skips_a_lower_seq_that_commits_late(store: PostgresEventStore) -> None:
+    first, second = new_id(), new_id()
+    early = await raw(store)
+    late = await raw(store)
+    insert = (
+        "INSERT INTO events (execution_id, version, kind, node_id, attempt, payload)"
+        " VALUES ($1, 1, 'ExecutionCreated', '', 0, $2) RETURNING seq"
+    )
+    try:
+        low = early.transaction()
+        await low.start()
+        low_seq = await early.fetchval(insert, first, encode_event(created(first)))
+        high = late.transaction()
+        await high.start()
+        high_seq = await late.fetchval(insert, second, encode_event(created(second)))
+        assert low_seq < high_seq
+        await high.commit()
+
+        # the higher seq is committed, but the lower one may still commit: a tailer must wait
+        assert await store.read_all(0) == []
+        await low.commit()
+        tailed = await store.read_all(0)
+        assert [(g.seq, g.event.execution_id) for g in tailed] == [(low_seq, first), (high_seq, second)]
+    finally:
+        await early.close()
+        await late.close()
+
+
+async def test_read_all_returns_only_the_committed_prefix(store: PostgresEventStore) -> None:
+    done = new_id()
+    await store.append(done, 0, [created(done)])
+    blocker = await raw(store)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        pending = new_id()
+        await blocker.execute(
+            "INSERT INTO events (execution_id, version, kind, payload) VALUES ($1, 1, 'ExecutionCreated', $2)",
+            pending,
+            encode_event(created(pending)),
+        )
+        later = new_id()
+        await store.append(later, 0, [created(later)])
+        assert [g.event.execution_id for g in await store.read_all(0)] == [done]
+        await tx.rollback()
+        assert [g.event.execution_id for g in await store.read_all(0)] == [done, later]
+    finally:
+        await blocker.close()
+
+
+async def test_truncate_is_rejected(store: PostgresEventStore) -> None:
+    eid = new_id()
+    await store.append(eid, 0, lifecycle(eid))
+    conn = await raw(store)
+    try:
+        with pytest.raises(asyncpg.PostgresError, match="append-only: TRUNCATE on table events is not allowed"):
+            await conn.execute("TRUNCATE events")
+    finally:
+        await conn.close()
+    assert await store.read(eid) == lifecycle(eid)
+
+
+async def test_migrations_are_recorded_and_concurrent_starts_are_safe(
+    postgres_database: str, postgres_schema: str
+) -> None:
+    stores = [PostgresEventStore(postgres_database, schema=postgres_schema, min_size=1, max_size=2) for _ in range(5)]
+    await asyncio.gather(*(s.start() for s in stores))
+    try:
+        conn = await asyncpg.connect(postgres_database, server_settings={"search_path": postgres_schema})
+        try:
+            rows = await conn.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
+        finally:
+            await conn.close()
+        assert [(r["version"], r["name"]) for r in rows] == [(m.version, m.name) for m in load_migrations("postgres")]
+        eid = new_id()
+        await stores[0].append(eid, 0, [created(eid)])
+        assert await stores[4].current_version(eid) == 1
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+    # starting again applies nothing and keeps the data
+    async with PostgresEventStore(postgres_database, schema=postgres_schema) as again:
+        assert await again.current_version(eid) == 1
+
+
+async def test_invalid_schema_name_is_rejected() -> None:
+    with pytest.raises(ValueError, match="invalid schema name"):
+        PostgresEventStore("postgresql://x@localhost/db", schema='x"; DROP TABLE events; --')
+
+
+async def test_unreachable_server_raises_store_unavailable() -> None:
+    store = PostgresEventStore("postgresql://postgres@127.0.0.1:1/nothing")
+    with pytest.raises(StoreUnavailable, match="cannot open Postgres event store"):
+        await store.start()
+
+
+async def test_recovers_after_connections_are_killed(store: PostgresEventStore, postgres_database: str) -> None:
+    eid = new_id()
+    await store.append(eid, 0, [created(eid)])
+    acknowledged = 1
+    for _ in range(3):
+        assert await terminate_store_backends(postgres_database) >= 1
+        # The next calls either succeed or raise StoreUnavailable; nothing is silently dropped.
+        for _attempt in range(20):
+            version = await _current_version_eventually(store, eid)
+            assert version >= acknowledged
+            try:
+                acknowledged = await store.append(eid, version, [queued(eid, version + 1)])
+                break
+            except StoreUnavailable:
+                await asyncio.sleep(0.05)
+            except ConcurrencyConflict:  # an append that failed ambiguously did commit: reload
+                continue
+        else:
+            pytest.fail("the store did not recover after its connections were killed")
+    events = await store.read(eid)
+    assert [e.version for e in events] == list(range(1, len(events) + 1))
+    assert len(events) >= acknowledged >= 4
+
+
+async def _current_version_eventually(store: PostgresEventStore, eid: str) -> int:
+    for _ in range(50):
+        try:
+            return await store.current_version(eid)
+        except StoreUnavailable:
+            await asyncio.sleep(0.05)
+    raise AssertionError("reads did not recover")
+
+
+async def test_append_interrupted_by_a_killed_connection_is_all_or_nothing(
+    store: PostgresEventStore, postgres_database: str
+) -> None:
+    ids = [new_id() for _ in range(400)]
+    batches = [(eid, 0, lifecycle(eid)) for eid in ids]
+    append = asyncio.create_task(store.append_many(batches))
+    await asyncio.sleep(0.01)
+    await terminate_store_backends(postgres_database)
+    try:
+        await append
+        committed = True
+    except StoreUnavailable:
+        committed = False
+    counts = {len(await store.read(eid)) for eid in ids} if committed else None
+    if committed:
+        assert counts == {6}
+    else:
+        # StoreUnavailable: the transaction either committed whole or not at all
+        lengths = {await _current_version_eventually(store, eid) for eid in ids}
+        assert lengths in ({0}, {6})
+    # and the next append works
+    again = new_id()
+    for _ in range(20):
+        try:
+            await store.append(again, 0, [created(again)])
+            break
+        except StoreUnavailable:
+            await asyncio.sleep(0.05)
+    assert await store.current_version(again) == 1
+
+
+async def test_listener_reconnects_after_being_killed(
+    store: PostgresEventStore, postgres_database: str, postgres_schema: str
+) -> None:
+    await terminate_store_backends(postgres_database)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while store._listener is None or store._listener.is_closed():
+        assert loop.time() < deadline, "listener did not reconnect"
+        await asyncio.sleep(0.05)
+    # drain the spurious wake-ups of the reconnect
+    await store.wait_for_changes(timeout=0.1)
+    async with PostgresEventStore(postgres_database, schema=postgres_schema) as other:
+        waiter = asyncio.create_task(store.wait_for_changes(timeout=10))
+        await asyncio.sleep(0.05)
+        eid = new_id()
+        start = loop.time()
+        await other.append(eid, 0, [created(eid)])
+        await asyncio.wait_for(waiter, timeout=5)
+        assert loop.time() - start < 2
+
+
+async def test_unix_socket_dsn(postgres_database: str, postgres_schema: str) -> None:
+    parts = urlsplit(postgres_database)
+    socket_dir = Path("/var/run/postgresql")
+    if parts.hostname not in ("127.0.0.1", "localhost") or not (socket_dir / f".s.PGSQL.{parts.port}").exists():
+        pytest.skip("no local unix socket for this server")
+    dsn = f"postgresql://{parts.username}@{parts.path}?host={socket_dir}&port={parts.port}"
+    try:
+        async with PostgresEventStore(dsn, schema=postgres_schema) as store:
+            eid = new_id()
+            await store.append(eid, 0, [created(eid)])
+            assert await store.current_version(eid) == 1
+    except StoreUnavailable as exc:  # pg_hba may not allow local socket connections
+        pytest.skip(f"unix socket refused: {exc}")
+
+
+async def test_many_executions_in_one_call_and_notify(store: PostgresEventStore) -> None:
+    ids = [f"bulk-{uuid.uuid4().hex[:8]}-{i}" for i in range(1000)]
+    versions = await store.append_many([(eid, 0, [created(eid), queued(eid, 2)]) for eid in ids])
+    assert versions == [2] * 1000
+    page = await store.list_executions(limit=1000)
+    assert {s.execution_id for s in page.items} == set(ids)
+    nxt = NodeQueued(execution_id=ids[0], version=3, at=T0, node_id="b", attempt=1)
+    assert await store.append(ids[0], 2, [nxt]) == 3
