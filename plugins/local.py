@@ -6,7 +6,8 @@ expansion) run in a thread pool (``mode="thread"``) or a spawn-started process p
 task by import; a task whose module cannot be imported there (``__main__``, a notebook) travels
 cloudpickled in ``TaskRef.pickled``.
 
-Cancellation: an async task's coroutine is really cancelled. A running thread cannot be killed in
+Cancellation (``request.timeout`` is enforced by the control loop, which calls ``cancel``): an async
+task's coroutine is really cancelled. A running thread cannot be killed in
 Python, and a process worker is shared by many attempts: in both cases ``cancel`` forgets the attempt
 and its result is discarded when it arrives; the worker stays busy until the function returns.
 ``close`` does not wait for such stuck workers (process workers are terminated).
