@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
@@ -66,6 +67,23 @@ def _fault_hook_from_env() -> Callable[[str], None] | None:
                 os.kill(os.getpid(), 9)
 
     return hook
+
+
+class _Started:
+    """The ``task_status`` protocol of anyio, resolving a future (the loop runs as a plain task)."""
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self._future = future
+
+    def started(self, value: object = None) -> None:
+        if not self._future.done():
+            self._future.set_result(None)
+
+
+async def _stop_task(runner: asyncio.Task[None]) -> None:
+    runner.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await runner
 
 
 @dataclass(frozen=True)
@@ -301,9 +319,14 @@ class Engine:
             for executor in self.executors.values():
                 await executor.start(controller.on_task_done)
                 stack.push_async_callback(executor.close)
-            group = await stack.enter_async_context(anyio.create_task_group())
-            await group.start(controller.run)
-            stack.callback(group.cancel_scope.cancel)
+            # a plain task, not a task group: the caller may enter and exit the engine from
+            # different tasks (pytest-asyncio fixtures, frameworks' lifespan hooks)
+            started = asyncio.get_running_loop().create_future()
+            runner = asyncio.create_task(controller.run(task_status=_Started(started)), name="slipstream-loop")
+            stack.push_async_callback(_stop_task, runner)
+            await asyncio.wait([started, runner], return_when=asyncio.FIRST_COMPLETED)
+            if runner.done():
+                runner.result()  # the loop failed to start: raise its error
         except BaseException:
             await stack.__aexit__(*sys.exc_info())
             raise
