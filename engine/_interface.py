@@ -10,6 +10,7 @@ from typing import Any
 
 from engine._errors import CompileError, TypeMismatch
 from engine._literals import (
+    check_type,
     is_optional,
     normalize_type,
     to_literal,
@@ -203,6 +204,7 @@ def interface_of(
                 f"{what}: argument {name!r} has no type annotation; every input must be typed, e.g. `{name}: int`"
             )
         tp = normalize_type(hints[name])
+        check_type(tp, f"{what}, input {name!r}")
         if param.default is _NO_DEFAULT:
             inputs[name] = InputSpec(tp)
             continue
@@ -221,5 +223,6 @@ def interface_of(
         return Interface(inputs, []), False
     outputs, output_tuple = outputs_of(hints["return"], what, localns)
     for name, tp in outputs:
+        check_type(tp, f"{what}, output {name!r}")
         warn_fallback(tp, f"{what}, output {name!r}", stacklevel=5)
     return Interface(inputs, outputs, output_tuple), True

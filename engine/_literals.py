@@ -30,6 +30,7 @@ from engine._errors import CompileError, TypeMismatch
 
 __all__ = [
     "PICKLE_EXT_CODE",
+    "check_type",
     "from_literal",
     "is_assignable",
     "is_optional",
@@ -100,6 +101,32 @@ def _dec_hook(tp: Any, obj: Any) -> Any:
 
 
 _ENCODER = msgspec.msgpack.Encoder(order="deterministic", enc_hook=_enc_hook)
+_PLAIN_ENCODER = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+_BUILTIN_TYPES = (
+    bytes,
+    bytearray,
+    datetime.datetime,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    decimal.Decimal,
+    uuid.UUID,
+    msgspec.msgpack.Ext,
+)
+
+
+def _encode(value: Any) -> bytes:
+    try:
+        return _ENCODER.encode(value)
+    except TypeError as exc:
+        if "str keys" not in str(exc):
+            raise
+    # msgspec sorts only str-keyed dicts when encoding; to_builtins sorts every dict and set, and the
+    # plain encoder then keeps that order, giving the same bytes as the fast path for everything else.
+    builtins = msgspec.to_builtins(
+        value, order="deterministic", str_keys=False, builtin_types=_BUILTIN_TYPES, enc_hook=_enc_hook
+    )
+    return _PLAIN_ENCODER.encode(builtins)
 
 
 def _decoder_for(tp: Any) -> msgspec.msgpack.Decoder[Any]:
@@ -112,6 +139,22 @@ def _decoder_for(tp: Any) -> msgspec.msgpack.Decoder[Any]:
 @functools.lru_cache(maxsize=1024)
 def _cached_decoder(tp: Any) -> msgspec.msgpack.Decoder[Any]:
     return msgspec.msgpack.Decoder(tp, ext_hook=_ext_hook, dec_hook=_dec_hook)
+
+
+def check_type(tp: Any, what: str) -> None:
+    """Check at definition time that values of ``tp`` can be decoded.
+
+    Args:
+        tp: a type annotation.
+        what: where it is used, for the message.
+
+    Raises:
+        CompileError: msgspec cannot decode ``tp`` (e.g. a union of two list-like types).
+    """
+    try:
+        _decoder_for(normalize_type(tp))
+    except TypeError as exc:
+        raise CompileError(f"{what}: type {type_repr(tp)} is not supported ({exc}); use a dataclass instead") from None
 
 
 def normalize_type(tp: Any) -> Any:
@@ -155,7 +198,7 @@ def to_literal(value: Any, tp: Any) -> bytes:
     """
     tp = normalize_type(tp)
     try:
-        raw = _ENCODER.encode(value)
+        raw = _encode(value)
     except _PromiseInLiteral as exc:
         raise CompileError(
             f"a Promise ({exc}) is nested inside a constant of type {type(value).__qualname__}: a Promise "
@@ -172,7 +215,7 @@ def to_literal(value: Any, tp: Any) -> bytes:
         raise TypeMismatch(
             f"expected {type_repr(tp)}, got {type(value).__qualname__} {_short(value)} ({exc})"
         ) from None
-    return _ENCODER.encode(normalized)
+    return _encode(normalized)
 
 
 def from_literal(data: bytes, tp: Any) -> Any:
@@ -402,6 +445,9 @@ def _value_fits(value: Any, tp: Any) -> bool:
 
 
 def _containers_assignable(src: Any, dst: Any, s_origin: Any, d_origin: Any) -> bool:
+    containers = (*_SEQUENCES, dict)
+    if s_origin not in containers or d_origin not in containers:
+        return False
     s_args = typing.get_args(src)
     d_args = typing.get_args(dst)
     if s_origin is dict or d_origin is dict:
