@@ -3,7 +3,8 @@
 ``python -m benchmarks store [--executions 1000] [--events 10] [--rounds 5] [--stores sqlite,postgres]``
 
 - append: each round appends ``--executions`` new executions of ``--events`` events each with one
-  ``append_many`` call (one transaction), as the control loop does with a round's events.
+  ``append_many`` call (one transaction), as the control loop does with a round's events. The
+  store's time includes msgpack-encoding the events; the baselines get the bytes pre-encoded.
   Baseline, same run, same bytes: Postgres ``COPY`` (asyncpg ``copy_records_to_table``) into a
   bare table with the same columns and unique key; SQLite ``executemany`` in one transaction into
   such a table. ``ratio_to_baseline`` = store rate / baseline rate.
