@@ -34,4 +34,3 @@ def count(xs: list[int]) -> int:
 def wide_map(xs: list[int]) -> int:
     results = map_task(element)(x=xs)
     return count(xs=results)
-

@@ -40,9 +40,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median reported)")
     parser.add_argument("--maps", type=int, nargs="*", default=[1_000, 10_000], help="map sizes for elements/s")
     parser.add_argument("--big-map", type=int, default=100_000, help="map size for the peak-RSS figure (0: skip)")
-    parser.add_argument("--postgres", default=os.environ.get("SLIPSTREAM_TEST_POSTGRES_DSN",
-                                                               "postgresql://postgres@127.0.0.1:5432/test"),
-                        help="Postgres DSN for the Postgres chain ('' to skip)")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("SLIPSTREAM_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"),
+        help="Postgres DSN for the Postgres chain ('' to skip)",
+    )
     return parser.parse_args(argv)
 
 
@@ -154,9 +156,16 @@ def bench_big_map(size: int) -> dict[str, Any]:
         return {"elements": size, "error": done.stderr[-2000:]}
     wall, rss_kib = done.stdout.split()
     baseline = subprocess.run(
-        [sys.executable, "-c", "import resource, engine, engine._engine, plugins.local, propeller;"
-         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "import resource, engine, engine._engine, plugins.local, propeller;"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     return {
         "elements": size,

@@ -417,7 +417,12 @@ class Engine:
     ) -> list[ExecutionSummary]:
         """Executions newest first, filtered."""
         page = await self.store.list_executions(
-            project=project, domain=domain, status=status, workflow=workflow, limit=limit, cursor=cursor  # type: ignore[arg-type]
+            project=project,
+            domain=domain,
+            status=status,
+            workflow=workflow,
+            limit=limit,
+            cursor=cursor,  # type: ignore[arg-type]
         )
         return list(page.items)
 

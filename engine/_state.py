@@ -563,7 +563,7 @@ class ExecutionState:
             self._drop_children(node.node_id)
         scope = node.scope
         assert scope is not None
-        local_id = node.node_id[len(scope.prefix):]
+        local_id = node.node_id[len(scope.prefix) :]
         scope.unfinished -= 1
         if node.phase == "failed" and node.error is not None:
             if not node.error.node_id:

@@ -165,9 +165,7 @@ AnyEvent = (
 EXECUTION_EVENT_KINDS: frozenset[str] = frozenset(
     {"ExecutionCreated", "ExecutionStarted", "ExecutionSucceeded", "ExecutionFailed", "ExecutionAborted"}
 )
-TERMINAL_EXECUTION_KINDS: frozenset[str] = frozenset(
-    {"ExecutionSucceeded", "ExecutionFailed", "ExecutionAborted"}
-)
+TERMINAL_EXECUTION_KINDS: frozenset[str] = frozenset({"ExecutionSucceeded", "ExecutionFailed", "ExecutionAborted"})
 
 ExecutionStatus = Literal["created", "running", "succeeded", "failed", "aborted"]
 

@@ -144,7 +144,9 @@ class EventStore(abc.ABC):
 
     async def read_all(self, after_seq: int = 0, limit: int = 1000) -> list[GlobalEvent]:
         """Events of all executions with ``seq`` > ``after_seq``, in ``seq`` order, commit-safe."""
-        return [GlobalEvent(seq, decode_event(payload)) for seq, payload in await self._read_all_payloads(after_seq, limit)]
+        return [
+            GlobalEvent(seq, decode_event(payload)) for seq, payload in await self._read_all_payloads(after_seq, limit)
+        ]
 
     @abc.abstractmethod
     async def _append_records(self, batches: Sequence[tuple[str, int, Sequence[StoredEvent]]]) -> None:

@@ -247,9 +247,7 @@ class Controller:
         in_flight = self._in_flight.setdefault(execution_id, {})
         reported = self._completed.pop(execution_id, set())
         statuses = {key: self._poll(key, in_flight) for key in reported}
-        observations = Observations(
-            now=self.clock(), completions=statuses, in_flight=in_flight.keys(), resubmit=fresh
-        )
+        observations = Observations(now=self.clock(), completions=statuses, in_flight=in_flight.keys(), resubmit=fresh)
         version = state.version
         plan = plan_round(state, observations, self.config)
         if plan.events:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
+import anyio
 import pytest
 
 from engine import Engine
@@ -62,3 +63,10 @@ def runs(side_effects: Path, name: str, execution_id: str | None = None) -> int:
     path = side_effects / f"{name}.log"
     lines = path.read_text().splitlines() if path.exists() else []
     return sum(1 for line in lines if execution_id is None or line.split()[0] == execution_id)
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a condition on files that task threads write (no event to await there)."""
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.02)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anyio
 import pytest
 
 from engine import Engine, ExecutionAborted, ExecutionNotFound, TaskFailed, TypeMismatch, UnknownInput
 from engine.events import NodeRecovered, NodeSucceeded
 
 from . import _workflows as wf
-from .conftest import EngineFactory, runs
+from .conftest import EngineFactory, runs, wait_until
 
 
 def kinds(events: list) -> list[str]:
@@ -119,15 +118,11 @@ async def test_timeout_not_reached(eng: Engine) -> None:
 
 async def test_abort_cancels_running_attempt(eng: Engine, side_effects: Path) -> None:
     handle = await eng.launch(wf.abortable)
-    with anyio.fail_after(10):
-        while runs(side_effects, "wait_forever_started") == 0:
-            await anyio.sleep(0.02)
+    await wait_until(lambda: runs(side_effects, "wait_forever_started") >= 1)
     await eng.abort(handle.execution_id, reason="test says stop")
     with pytest.raises(ExecutionAborted, match="test says stop"):
         await handle.outputs(timeout=10)
-    with anyio.fail_after(10):
-        while runs(side_effects, "wait_forever_cancelled") == 0:
-            await anyio.sleep(0.02)
+    await wait_until(lambda: runs(side_effects, "wait_forever_cancelled") >= 1)
     await eng.abort(handle.execution_id)  # aborting a finished execution is a no-op
     assert kinds(await eng.history(handle.execution_id))[-1] == "ExecutionAborted"
 
@@ -199,14 +194,10 @@ async def test_list_executions_filters(eng: Engine) -> None:
 async def test_reopened_engine_resumes_unfinished_executions(make_engine: EngineFactory, side_effects: Path) -> None:
     async with make_engine() as first:
         handle = await first.launch(wf.abortable)
-        with anyio.fail_after(10):
-            while runs(side_effects, "wait_forever_started") == 0:
-                await anyio.sleep(0.02)
+        await wait_until(lambda: runs(side_effects, "wait_forever_started") >= 1)
     # the first engine stopped mid-attempt; a new one resubmits the same attempt
     async with make_engine() as second:
-        with anyio.fail_after(10):
-            while runs(side_effects, "wait_forever_started") < 2:
-                await anyio.sleep(0.02)
+        await wait_until(lambda: runs(side_effects, "wait_forever_started") >= 2)
         await second.abort(handle.execution_id)
         await second.handle(handle.execution_id).wait(timeout=10)
         history = await second.history(handle.execution_id)

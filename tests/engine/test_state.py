@@ -52,10 +52,21 @@ def workflows(draw: st.DrawFn) -> WorkflowSpec:
         if kind == "map":
             size = draw(st.integers(0, 4))
             inputs = {"xs": LiteralBinding(lit(list(range(size)))), **inputs}
-            nodes.append(ArrayNode(id=f"n{index}", task=ref("el"), inputs=inputs, mapped=["xs"], interface_outputs=out(),
-                                   options=options, min_success_ratio=draw(st.sampled_from([1.0, 0.5]))))
+            nodes.append(
+                ArrayNode(
+                    id=f"n{index}",
+                    task=ref("el"),
+                    inputs=inputs,
+                    mapped=["xs"],
+                    interface_outputs=out(),
+                    options=options,
+                    min_success_ratio=draw(st.sampled_from([1.0, 0.5])),
+                )
+            )
         elif kind == "dynamic":
-            nodes.append(DynamicNode(id=f"n{index}", task=ref("dyn"), inputs=inputs, interface_outputs=out(), options=options))
+            nodes.append(
+                DynamicNode(id=f"n{index}", task=ref("dyn"), inputs=inputs, interface_outputs=out(), options=options)
+            )
         else:
             nodes.append(task_node(f"n{index}", "t", options=options, **inputs))
     last = ListBinding([OutputRef(node.id, "o0") for node in nodes])
@@ -63,8 +74,13 @@ def workflows(draw: st.DrawFn) -> WorkflowSpec:
     return spec_of(*nodes, task_node("sink", xs=last), outputs={"o0": OutputRef("sink", "o0")}, failure_policy=policy)
 
 
-CHILD = WorkflowSpec(name="child", inputs=[], outputs=out(), nodes=[task_node("c", x=LiteralBinding(lit(1)))],
-                     output_bindings={"o0": OutputRef("c", "o0")})
+CHILD = WorkflowSpec(
+    name="child",
+    inputs=[],
+    outputs=out(),
+    nodes=[task_node("c", x=LiteralBinding(lit(1)))],
+    output_bindings={"o0": OutputRef("c", "o0")},
+)
 
 
 def random_behaviour(data: st.DataObject):
@@ -135,8 +151,17 @@ def test_apply_is_constant_time_on_a_wide_map() -> None:
     import time
 
     def per_event(size: int) -> float:
-        sim = Sim(spec_of(ArrayNode(id="m", task=ref("el"), inputs={"x": LiteralBinding(lit(list(range(size))))},
-                                    mapped=["x"], interface_outputs=out())))
+        sim = Sim(
+            spec_of(
+                ArrayNode(
+                    id="m",
+                    task=ref("el"),
+                    inputs={"x": LiteralBinding(lit(list(range(size))))},
+                    mapped=["x"],
+                    interface_outputs=out(),
+                )
+            )
+        )
         sim.run()
         start = time.perf_counter()
         ExecutionState.fold(sim.events)

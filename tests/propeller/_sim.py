@@ -42,16 +42,25 @@ def out(name: str = "o0") -> list[TypedName]:
 
 
 def task_node(node_id: str, task: str | None = None, options: TaskOptions | None = None, **inputs: Binding) -> TaskNode:
-    return TaskNode(id=node_id, task=ref(task or node_id), inputs=inputs, interface_outputs=out(), options=options or TaskOptions())
+    return TaskNode(
+        id=node_id, task=ref(task or node_id), inputs=inputs, interface_outputs=out(), options=options or TaskOptions()
+    )
 
 
 def spec_of(*nodes, outputs: dict[str, Binding] | None = None, **kw) -> WorkflowSpec:
-    return WorkflowSpec(name="wf", inputs=[TypedName("x", "int")], outputs=[TypedName(k, "int") for k in (outputs or {})],
-                        nodes=list(nodes), output_bindings=outputs or {}, **kw)
+    return WorkflowSpec(
+        name="wf",
+        inputs=[TypedName("x", "int")],
+        outputs=[TypedName(k, "int") for k in (outputs or {})],
+        nodes=list(nodes),
+        output_bindings=outputs or {},
+        **kw,
+    )
 
 
 def add_one(request: TaskRequest) -> TaskStatus:
     """Default behaviour: o0 = sum of int inputs + 1 (lists summed)."""
+
     def flat(value: object) -> int:
         if isinstance(value, list):
             return sum(flat(item) for item in value)
@@ -62,9 +71,14 @@ def add_one(request: TaskRequest) -> TaskStatus:
 
 
 class Sim:
-    def __init__(self, spec: WorkflowSpec, inputs: dict[str, bytes] | None = None,
-                 behaviour: Callable[[TaskRequest], TaskStatus | None] = add_one,
-                 config: PlannerConfig | None = None, step: timedelta = timedelta(seconds=1)) -> None:
+    def __init__(
+        self,
+        spec: WorkflowSpec,
+        inputs: dict[str, bytes] | None = None,
+        behaviour: Callable[[TaskRequest], TaskStatus | None] = add_one,
+        config: PlannerConfig | None = None,
+        step: timedelta = timedelta(seconds=1),
+    ) -> None:
         self.state = ExecutionState()
         self.events: list[Event] = []
         self.behaviour = behaviour
@@ -76,8 +90,17 @@ class Sim:
         self.submits: list[TaskRequest] = []
         self.cancels: list[TaskKey] = []
         self.rounds = 0
-        created = ExecutionCreated(execution_id="e1", version=1, at=T0, project="p", domain="d", workflow="wf",
-                                   workflow_version="v", spec=spec, inputs=inputs if inputs is not None else {"x": lit(1)})
+        created = ExecutionCreated(
+            execution_id="e1",
+            version=1,
+            at=T0,
+            project="p",
+            domain="d",
+            workflow="wf",
+            workflow_version="v",
+            spec=spec,
+            inputs=inputs if inputs is not None else {"x": lit(1)},
+        )
         self.record([created])
 
     def record(self, events: list[Event]) -> None:
@@ -122,6 +145,19 @@ class Sim:
 
 
 __all__ = [
-    "T0", "ArrayNode", "DynamicNode", "InputBinding", "LiteralBinding", "OutputRef", "Sim", "TaskOptions",
-    "add_one", "lit", "out", "ref", "spec_of", "task_node", "unlit",
+    "T0",
+    "ArrayNode",
+    "DynamicNode",
+    "InputBinding",
+    "LiteralBinding",
+    "OutputRef",
+    "Sim",
+    "TaskOptions",
+    "add_one",
+    "lit",
+    "out",
+    "ref",
+    "spec_of",
+    "task_node",
+    "unlit",
 ]

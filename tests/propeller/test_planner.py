@@ -112,8 +112,12 @@ def test_system_errors_use_their_own_budget() -> None:
 
 
 def test_back_off_delays_the_next_attempt() -> None:
-    sim = Sim(spec_of(task_node("a", options=TaskOptions(retries=2))), behaviour=lambda r: fail(),
-              config=PlannerConfig(retry_delay=10.0), step=timedelta(seconds=1))
+    sim = Sim(
+        spec_of(task_node("a", options=TaskOptions(retries=2))),
+        behaviour=lambda r: fail(),
+        config=PlannerConfig(retry_delay=10.0),
+        step=timedelta(seconds=1),
+    )
     sim.run()
     queued = [e.at for e in sim.events if type(e).__name__ == "NodeQueued"]
     assert queued[1] - queued[0] >= timedelta(seconds=10)
@@ -124,8 +128,11 @@ def test_timeout_cancels_attempt_and_retries() -> None:
     def hangs_first(request: TaskRequest) -> TaskStatus | None:
         return None if request.key.attempt == 1 else add_one(request)
 
-    sim = Sim(spec_of(task_node("a", options=TaskOptions(retries=1, timeout=5))), behaviour=hangs_first,
-              config=PlannerConfig(retry_delay=0.0))
+    sim = Sim(
+        spec_of(task_node("a", options=TaskOptions(retries=1, timeout=5))),
+        behaviour=hangs_first,
+        config=PlannerConfig(retry_delay=0.0),
+    )
     assert sim.run().phase == "succeeded"
     failed = [e for e in sim.events if type(e).__name__ == "NodeFailed"]
     assert failed[0].error.kind == "timeout" and failed[0].attempt == 1
@@ -168,8 +175,14 @@ def test_finish_executable_runs_what_it_can_then_fails() -> None:
 
 
 def map_spec(n: int, **kw) -> WorkflowSpec:
-    array = ArrayNode(id="m", task=ref("sq"), inputs={"x": LiteralBinding(lit(list(range(n)))), "k": LiteralBinding(lit(100))},
-                      mapped=["x"], interface_outputs=out(), **kw)
+    array = ArrayNode(
+        id="m",
+        task=ref("sq"),
+        inputs={"x": LiteralBinding(lit(list(range(n)))), "k": LiteralBinding(lit(100))},
+        mapped=["x"],
+        interface_outputs=out(),
+        **kw,
+    )
     return spec_of(array, outputs={"o0": OutputRef("m", "o0")})
 
 
@@ -182,8 +195,10 @@ def test_map_broadcasts_partial_arguments_and_gathers_in_order() -> None:
 
 
 def test_map_min_success_ratio_tolerates_one_failure_in_ten() -> None:
-    sim = Sim(map_spec(10, min_success_ratio=0.8),
-              behaviour=lambda r: fail(retryable=False) if unlit(r.inputs["x"]) == 3 else add_one(r))
+    sim = Sim(
+        map_spec(10, min_success_ratio=0.8),
+        behaviour=lambda r: fail(retryable=False) if unlit(r.inputs["x"]) == 3 else add_one(r),
+    )
     state = sim.run()
     assert state.phase == "succeeded"
     values = unlit(state.outputs["o0"])
@@ -191,8 +206,10 @@ def test_map_min_success_ratio_tolerates_one_failure_in_ten() -> None:
 
 
 def test_map_fails_as_soon_as_the_ratio_is_unreachable() -> None:
-    sim = Sim(map_spec(10, min_success_ratio=0.8, concurrency=2),
-              behaviour=lambda r: fail(retryable=False) if unlit(r.inputs["x"]) < 3 else add_one(r))
+    sim = Sim(
+        map_spec(10, min_success_ratio=0.8, concurrency=2),
+        behaviour=lambda r: fail(retryable=False) if unlit(r.inputs["x"]) < 3 else add_one(r),
+    )
     state = sim.run()
     assert state.phase == "failed"
     assert "3 of 10 map elements failed" in state.error.message
@@ -215,8 +232,13 @@ def test_max_parallelism_caps_running_leaves() -> None:
 
 
 def test_dynamic_node_runs_its_sub_spec_as_children() -> None:
-    inner = WorkflowSpec(name="dyn", inputs=[], outputs=out(), nodes=[task_node("t", x=LiteralBinding(lit(41)))],
-                         output_bindings={"o0": OutputRef("t", "o0")})
+    inner = WorkflowSpec(
+        name="dyn",
+        inputs=[],
+        outputs=out(),
+        nodes=[task_node("t", x=LiteralBinding(lit(41)))],
+        output_bindings={"o0": OutputRef("t", "o0")},
+    )
 
     def behaviour(request: TaskRequest) -> TaskStatus:
         if request.kind == "dynamic":
@@ -224,8 +246,10 @@ def test_dynamic_node_runs_its_sub_spec_as_children() -> None:
         return add_one(request)
 
     dyn = DynamicNode(id="d", task=ref("d"), inputs={}, interface_outputs=out())
-    sim = Sim(spec_of(dyn, task_node("after", x=OutputRef("d", "o0")), outputs={"o0": OutputRef("after", "o0")}),
-              behaviour=behaviour)
+    sim = Sim(
+        spec_of(dyn, task_node("after", x=OutputRef("d", "o0")), outputs={"o0": OutputRef("after", "o0")}),
+        behaviour=behaviour,
+    )
     state = sim.run()
     assert unlit(state.outputs["o0"]) == 43
     assert state.nodes["d/t"].phase == "succeeded"
@@ -234,19 +258,33 @@ def test_dynamic_node_runs_its_sub_spec_as_children() -> None:
 
 
 def test_nested_dynamic() -> None:
-    leaf = WorkflowSpec(name="leaf", inputs=[], outputs=out(), nodes=[task_node("t", x=LiteralBinding(lit(1)))],
-                        output_bindings={"o0": OutputRef("t", "o0")})
-    middle = WorkflowSpec(name="mid", inputs=[], outputs=out(),
-                          nodes=[DynamicNode(id="inner", task=ref("inner"), inputs={}, interface_outputs=out())],
-                          output_bindings={"o0": OutputRef("inner", "o0")})
+    leaf = WorkflowSpec(
+        name="leaf",
+        inputs=[],
+        outputs=out(),
+        nodes=[task_node("t", x=LiteralBinding(lit(1)))],
+        output_bindings={"o0": OutputRef("t", "o0")},
+    )
+    middle = WorkflowSpec(
+        name="mid",
+        inputs=[],
+        outputs=out(),
+        nodes=[DynamicNode(id="inner", task=ref("inner"), inputs={}, interface_outputs=out())],
+        output_bindings={"o0": OutputRef("inner", "o0")},
+    )
 
     def behaviour(request: TaskRequest) -> TaskStatus:
         if request.kind == "dynamic":
             return TaskStatus(phase="succeeded", dynamic_spec=lit(middle if request.key.node_id == "outer" else leaf))
         return add_one(request)
 
-    sim = Sim(spec_of(DynamicNode(id="outer", task=ref("outer"), inputs={}, interface_outputs=out()),
-                      outputs={"o0": OutputRef("outer", "o0")}), behaviour=behaviour)
+    sim = Sim(
+        spec_of(
+            DynamicNode(id="outer", task=ref("outer"), inputs={}, interface_outputs=out()),
+            outputs={"o0": OutputRef("outer", "o0")},
+        ),
+        behaviour=behaviour,
+    )
     state = sim.run()
     assert unlit(state.outputs["o0"]) == 2
     assert state.nodes["outer/inner/t"].phase == "succeeded"
@@ -254,11 +292,19 @@ def test_nested_dynamic() -> None:
 
 
 def test_subworkflow_gets_its_inputs_and_returns_outputs() -> None:
-    sub = WorkflowSpec(name="sub", inputs=[], outputs=out(), nodes=[task_node("t", x=InputBinding("y"))],
-                       output_bindings={"o0": OutputRef("t", "o0")})
+    sub = WorkflowSpec(
+        name="sub",
+        inputs=[],
+        outputs=out(),
+        nodes=[task_node("t", x=InputBinding("y"))],
+        output_bindings={"o0": OutputRef("t", "o0")},
+    )
     node = SubworkflowNode(id="sw", workflow="sub", inputs={"y": OutputRef("a", "o0")}, interface_outputs=out())
-    sim = Sim(spec_of(task_node("a", x=InputBinding("x")), node, outputs={"o0": OutputRef("sw", "o0")},
-                      subworkflows={"sub": sub}))
+    sim = Sim(
+        spec_of(
+            task_node("a", x=InputBinding("x")), node, outputs={"o0": OutputRef("sw", "o0")}, subworkflows={"sub": sub}
+        )
+    )
     assert unlit(sim.run().outputs["o0"]) == 3
     assert_replays(sim)
 
@@ -302,8 +348,11 @@ def test_restart_resubmits_queued_attempts_not_in_flight() -> None:
 
 
 def test_stale_completion_is_ignored() -> None:
-    sim = Sim(spec_of(task_node("a", options=TaskOptions(retries=1, timeout=1))), behaviour=lambda r: None,
-              config=PlannerConfig(retry_delay=0))
+    sim = Sim(
+        spec_of(task_node("a", options=TaskOptions(retries=1, timeout=1))),
+        behaviour=lambda r: None,
+        config=PlannerConfig(retry_delay=0),
+    )
     sim.round()
     sim.now += timedelta(seconds=2)
     sim.round()  # attempt 1 timed out
