@@ -28,6 +28,18 @@ def _inferred_outputs(result: Any) -> list[tuple[str, Any]]:
     return [(f"o{i}", v._type if isinstance(v, Promise) else type(v)) for i, v in enumerate(values)]
 
 
+def _parse_json(text: str, tp: Any) -> Any:
+    try:
+        return msgspec.json.decode(text, type=tp)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        # dates, enums, UUIDs... are JSON strings: accept them unquoted too (--when 2024-01-02)
+        try:
+            return msgspec.json.decode(msgspec.json.encode(text), type=tp)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            pass
+        raise
+
+
 class Workflow:
     """A compiled workflow.
 
@@ -211,7 +223,7 @@ class Workflow:
                 elif tp in (File, Dir) and not text.lstrip().startswith("{"):
                     parsed[name] = tp(text)
                 else:
-                    parsed[name] = msgspec.json.decode(text, type=spec.type)
+                    parsed[name] = _parse_json(text, spec.type)
             except (ValueError, msgspec.ValidationError, msgspec.DecodeError) as exc:
                 raise TypeMismatch(
                     f"{what}, input {name!r}: cannot parse {text!r} as {type_repr(spec.type)} ({exc}); "

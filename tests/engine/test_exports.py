@@ -1,0 +1,20 @@
+"""The public facade: every name in ``engine.__all__`` resolves."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import engine
+
+
+@pytest.mark.parametrize("name", engine.__all__)
+def test_public_name_resolves(name: str) -> None:
+    value = getattr(importlib.import_module("engine"), name)
+    assert value is not None
+    assert name in dir(engine)
+
+
+def test_all_is_sorted_and_unique() -> None:
+    assert list(engine.__all__) == sorted(set(engine.__all__))
