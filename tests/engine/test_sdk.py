@@ -193,7 +193,7 @@ def test_interface_outputs() -> None:
 
 def test_none_default_makes_input_optional() -> None:
     @task
-    def opt(x: int = None) -> int:  # type: ignore[assignment]
+    def opt(x: int = None) -> int:  # type: ignore[assignment]  # noqa: RUF013 - implicit Optional on purpose
         return x or 0
 
     assert opt.interface.inputs["x"].type == int | None
@@ -238,7 +238,7 @@ def test_map_task_runs_locally_and_validates() -> None:
         map_task(flaky)(x=[1, 2])
     with pytest.raises(CompileError, match="equal lengths"):
         map_task(add)(x=[1, 2], y=[1])
-    with pytest.raises(UnknownInput, match="'nope'.*'add'"):
+    with pytest.raises(UnknownInput, match=r"'nope'.*'add'"):
         map_task(functools.partial(add, nope=1))
     with pytest.raises(CompileError, match="@dynamic"):
         map_task(leaf)
@@ -374,7 +374,7 @@ def test_expand_dynamic_errors() -> None:
         p = double(x=n)
         return p + 1
 
-    with pytest.raises(CompileError, match="dynamic 'misuse'.*@dynamic"):
+    with pytest.raises(CompileError, match=r"dynamic 'misuse'.*@dynamic"):
         expand_dynamic(misuse, {"n": 1})
 
 
