@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import anyio
 
-from engine._errors import ConcurrencyConflict, ConfigError, SlipstreamError
+from engine._errors import ConcurrencyConflict, ConfigError, SlipstreamError, StoreUnavailable
 from engine._state import ExecutionState
 from engine.events import Event
 from engine.interfaces import EventStore, Executor, TaskKey, TaskStatus
@@ -58,10 +58,18 @@ class _GroupCommit:
         self._pending.append((execution_id, expected_version, events, future))
         if not self._writing:
             self._writing = True
+            batch: list[tuple[str, int, Sequence[Event], asyncio.Future[None]]] = []
             try:
                 while self._pending:
                     batch, self._pending = self._pending, []
                     await self._write(batch)
+            except BaseException as exc:
+                # this round was cancelled while writing for others: nobody else will, so fail them
+                for *_, waiting in batch + self._pending:
+                    if not waiting.done() and waiting is not future:
+                        waiting.set_exception(StoreUnavailable(f"append abandoned: {exc!r}"))
+                self._pending = []
+                raise
             finally:
                 self._writing = False
         await future

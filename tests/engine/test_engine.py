@@ -207,3 +207,31 @@ async def test_reopened_engine_resumes_unfinished_executions(make_engine: Engine
 def test_calling_a_workflow_runs_it_locally() -> None:
     assert wf.diamond(x=3) == 16
     assert wf.nested(n=2) == sum(k * k + (k + 1) ** 2 for k in range(2))
+
+
+async def test_embedded_engine_with_a_process_pool(tmp_path: Path) -> None:
+    async with Engine.embedded(tmp_path, executor_options={"mode": "process"}) as eng:
+        handle = await eng.launch(wf.foreach_join, n=4)
+        assert await handle.outputs(timeout=60) == sum(i * i for i in range(4))
+
+
+async def test_connect_runs_on_postgres(postgres_database: str) -> None:
+    async with Engine.connect(postgres=postgres_database, retry_delay=0.05) as eng:
+        handle = await eng.launch(wf.diamond, x=1)
+        assert await handle.outputs(timeout=30) == 8
+        assert (await eng.list_executions(limit=1))[0].execution_id == handle.execution_id
+
+
+def test_connect_without_a_dsn_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import ConfigError
+
+    monkeypatch.delenv("SLIPSTREAM_POSTGRES_DSN", raising=False)
+    with pytest.raises(ConfigError, match="SLIPSTREAM_POSTGRES_DSN"):
+        Engine.connect()
+
+
+def test_unknown_executor_backend_is_a_config_error(tmp_path: Path) -> None:
+    from engine import ConfigError
+
+    with pytest.raises(ConfigError, match="'warp'.*installed"):
+        Engine.embedded(tmp_path, executor="warp")
