@@ -18,15 +18,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from engine._errors import CompileError, TypeMismatch, UnknownInput
-from engine._literals import (
-    dict_value_type,
-    is_assignable,
-    item_type,
-    sequence_kind,
-    to_literal,
-    type_repr,
-)
+from engine._literals import to_literal
 from engine._promise import NodeOutputs, Promise
+from engine._types import dict_value_type, is_assignable, item_type, sequence_kind, type_repr
 from engine.models import (
     ArrayNode,
     Binding,

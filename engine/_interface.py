@@ -9,14 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from engine._errors import CompileError, TypeMismatch
-from engine._literals import (
-    check_type,
-    is_optional,
-    normalize_type,
-    to_literal,
-    type_repr,
-    unsupported_leaves,
-)
+from engine._literals import check_type, to_literal
+from engine._types import is_optional, normalize_type, type_repr, unsupported_leaves
 from engine.models import TypedName
 
 __all__ = ["InputSpec", "Interface", "interface_of", "outputs_of"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from engine._errors import CompileError
-from engine._literals import type_repr
+from engine._types import type_repr
 
 if TYPE_CHECKING:
     from engine._compiler import CompileContext
