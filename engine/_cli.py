@@ -1,0 +1,639 @@
+"""The ``slipstream`` command line (DESIGN section 11): ``run`` and ``executions ...``.
+
+Only typer and the standard library are imported up front, so that ``slipstream --help`` stays quick;
+the engine, rich and the rendering in ``engine._cli_view`` are imported by the commands that use them.
+
+Exit codes: 0 success (or nothing to do), 1 the execution failed or was aborted, 2 bad input (one line
+on stderr that names the problem and the fix, never a traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import typer
+
+if TYPE_CHECKING:
+    from engine._engine import Engine, ExecutionDetails, ExecutionHandle
+    from engine._workflow import Workflow
+    from engine.models import WorkflowSpec
+
+__all__ = ["app", "main"]
+
+ProgressMode = Literal["live", "lines", "none"]
+_STATUSES = ("created", "running", "succeeded", "failed", "aborted")
+
+
+class BadInput(Exception):
+    """Something the user typed is wrong; the message names it and the fix (exit code 2)."""
+
+
+# -- the command tree -------------------------------------------------------------------------------
+
+app = typer.Typer(
+    name="slipstream",
+    help="Slipstream: run typed workflows and inspect their executions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+executions_app = typer.Typer(
+    help="List, inspect, abort and recover executions.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(executions_app, name="executions")
+
+StateDir = Annotated[
+    str | None,
+    typer.Option(
+        "--state-dir",
+        envvar="SLIPSTREAM_STATE_DIR",
+        help="Embedded engine: directory of the SQLite event log (default ~/.slipstream).",
+        show_default=False,
+    ),
+]
+Postgres = Annotated[
+    str | None,
+    typer.Option(
+        "--postgres",
+        envvar="SLIPSTREAM_POSTGRES_DSN",
+        help="Server mode: Postgres DSN of the event store (overrides --state-dir).",
+        show_default=False,
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+NoProgress = Annotated[bool, typer.Option("--no-progress", help="Show no progress; print only the result.")]
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help=(
+        "Run WORKFLOW from FILE and show its progress until it ends.\n\n"
+        "Inputs follow as --name value (lists, dicts and dataclasses as JSON), e.g.\n\n"
+        '    slipstream run pipeline.py:train --epochs 3 --features \'["a", "b"]\''
+    ),
+)
+def run(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="FILE:WORKFLOW", help="The file and the @workflow in it.")],
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+    project: Annotated[str, typer.Option(help="Project the execution belongs to.")] = "default",
+    domain: Annotated[str, typer.Option(help="Domain: development, staging or production.")] = "development",
+    as_json: AsJson = False,
+    no_progress: NoProgress = False,
+) -> None:
+    workflow = load_workflow(target)
+    inputs = parse_inputs(workflow, ctx.args)
+    mode = _progress_mode(as_json, no_progress)
+
+    async def body() -> int:
+        async with _open_engine(state_dir, postgres) as engine:
+            handle = await engine.launch(workflow, project=project, domain=domain, **inputs)
+            return await _follow_and_report(engine, handle, mode, as_json)
+
+    raise typer.Exit(_run_async(body))
+
+
+@executions_app.command("list")
+def list_executions(
+    project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
+    domain: Annotated[str | None, typer.Option(help="Only this domain.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help=f"Only these statuses, comma-separated: {', '.join(_STATUSES)}.")
+    ] = None,
+    workflow: Annotated[str | None, typer.Option(help="Only executions of this workflow (its name).")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+    as_json: AsJson = False,
+) -> None:
+    """List executions, newest first."""
+    statuses = _statuses(status)
+
+    async def body() -> int:
+        import msgspec
+
+        async with _open_store(state_dir, postgres) as engine:
+            found = await engine.list_executions(
+                project=project, domain=domain, status=statuses, workflow=workflow, limit=limit
+            )
+        if as_json:
+            _write(msgspec.json.encode(found).decode())
+        else:
+            from engine._cli_view import executions_table
+
+            _console().print(executions_table(found) if found else "no executions")
+        return 0
+
+    raise typer.Exit(_run_async(body))
+
+
+@executions_app.command("show")
+def show(
+    execution_id: Annotated[str, typer.Argument(metavar="ID")],
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show an execution: its status and every node's phase, attempt, error and map progress."""
+
+    async def body() -> int:
+        import msgspec
+
+        async with _open_store(state_dir, postgres) as engine:
+            details = await engine.get(execution_id)
+        if as_json:
+            data = msgspec.to_builtins(details)
+            data["counts"] = details.counts
+            _write(msgspec.json.encode(data).decode())
+        else:
+            from engine._cli_view import details_table
+
+            _console().print(details_table(details, _now()))
+        return 0
+
+    raise typer.Exit(_run_async(body))
+
+
+@executions_app.command("history")
+def history(
+    execution_id: Annotated[str, typer.Argument(metavar="ID")],
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line.")] = False,
+) -> None:
+    """Show an execution's events in version order."""
+
+    async def body() -> int:
+        async with _open_store(state_dir, postgres) as engine:
+            events = await engine.history(execution_id)
+        if as_json:
+            from engine.events import encode_event_json
+
+            for event in events:
+                _write(encode_event_json(event).decode())
+        else:
+            from engine._cli_view import history_table
+
+            _console().print(history_table(events))
+        return 0
+
+    raise typer.Exit(_run_async(body))
+
+
+@executions_app.command("abort")
+def abort(
+    execution_id: Annotated[str, typer.Argument(metavar="ID")],
+    reason: Annotated[str, typer.Option(help="Recorded in the ExecutionAborted event.")] = "aborted by user",
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+) -> None:
+    """Abort an execution; aborting one that already ended does nothing."""
+
+    async def body() -> int:
+        async with _open_store(state_dir, postgres) as engine:
+            details = await engine.get(execution_id)
+            if details.status in ("succeeded", "failed", "aborted"):
+                _write(f"execution {execution_id} already {details.status}; nothing to abort")
+                return 0
+            await engine.abort(execution_id, reason)
+        _write(f"aborted execution {execution_id}")
+        return 0
+
+    raise typer.Exit(_run_async(body))
+
+
+@executions_app.command("recover")
+def recover(
+    execution_id: Annotated[str, typer.Argument(metavar="ID")],
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Run the new execution here and show its progress.")
+    ] = True,
+    path: Annotated[
+        list[str] | None,
+        typer.Option("--path", help="Directory to import task modules from (repeatable), e.g. the workflow file's."),
+    ] = None,
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+    as_json: AsJson = False,
+    no_progress: NoProgress = False,
+) -> None:
+    """Start a new execution that reuses every node ID finished and runs the rest; print its id."""
+    for directory in reversed(path or []):
+        resolved = str(Path(directory).expanduser().resolve())
+        if not Path(resolved).is_dir():
+            raise BadInput(f"--path {directory!r} is not a directory; pass the directory holding the task modules")
+        if resolved not in sys.path:
+            sys.path.insert(0, resolved)
+    mode = _progress_mode(as_json, no_progress)
+
+    async def body() -> int:
+        if not wait:
+            async with _open_store(state_dir, postgres) as engine:
+                new_id = await _record_recovery(engine, execution_id)
+            _write(new_id)
+            if not postgres:
+                _note(
+                    "embedded mode: the new execution runs when an engine next opens this state dir "
+                    "(any `slipstream run` there resumes it); use --wait to run it now"
+                )
+            return 0
+        async with _open_engine(state_dir, postgres) as engine:
+            _check_importable(await _specs_of(engine, execution_id))
+            handle = await engine.recover(execution_id)
+            if not as_json:
+                _write(f"recovering {execution_id} as {handle.execution_id}")
+            return await _follow_and_report(engine, handle, mode, as_json)
+
+    raise typer.Exit(_run_async(body))
+
+
+# -- loading a workflow from a file -----------------------------------------------------------------
+
+
+def load_workflow(target: str) -> Workflow:
+    """Import ``FILE`` as a module named after its stem and return its ``@workflow`` ``WORKFLOW``.
+
+    The file's directory goes first on ``sys.path`` and the module into ``sys.modules``, so that
+    its tasks are importable by module path (what executors and ``recover --path`` rely on).
+
+    Raises:
+        BadInput: no ``:WORKFLOW``, the file is missing, or it holds no such workflow.
+    """
+    from engine._workflow import Workflow
+
+    if target.startswith("-"):
+        raise BadInput(
+            f"expected FILE:WORKFLOW first, got option {target!r}; write `slipstream run FILE:WORKFLOW --name value`"
+        )
+    file_text, sep, name = target.rpartition(":")
+    if not sep or not file_text or not name:
+        example = f"{file_text or target or 'pipeline.py'}:my_workflow"
+        raise BadInput(f"{target!r} names no workflow: write FILE:WORKFLOW, e.g. `slipstream run {example}`")
+    path = Path(file_text).expanduser().resolve()
+    if not path.is_file():
+        raise BadInput(f"file {file_text!r} not found (looked for {path}); check the path in FILE:WORKFLOW")
+    stem = path.stem
+    if not stem.isidentifier():
+        raise BadInput(f"{path.name}: module name {stem!r} is not a Python identifier; rename the file")
+    module = sys.modules.get(stem)
+    if module is not None:
+        loaded_from = getattr(module, "__file__", None)
+        if loaded_from is None or Path(loaded_from).resolve() != path:
+            raise BadInput(
+                f"{path.name}: module name {stem!r} clashes with the already imported module {module.__name__!r} "
+                f"({loaded_from or 'built in'}); rename the file"
+            )
+    else:
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        spec = importlib.util.spec_from_file_location(stem, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[stem] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(stem, None)
+            raise
+    found = sorted(key for key, value in vars(module).items() if isinstance(value, Workflow))
+    listed = ", ".join(found) if found else "none"
+    obj = getattr(module, name, None)
+    if obj is None:
+        raise BadInput(f"no workflow {name!r} in {file_text}; workflows found there: {listed}")
+    if not isinstance(obj, Workflow):
+        raise BadInput(
+            f"{name!r} in {file_text} is an object of type {type(obj).__name__}, not a workflow: "
+            f"decorate it with @workflow, or pick one of: {listed}"
+        )
+    return obj
+
+
+def input_options(args: Iterable[str], names: list[str]) -> dict[str, str]:
+    """Turn the extra ``--name value`` / ``--name=value`` arguments into name -> string.
+
+    ``--some-name`` also matches the input ``some_name``; a ``--flag`` followed by no value (or by
+    another ``--option``) means ``true``. Unknown names are left to ``Workflow.parse_cli_inputs``.
+
+    Raises:
+        BadInput: an argument that is not an option.
+    """
+    raw: dict[str, str] = {}
+    pending = list(args)
+    while pending:
+        arg = pending.pop(0)
+        if not arg.startswith("--") or arg == "--":
+            hint = f"; inputs are given as --name value ({', '.join(f'--{n}' for n in names)})" if names else ""
+            raise BadInput(f"unexpected argument {arg!r}{hint}")
+        name, eq, value = arg[2:].partition("=")
+        if not eq:
+            if pending and not pending[0].startswith("--"):
+                value = pending.pop(0)
+            else:
+                value = "true"
+        if name not in names and name.replace("-", "_") in names:
+            name = name.replace("-", "_")
+        if name in raw:
+            raise BadInput(f"input --{name} given twice; give it once")
+        raw[name] = value
+    return raw
+
+
+def parse_inputs(workflow: Workflow, args: Iterable[str]) -> dict[str, Any]:
+    """The workflow's inputs from the extra ``run`` arguments, validated before any store is opened.
+
+    Raises:
+        BadInput: an unknown option, or a required input left out.
+        TypeMismatch: a value does not parse as its input's type.
+    """
+    from engine._literals import type_repr
+
+    interface = workflow.interface.inputs
+    raw = input_options(args, list(interface))
+    accepted = ", ".join(f"--{n} ({type_repr(s.type)})" for n, s in interface.items()) or "none"
+    unknown = [n for n in raw if n not in interface]
+    if unknown:
+        raise BadInput(
+            f"workflow {workflow.name!r} has no input {unknown[0]!r} (--{unknown[0]}); its inputs are: {accepted}"
+        )
+    missing = [n for n in workflow.interface.required_inputs() if n not in raw]
+    if missing:
+        raise BadInput(
+            f"workflow {workflow.name!r} needs input(s) {', '.join(f'--{n}' for n in missing)}; its inputs are: "
+            f"{accepted}"
+        )
+    inputs = workflow.parse_cli_inputs(raw)
+    workflow.encode_inputs(inputs)
+    return inputs
+
+
+# -- engines ----------------------------------------------------------------------------------------
+
+
+def _make_engine(state_dir: str | None, postgres: str | None) -> Engine:
+    from engine._engine import Engine
+
+    if postgres:
+        return Engine.connect(postgres=postgres)
+    return Engine.embedded(state_dir)
+
+
+@asynccontextmanager
+async def _open_engine(state_dir: str | None, postgres: str | None) -> AsyncIterator[Engine]:
+    """A running engine (store, executors, control loop)."""
+    async with _make_engine(state_dir, postgres) as engine:
+        yield engine
+
+
+@asynccontextmanager
+async def _open_store(state_dir: str | None, postgres: str | None) -> AsyncIterator[Engine]:
+    """An engine whose store is open but whose loop is not: reading and aborting must not resume
+    (and then abandon) the unfinished executions of the store."""
+    engine = _make_engine(state_dir, postgres)
+    await engine.store.start()
+    try:
+        yield engine
+    finally:
+        await engine.store.close()
+
+
+async def _record_recovery(engine: Engine, execution_id: str) -> str:
+    """Write the recovering execution without running it: ``Engine.recover`` minus the loop.
+
+    With the loop running, the new execution would start here and be abandoned mid-attempt when the
+    command exits (or fail outright, its task modules not being importable in this process).
+    """
+    import uuid
+
+    from engine._state import ExecutionState
+    from propeller import recovery_events
+
+    source = ExecutionState.fold(await engine.history(execution_id))
+    new_id = uuid.uuid4().hex[:20]
+    await engine.store.append(new_id, 0, recovery_events(source, new_id, _now()))
+    return new_id
+
+
+async def _specs_of(engine: Engine, execution_id: str) -> list[WorkflowSpec]:
+    from engine.events import DynamicExpanded, ExecutionCreated
+
+    specs: list[WorkflowSpec] = []
+    for event in await engine.history(execution_id):
+        if isinstance(event, ExecutionCreated | DynamicExpanded):
+            specs.append(event.spec)
+    return specs
+
+
+def _check_importable(specs: list[WorkflowSpec]) -> None:
+    """Fail early, naming ``--path``, when a task module of the recovered execution cannot be imported."""
+    from engine.models import SubworkflowNode
+
+    modules: set[str] = set()
+    pending = list(specs)
+    while pending:
+        spec = pending.pop()
+        pending.extend(spec.subworkflows.values())
+        for node in spec.nodes:
+            if not isinstance(node, SubworkflowNode) and node.task.pickled is None:
+                modules.add(node.task.module)
+    missing = []
+    for module in sorted(modules):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(module)
+    if missing:
+        raise BadInput(
+            f"task module(s) {missing} cannot be imported here; pass --path DIR for the directory that holds "
+            f"them (e.g. the workflow file's directory)"
+        )
+
+
+# -- following an execution -------------------------------------------------------------------------
+
+
+def _progress_mode(as_json: bool, no_progress: bool) -> ProgressMode:
+    if as_json or no_progress:
+        return "none"
+    return "live" if sys.stdout.isatty() else "lines"
+
+
+async def _follow(engine: Engine, execution_id: str, mode: ProgressMode) -> ExecutionDetails:
+    """Show progress in ``mode`` until the execution ends; return its last details."""
+    if mode == "none":
+        await engine.handle(execution_id).wait()
+        return await engine.get(execution_id)
+    from engine import _cli_view as view
+
+    last: ExecutionDetails | None = None
+    if mode == "lines":
+        async for details in engine.watch(execution_id):
+            for line in view.node_lines(last, details):
+                _write(line)
+            if last is None or details.status != last.status:
+                _write(view.status_line(details, _now()))
+            last = details
+    else:
+        from rich.live import Live
+
+        with Live(console=_console(), refresh_per_second=8, transient=False) as live:
+            async for details in engine.watch(execution_id):
+                live.update(view.progress_view(details, _now()), refresh=details != last)
+                last = details
+    assert last is not None
+    return last
+
+
+async def _follow_and_report(engine: Engine, handle: ExecutionHandle, mode: ProgressMode, as_json: bool) -> int:
+    """Follow the execution, then print its outputs (0) or its failure (1)."""
+    import msgspec
+
+    from engine._errors import ExecutionAborted, TaskFailed
+
+    details = await _follow(engine, handle.execution_id, mode)
+    value: Any = None
+    error: dict[str, Any] | None = None
+    try:
+        value = await handle.outputs()
+    except TaskFailed as exc:
+        error = {
+            "node_id": exc.node_id,
+            "kind": exc.error_kind,
+            "message": exc.message,
+            "traceback": exc.remote_traceback,
+        }
+    except ExecutionAborted as exc:
+        error = {"node_id": "", "kind": "aborted", "message": f"aborted: {exc.reason}", "traceback": ""}
+    if as_json:
+        if isinstance(value, tuple) and hasattr(value, "_asdict"):
+            value = value._asdict()
+        payload = {
+            "execution_id": handle.execution_id,
+            "status": details.status,
+            "outputs": msgspec.to_builtins(value, enc_hook=str),
+            "error": error,
+        }
+        _write(msgspec.json.encode(payload).decode())
+        return 0 if error is None else 1
+    from engine._cli_view import format_duration, outputs_renderable
+
+    elapsed = ""
+    if details.finished_at is not None:
+        elapsed = (
+            f" in {format_duration((details.finished_at - (details.started_at or details.created_at)).total_seconds())}"
+        )
+    if error is None:
+        console = _console()
+        console.print(
+            f"execution {handle.execution_id} succeeded{elapsed}", style="green", markup=False, highlight=False
+        )
+        console.print("outputs:", style="bold", markup=False)
+        console.print(outputs_renderable(value))
+        return 0
+    if error["kind"] == "aborted":
+        _note(f"execution {handle.execution_id} was {error['message']}")
+        return 1
+    _note(
+        f"execution {handle.execution_id} failed{elapsed} at node {error['node_id']!r} "
+        f"({error['kind']} error): {error['message']}"
+    )
+    if error["traceback"]:
+        _note("remote traceback:\n" + error["traceback"].rstrip())
+    return 1
+
+
+# -- small helpers ----------------------------------------------------------------------------------
+
+
+def _statuses(status: str | None) -> list[str] | None:
+    if status is None:
+        return None
+    wanted = [s.strip() for s in status.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in _STATUSES]
+    if unknown or not wanted:
+        raise BadInput(f"--status {status!r}: unknown status {unknown}; use one or more of {', '.join(_STATUSES)}")
+    return wanted
+
+
+def _run_async(body: Any) -> int:
+    """``asyncio.run(body())``; Ctrl-C leaves the execution where it is, resumable."""
+    try:
+        return int(asyncio.run(body()))
+    except KeyboardInterrupt:
+        _note("interrupted; unfinished executions resume when an engine next opens this store")
+        return 130
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _console() -> Any:
+    import os
+
+    from rich.console import Console
+
+    # piped output is read by grep and people's scripts: do not wrap tables at 80 columns
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(width=200 if wide else None)
+
+
+def _write(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _note(text: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _error(message: str) -> None:
+    """One line on stderr, whatever the message's own line breaks."""
+    _note("error: " + " ".join(line.strip() for line in message.splitlines() if line.strip()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``slipstream`` console script; exits with the command's status."""
+    sys.exit(_main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    from engine._errors import CompileError, ConfigError, ExecutionNotFound, SlipstreamError
+
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="slipstream", standalone_mode=False)
+    except typer.TyperException as exc:  # click usage errors: bad option, missing argument...
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            _note(exc.format_message())
+            return 2
+        _error(exc.format_message())
+        return getattr(exc, "exit_code", 2)
+    except typer.Abort:
+        _error("aborted")
+        return 1
+    except BadInput as exc:
+        _error(str(exc))
+        return 2
+    except (CompileError, ConfigError, ExecutionNotFound) as exc:  # TypeMismatch, UnknownInput included
+        _error(str(exc))
+        return 2
+    except SlipstreamError as exc:  # the store is unreachable, a conflict that did not resolve...
+        _error(f"{type(exc).__name__}: {exc}")
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    main()

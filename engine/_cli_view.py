@@ -1,0 +1,302 @@
+"""What the ``slipstream`` CLI shows: progress views, tables and one-line summaries.
+
+Everything here is a pure function of values (execution details, summaries, events, and a ``now``
+where a duration is shown); ``engine._cli`` does the I/O. rich is imported by the caller's first use
+of this module, never by ``slipstream --help``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from rich.console import Group, RenderableType
+from rich.pretty import Pretty
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from engine._engine import ExecutionDetails, NodeDetails
+    from engine.events import AnyEvent
+    from engine.interfaces import ExecutionSummary
+
+__all__ = [
+    "details_table",
+    "event_payload",
+    "executions_table",
+    "format_duration",
+    "history_table",
+    "node_counts",
+    "node_lines",
+    "outputs_renderable",
+    "progress_view",
+    "status_line",
+    "top_level_nodes",
+]
+
+TERMINAL = ("succeeded", "failed", "aborted")
+_STATUS_STYLE = {
+    "created": "dim",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "aborted": "yellow",
+    "waiting": "dim",
+    "queued": "blue",
+    "retrying": "yellow",
+    "skipped": "dim",
+}
+_ELEMENT = re.compile(r"/\d+$")
+
+
+def format_duration(seconds: float) -> str:
+    """``0.4s``, ``12.3s``, ``4m05s``, ``2h03m``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _local(at: datetime | None) -> str:
+    return at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if at else "-"
+
+
+def _elapsed(details: ExecutionDetails, now: datetime) -> float:
+    start = details.started_at or details.created_at
+    end = details.finished_at or now
+    return max(0.0, (end - start).total_seconds())
+
+
+def _styled(status: str) -> Text:
+    return Text(status, style=_STATUS_STYLE.get(status, ""))
+
+
+def _first_line(text: str, width: int = 80) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def top_level_nodes(details: ExecutionDetails) -> list[NodeDetails]:
+    """The nodes without the elements of map nodes (those are shown as a map node's progress)."""
+    maps = {node.node_id for node in details.nodes if node.size is not None}
+    return [
+        node for node in details.nodes if not (_ELEMENT.search(node.node_id) and node.node_id.rsplit("/", 1)[0] in maps)
+    ]
+
+
+def node_counts(details: ExecutionDetails) -> dict[str, int]:
+    """Nodes (map elements left out) that are done, running, failed and waiting."""
+    counts = {"done": 0, "running": 0, "failed": 0, "waiting": 0}
+    for node in top_level_nodes(details):
+        if node.phase in ("succeeded", "skipped"):
+            counts["done"] += 1
+        elif node.phase in ("queued", "running", "retrying"):
+            counts["running"] += 1
+        elif node.phase == "failed":
+            counts["failed"] += 1
+        else:
+            counts["waiting"] += 1
+    return counts
+
+
+def _map_progress(node: NodeDetails) -> str:
+    size = node.size or 0
+    text = f"{node.succeeded + node.failed}/{size}"
+    extra = [f"{n} {what}" for n, what in ((node.failed, "failed"), (node.running, "running")) if n]
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+def progress_view(details: ExecutionDetails, now: datetime) -> RenderableType:
+    """The live view of ``slipstream run``: header, node counts and one bar per map node."""
+    header = Table.grid(padding=(0, 2))
+    header.add_column(style="bold")
+    header.add_column()
+    header.add_row("execution", details.execution_id)
+    header.add_row("workflow", details.workflow)
+    header.add_row("status", _styled(details.status))
+    header.add_row("elapsed", format_duration(_elapsed(details, now)))
+    counts = node_counts(details)
+    header.add_row(
+        "nodes",
+        Text.assemble(
+            (f"{counts['done']} done", "green"),
+            " · ",
+            (f"{counts['running']} running", "cyan"),
+            " · ",
+            (f"{counts['failed']} failed", "red" if counts["failed"] else ""),
+            " · ",
+            (f"{counts['waiting']} waiting", "dim"),
+        ),
+    )
+    maps = [node for node in details.nodes if node.size is not None]
+    if not maps:
+        return header
+    bars = Table.grid(padding=(0, 2))
+    bars.add_column(style="bold")
+    bars.add_column(width=40)
+    bars.add_column()
+    for node in maps:
+        size = node.size or 0
+        bar = ProgressBar(total=max(size, 1), completed=node.succeeded + node.failed if size else 1, width=40)
+        bars.add_row(node.node_id, bar, _map_progress(node))
+    return Group(header, Text(""), bars)
+
+
+def status_line(details: ExecutionDetails, now: datetime) -> str:
+    """One plain line for the execution's status (non-TTY progress)."""
+    counts = node_counts(details)
+    return (
+        f"[{format_duration(_elapsed(details, now))}] execution {details.execution_id} ({details.workflow}): "
+        f"{details.status}; nodes {counts['done']} done, {counts['running']} running, {counts['failed']} failed"
+    )
+
+
+def node_lines(before: ExecutionDetails | None, after: ExecutionDetails) -> list[str]:
+    """Plain lines for the nodes whose phase changed between two looks (map elements left out)."""
+    old = {node.node_id: node.phase for node in top_level_nodes(before)} if before else {}
+    lines = []
+    for node in top_level_nodes(after):
+        if old.get(node.node_id, "waiting") != node.phase:
+            suffix = f" [{_map_progress(node)}]" if node.size is not None else ""
+            error = f": {_first_line(node.error.message)}" if node.error and node.phase == "failed" else ""
+            lines.append(f"  node {node.node_id}: {node.phase}{suffix}{error}")
+    return lines
+
+
+def executions_table(summaries: Sequence[ExecutionSummary]) -> Table:
+    """``slipstream executions list``."""
+    table = Table(box=None, header_style="bold")
+    for column in ("id", "workflow", "status", "project", "domain", "created"):
+        table.add_column(column, no_wrap=True)
+    for summary in summaries:
+        table.add_row(
+            summary.execution_id,
+            summary.workflow,
+            _styled(summary.status),
+            summary.project,
+            summary.domain,
+            _local(summary.created_at),
+        )
+    return table
+
+
+def details_table(details: ExecutionDetails, now: datetime) -> RenderableType:
+    """``slipstream executions show``: the summary, then one row per node."""
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("execution", details.execution_id)
+    head.add_row("workflow", details.workflow)
+    head.add_row("status", _styled(details.status))
+    head.add_row("project/domain", f"{details.project}/{details.domain}")
+    head.add_row("created", _local(details.created_at))
+    head.add_row("started", _local(details.started_at))
+    head.add_row("finished", _local(details.finished_at))
+    head.add_row("elapsed", format_duration(_elapsed(details, now)))
+    if details.parent:
+        head.add_row("recovers", details.parent)
+    if details.error:
+        where = f"node {details.error.node_id}: " if details.error.node_id else ""
+        head.add_row("error", Text(f"{where}{_first_line(details.error.message, 200)}", style="red"))
+    nodes = Table(box=None, header_style="bold")
+    for column in ("node", "phase", "attempt", "progress", "error"):
+        nodes.add_column(column)
+    for node in top_level_nodes(details):
+        nodes.add_row(
+            node.node_id,
+            _styled(node.phase),
+            str(node.attempt),
+            _map_progress(node) if node.size is not None else "",
+            Text(_first_line(node.error.message), style="red") if node.error else "",
+        )
+    # a map's failed elements carry the errors worth reading
+    for node in details.nodes:
+        if node not in top_level_nodes(details) and node.phase == "failed" and node.error:
+            nodes.add_row(
+                node.node_id,
+                _styled(node.phase),
+                str(node.attempt),
+                "",
+                Text(_first_line(node.error.message), style="red"),
+            )
+    return Group(head, Text(""), nodes)
+
+
+_ENVELOPE = ("execution_id", "version", "at", "node_id", "attempt", "kind")
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict) and all(isinstance(v, bytes | str) for v in value.values()):
+        return "{" + ", ".join(str(k) for k in value) + "}"
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def event_payload(event: AnyEvent) -> str:
+    """A short, one-line rendering of what an event carries besides its envelope."""
+    from engine import events
+
+    match event:
+        case events.ExecutionCreated():
+            parent = f" recovers={event.parent}" if event.parent else ""
+            return (
+                f"workflow={event.workflow} project={event.project} domain={event.domain} "
+                f"inputs={_short(event.inputs)}{parent}"
+            )
+        case events.ExecutionFailed() | events.NodeFailed():
+            where = f"{event.error.node_id}: " if isinstance(event, events.ExecutionFailed) else ""
+            return f"{event.error.kind} error: {where}{_first_line(event.error.message, 60)}"
+        case events.DynamicExpanded():
+            return f"{len(event.spec.nodes)} node(s)"
+        case _:
+            fields = msgspec.structs.asdict(event)
+            return " ".join(
+                f"{k}={_short(v)}" for k, v in fields.items() if k not in _ENVELOPE and v not in ("", [], {})
+            )
+
+
+def _kind_style(kind: str) -> str:
+    for word, status in (("Failed", "failed"), ("Succeeded", "succeeded"), ("Aborted", "aborted")):
+        if word in kind:
+            return _STATUS_STYLE[status]
+    return ""
+
+
+def history_table(history: Sequence[AnyEvent]) -> Table:
+    """``slipstream executions history``."""
+    table = Table(box=None, header_style="bold")
+    for column in ("version", "at", "kind", "node", "attempt", "payload"):
+        table.add_column(column, no_wrap=column != "payload")
+    for event in history:
+        kind = type(event).__name__
+        table.add_row(
+            str(event.version),
+            event.at.astimezone().strftime("%H:%M:%S.%f")[:-3],
+            Text(kind, style=_kind_style(kind)),
+            event.node_id,
+            str(event.attempt) if event.node_id else "",
+            Text(event_payload(event)),
+        )
+    return table
+
+
+def outputs_renderable(value: Any) -> RenderableType:
+    """A workflow's outputs, readably: ``name = value`` per field of a named tuple, else the value."""
+    if value is None:
+        return Text("(no outputs)", style="dim")
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="bold")
+        grid.add_column()
+        grid.add_column()
+        for name in value._fields:
+            grid.add_row(name, "=", Pretty(getattr(value, name)))
+        return grid
+    return Pretty(value)
