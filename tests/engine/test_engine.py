@@ -233,5 +233,5 @@ def test_connect_without_a_dsn_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) 
 def test_unknown_executor_backend_is_a_config_error(tmp_path: Path) -> None:
     from engine import ConfigError
 
-    with pytest.raises(ConfigError, match="'warp'.*installed"):
+    with pytest.raises(ConfigError, match=r"'warp'.*installed"):
         Engine.embedded(tmp_path, executor="warp")
