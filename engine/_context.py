@@ -15,20 +15,9 @@ from contextlib import contextmanager
 
 import msgspec
 
-from engine._errors import SlipstreamError
+from engine._errors import NoTaskContext
 
 __all__ = ["NoTaskContext", "TaskContext", "bind_context", "current_context", "read_secrets"]
-
-
-class NoTaskContext(SlipstreamError, LookupError):
-    """`current_context()` was called outside a running task."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "current_context() called outside a running task: call it inside a @task function body "
-            "while an executor runs it (not at import time, in a @workflow body, or in a test calling "
-            "the function directly)"
-        )
 
 
 class TaskContext(msgspec.Struct, frozen=True, kw_only=True):

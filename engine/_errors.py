@@ -8,6 +8,7 @@
     ├── ExecutionNotFound       an execution id is not in the store
     ├── ConcurrencyConflict     another writer appended first (optimistic concurrency)
     ├── InvalidTransition       an event does not follow from the execution's state
+    ├── NoTaskContext           current_context() outside a running task (also a LookupError)
     ├── StoreUnavailable        the event store cannot be reached
     ├── TaskFailed              an execution failed; carries the node id and remote traceback
     └── ExecutionAborted        an execution was aborted
@@ -22,6 +23,7 @@ __all__ = [
     "ExecutionAborted",
     "ExecutionNotFound",
     "InvalidTransition",
+    "NoTaskContext",
     "SlipstreamError",
     "StoreUnavailable",
     "TaskFailed",
@@ -85,6 +87,17 @@ class InvalidTransition(SlipstreamError):
         self.node_id = node_id
         where = f" node {node_id!r}" if node_id else ""
         super().__init__(f"execution {execution_id!r} v{version}: {kind}{where} is impossible here: {why}")
+
+
+class NoTaskContext(SlipstreamError, LookupError):
+    """`current_context()` was called outside a running task."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "current_context() called outside a running task: call it inside a @task function body "
+            "while an executor runs it (not at import time, in a @workflow body, or in a test calling "
+            "the function directly)"
+        )
 
 
 class StoreUnavailable(SlipstreamError):
