@@ -524,13 +524,10 @@ async def _follow_and_report(engine: Engine, handle: ExecutionHandle, mode: Prog
         }
         _write(msgspec.json.encode(payload).decode())
         return 0 if error is None else 1
+    from engine._cli_view import elapsed as elapsed_of
     from engine._cli_view import format_duration, outputs_renderable
 
-    elapsed = ""
-    if details.finished_at is not None:
-        elapsed = (
-            f" in {format_duration((details.finished_at - (details.started_at or details.created_at)).total_seconds())}"
-        )
+    elapsed = f" in {format_duration(elapsed_of(details, _now()))}"
     if error is None:
         console = _console()
         console.print(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "details_table",
+    "elapsed",
     "event_payload",
     "executions_table",
     "format_duration",
@@ -68,10 +69,11 @@ def _local(at: datetime | None) -> str:
     return at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if at else "-"
 
 
-def _elapsed(details: ExecutionDetails, now: datetime) -> float:
-    start = details.started_at or details.created_at
+def elapsed(details: ExecutionDetails, now: datetime) -> float:
+    """Seconds from the execution's creation to its end (or ``now``)."""
+    # from creation, not start: the clock then never jumps back when the loop picks the execution up
     end = details.finished_at or now
-    return max(0.0, (end - start).total_seconds())
+    return max(0.0, (end - details.created_at).total_seconds())
 
 
 def _styled(status: str) -> Text:
@@ -121,7 +123,7 @@ def progress_view(details: ExecutionDetails, now: datetime) -> RenderableType:
     header.add_row("execution", details.execution_id)
     header.add_row("workflow", details.workflow)
     header.add_row("status", _styled(details.status))
-    header.add_row("elapsed", format_duration(_elapsed(details, now)))
+    header.add_row("elapsed", format_duration(elapsed(details, now)))
     counts = node_counts(details)
     header.add_row(
         "nodes",
@@ -153,7 +155,7 @@ def status_line(details: ExecutionDetails, now: datetime) -> str:
     """One plain line for the execution's status (non-TTY progress)."""
     counts = node_counts(details)
     return (
-        f"[{format_duration(_elapsed(details, now))}] execution {details.execution_id} ({details.workflow}): "
+        f"[{format_duration(elapsed(details, now))}] execution {details.execution_id} ({details.workflow}): "
         f"{details.status}; nodes {counts['done']} done, {counts['running']} running, {counts['failed']} failed"
     )
 
@@ -199,7 +201,7 @@ def details_table(details: ExecutionDetails, now: datetime) -> RenderableType:
     head.add_row("created", _local(details.created_at))
     head.add_row("started", _local(details.started_at))
     head.add_row("finished", _local(details.finished_at))
-    head.add_row("elapsed", format_duration(_elapsed(details, now)))
+    head.add_row("elapsed", format_duration(elapsed(details, now)))
     if details.parent:
         head.add_row("recovers", details.parent)
     if details.error:

@@ -312,3 +312,11 @@ def test_input_options() -> None:
     assert input_options(["--verbose"], names) == {"verbose": "true"}
     with pytest.raises(BadInput, match="unexpected argument 'oops'"):
         input_options(["oops"], names)
+
+
+def test_run_and_list_against_postgres(cli: Cli, postgres_database: str) -> None:
+    payload = cli.run_json("squares", "--x", "2", "--postgres", postgres_database)
+    assert payload["status"] == "succeeded" and payload["outputs"]["total"] == 5
+    listed = cli("executions", "list", "--json", "--postgres", postgres_database, state=False)
+    assert payload["execution_id"] in [e["execution_id"] for e in json.loads(listed.stdout)]
+    assert not (cli.state_dir / "events.db").exists()  # --postgres wins over --state-dir
