@@ -222,7 +222,8 @@ def is_assignable(source_tp: Any, target_tp: Any) -> bool:
         if src is bool or dst is bool:
             return False
         return issubclass(src, dst)
-    return False
+    # other annotations (Callable[...], TypeVars, ...) are cloudpickled: checked when the task runs
+    return not is_supported(src) and not is_supported(dst)
 
 
 def _value_fits(value: Any, tp: Any) -> bool:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from typing import Any, NamedTuple, Optional
 
 import msgspec
@@ -278,6 +279,8 @@ def test_type_repr(tp: Any, text: str) -> None:
         (File, File, True),
         (File, Dir, False),
         (list, list[int], True),
+        (Callable[[int], int], Callable[[str], int], True),
+        (Callable[[int], int], int, False),
     ],
 )
 def test_is_assignable(source: Any, target: Any, ok: bool) -> None:
