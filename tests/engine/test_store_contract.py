@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import asyncpg
 import pytest
 
@@ -25,7 +26,7 @@ from engine.events import (
     NodeRunning,
     NodeSucceeded,
 )
-from engine.interfaces import EventStore
+from engine.interfaces import EventStore, GlobalEvent
 from engine.models import ErrorInfo, WorkflowSpec
 
 SPEC = WorkflowSpec(name="w", inputs=[], outputs=[], nodes=[], output_bindings={})
@@ -286,12 +287,24 @@ async def test_list_filters_and_pagination(store: EventStore) -> None:
 # --- the global log ----------------------------------------------------------------------------
 
 
+async def settled_read_all(store: EventStore, count: int, after_seq: int = 0) -> list[GlobalEvent]:
+    """``read_all`` once ``count`` events are visible.
+
+    Postgres hides events above the oldest transaction still open anywhere on the server (that is
+    what keeps a tailer from skipping a late commit), so on a shared server visibility may lag.
+    """
+    with anyio.fail_after(10):
+        while len(found := await store.read_all(after_seq, limit=10_000)) < count:  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+    return found
+
+
 async def test_read_all_order_and_limit(store: EventStore) -> None:
     a, b = new_id(), new_id()
     await store.append(a, 0, lifecycle(a)[:2])
     await store.append(b, 0, lifecycle(b)[:3])
     await store.append(a, 2, lifecycle(a)[2:4])
-    everything = await store.read_all(0, limit=100)
+    everything = await settled_read_all(store, 7)
     assert [(g.event.execution_id, g.event.version) for g in everything] == [
         (a, 1), (a, 2), (b, 1), (b, 2), (b, 3), (a, 3), (a, 4),
     ]  # fmt: skip
@@ -314,7 +327,7 @@ async def test_close_and_reopen_keeps_everything(make_store: StoreFactory) -> No
     await store.start()
     await store.start()  # idempotent
     await store.append(eid, 0, lifecycle(eid))
-    before = (await store.read_all(0), await store.get_summary(eid))
+    before = (await settled_read_all(store, len(lifecycle(eid))), await store.get_summary(eid))
     await store.close()
     await store.close()  # idempotent
     async with make_store() as again:
@@ -373,7 +386,7 @@ def _batches(ids: Sequence[str]) -> list[tuple[str, int, Sequence[Event]]]:
 async def test_large_batch_round_trip(store: EventStore) -> None:
     ids = [new_id() for _ in range(300)]
     assert await store.append_many(_batches(ids)) == [6] * 300
-    everything = await store.read_all(0, limit=10_000)
+    everything = await settled_read_all(store, 1800)
     assert len(everything) == 1800
     assert [g.event.version for g in everything[:6]] == [1, 2, 3, 4, 5, 6]
     assert (await store.list_executions(status="succeeded", limit=1000)).items[0].status == "succeeded"
