@@ -70,8 +70,23 @@ def spec_version(spec: WorkflowSpec) -> str:
     Returns:
         The sha256 hex digest of the msgpack encoding of the spec with ``version=""``.
     """
-    unversioned = msgspec.structs.replace(spec, version="")
-    return hashlib.sha256(_VERSION_ENCODER.encode(unversioned)).hexdigest()
+    return hashlib.sha256(_VERSION_ENCODER.encode(_hashable(spec))).hexdigest()
+
+
+def _hashable(spec: WorkflowSpec) -> WorkflowSpec:
+    """The spec without ``version`` and without pickled task bodies.
+
+    A task's code enters the hash through ``source_hash``; cloudpickle's bytes are not stable across
+    processes and versions, so they must not change the workflow version.
+    """
+    nodes = [
+        msgspec.structs.replace(node, task=msgspec.structs.replace(node.task, pickled=None))
+        if not isinstance(node, SubworkflowNode) and node.task.pickled is not None
+        else node
+        for node in spec.nodes
+    ]
+    subworkflows = {name: _hashable(sub) for name, sub in spec.subworkflows.items()}
+    return msgspec.structs.replace(spec, nodes=nodes, subworkflows=subworkflows, version="")
 
 
 def _contains_promise(value: Any) -> bool:
