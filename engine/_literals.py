@@ -19,6 +19,7 @@ import decimal
 import functools
 import typing
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -39,6 +40,7 @@ __all__ = [
     "is_assignable",
     "is_optional",
     "is_supported",
+    "join_dict_literal",
     "join_list_literal",
     "normalize_type",
     "split_list_literal",
@@ -229,7 +231,7 @@ def split_list_literal(data: bytes) -> list[bytes]:
     return [bytes(item) for item in items]
 
 
-def join_list_literal(items: list[bytes]) -> bytes:
+def join_list_literal(items: Iterable[bytes]) -> bytes:
     """Assemble the literal of a list from the literals of its items.
 
     Args:
@@ -239,3 +241,15 @@ def join_list_literal(items: list[bytes]) -> bytes:
         The literal of the list (a msgpack array holding the items verbatim).
     """
     return _ENCODER.encode([msgspec.Raw(item) for item in items])
+
+
+def join_dict_literal(items: dict[str, bytes]) -> bytes:
+    """Assemble the literal of a ``dict[str, T]`` from the literals of its values (keys sorted).
+
+    Args:
+        items: one literal per key.
+
+    Returns:
+        The literal of the dict, canonical like every literal.
+    """
+    return _ENCODER.encode({key: msgspec.Raw(items[key]) for key in sorted(items)})

@@ -22,6 +22,7 @@ from typing import Literal
 import msgspec
 
 from engine._errors import InvalidTransition
+from engine._literals import join_dict_literal, join_list_literal, split_list_literal
 from engine.events import (
     AnyEvent,
     ArrayExpanded,
@@ -64,9 +65,6 @@ __all__ = [
     "NodeState",
     "Scope",
     "binding_dependencies",
-    "join_dict_literal",
-    "join_list_literal",
-    "split_list_literal",
 ]
 
 ExecutionPhase = Literal["pending", "created", "running", "succeeded", "failed", "aborted"]
@@ -81,25 +79,6 @@ NodePhase = Literal[
 ]
 TERMINAL_NODE_PHASES: frozenset[str] = frozenset({"succeeded", "failed", "skipped"})
 NIL_LITERAL = b"\xc0"  # msgpack nil: the literal of None
-
-_encoder = msgspec.msgpack.Encoder(order="deterministic")
-_raw_list_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
-
-
-def split_list_literal(data: bytes) -> list[bytes]:
-    """The element literals of a list literal (a msgpack array), without decoding the elements."""
-    return [bytes(raw) for raw in _raw_list_decoder.decode(data)]
-
-
-def join_list_literal(items: Iterable[bytes]) -> bytes:
-    """The list literal whose elements are these literals."""
-    return _encoder.encode([msgspec.Raw(item) for item in items])
-
-
-def join_dict_literal(items: dict[str, bytes]) -> bytes:
-    """The ``dict[str, T]`` literal whose values are these literals (keys sorted: canonical)."""
-    return _encoder.encode({key: msgspec.Raw(value) for key, value in items.items()})
-
 
 def binding_dependencies(binding: Binding) -> Iterator[str]:
     """The sibling node ids a binding reads outputs from."""

@@ -20,7 +20,8 @@ from typing import Any
 
 import msgspec
 
-from engine._state import NIL_LITERAL, ExecutionState, NodeState, join_list_literal, split_list_literal
+from engine._literals import join_list_literal, split_list_literal
+from engine._state import NIL_LITERAL, ExecutionState, NodeState
 from engine.events import (
     ArrayExpanded,
     DynamicExpanded,
