@@ -307,6 +307,7 @@ class ExecutionState:
                 node.executor = event.executor
                 node.worker = event.worker
                 node.gpu_ids = list(event.gpu_ids)
+                self._push_deadline(node, event.at)
             case NodeSucceeded():
                 node = self._node(event)
                 if self._is_composite(node):
@@ -467,9 +468,24 @@ class ExecutionState:
             self._open_scope(node.node_id, node.node_id + "/", self.spec_of_subworkflow(spec.workflow), inputs)
         elif node.is_leaf:
             self.active[node.node_id] = None
-            timeout = node.options.timeout
-            if timeout is not None:
-                heapq.heappush(self.deadlines, (event.at + timedelta(seconds=timeout), node.node_id, event.attempt))
+            self._push_deadline(node, event.at)
+
+    def _push_deadline(self, node: NodeState, since: datetime) -> None:
+        """Arm the attempt's timeout from ``since``: queueing, then again from the real start.
+
+        The attempt's clock is its running time: an attempt that waits for a free worker must not
+        time out for it. The entry from queueing stays as a backstop for executors that never say
+        when an attempt starts; the planner measures from ``started_at`` once it is known.
+        """
+        timeout = node.options.timeout
+        if timeout is not None:
+            heapq.heappush(self.deadlines, (since + timedelta(seconds=timeout), node.node_id, node.attempt))
+
+    def deadline_of(self, node: NodeState) -> datetime | None:
+        """When the node's current attempt times out (None: no timeout)."""
+        timeout = node.options.timeout
+        since = node.started_at or node.queued_at
+        return None if timeout is None or since is None else since + timedelta(seconds=timeout)
 
     def _claim_element(self, node: NodeState) -> None:
         """A map element leaves ``waiting``; the launch cursor moves past every claimed element."""

@@ -275,7 +275,9 @@ class Executor(abc.ABC):
     Contract:
     - ``start(on_done)`` is awaited once before use; ``on_done(key)`` is called (from the event-loop
       thread or any other thread; it must be cheap and thread-safe) when an attempt reaches a final
-      phase, so the loop can reconcile that execution.
+      phase, so the loop can reconcile that execution. An executor that queues attempts before a
+      worker takes them should also call it when one starts, so that ``NodeRunning`` (and the
+      attempt's timeout clock) starts then rather than at the next report.
     - ``submit`` is idempotent per ``request.key``: submitting a key that is in flight or finished
       does not start it again.
     - ``poll`` never raises for an unknown key: it returns phase ``lost``.

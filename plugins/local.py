@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import importlib.util
 import multiprocessing
 import os
@@ -72,6 +73,9 @@ class _Attempt:
     # Written by the worker thread when it starts (thread mode); plain attribute writes are atomic.
     worker: str = ""
     started_at: datetime | None = None
+    # thread mode: called by the worker thread when it picks the attempt up, so the loop records
+    # the real start (an attempt's timeout counts from there, not from queueing)
+    on_start: Callable[[], None] | None = None
     submitted_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -105,7 +109,7 @@ class LocalExecutor(Executor):
 
         Args:
             on_done: called on the event-loop thread when an attempt succeeded or failed (not when
-                it was cancelled).
+                it was cancelled), and in thread mode also when a worker starts it.
         """
         self._loop = asyncio.get_running_loop()
         self._on_done = on_done
@@ -158,6 +162,8 @@ class LocalExecutor(Executor):
         if self.mode == "process" and request.task.pickled is None and not _importable_elsewhere(request.task):
             job = msgspec.structs.replace(job, task=_with_pickled(request.task, task))
         attempt = _Attempt(job, is_async=bool(task.is_async) and request.kind == "task", task=task)
+        if self.mode == "thread" and not attempt.is_async:
+            attempt.on_start = functools.partial(self._report_start, attempt)
         self._attempts[request.key] = attempt
         attempt.driver = self._loop.create_task(
             self._drive(attempt), name=f"local:{request.key.execution_id}/{request.key.node_id}"
@@ -248,6 +254,15 @@ class LocalExecutor(Executor):
             return _failed(job, "system", f"local process worker died: {exc}", _format(exc), True)
         return msgspec.msgpack.decode(payload, type=TaskStatus)
 
+    def _report_start(self, attempt: _Attempt) -> None:
+        """From a worker thread: tell the loop the attempt started (it polls ``running``)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._report_if_running, attempt)
+
+    def _report_if_running(self, attempt: _Attempt) -> None:
+        if attempt.status is None:
+            self._report(attempt)
+
     def _report(self, attempt: _Attempt) -> None:
         if self._on_done is not None and self._attempts.get(attempt.job.key) is attempt:
             self._on_done(attempt.job.key)
@@ -278,6 +293,8 @@ def _worker_name() -> str:
 def _run_in_thread(job: _Job, task: Task, attempt: _Attempt) -> TaskStatus:
     attempt.worker = _worker_name()
     attempt.started_at = datetime.now(UTC)
+    if attempt.on_start is not None:
+        attempt.on_start()
     return _run_sync(job, task, attempt.worker, attempt.started_at)
 
 

@@ -198,6 +198,9 @@ class _Round:
             while not state.is_terminal and self.settle():
                 pass
         if state.is_terminal:
+            # a failure found late in the round may follow launches of the same round: those
+            # attempts were never handed out, so drop them instead of starting orphans
+            self.actions = [a for a in self.actions if not isinstance(a, Submit)]
             self.cancel_everything()
             return
         if self.obs.resubmit:
@@ -232,8 +235,10 @@ class _Round:
             if status.phase in ("queued",):
                 continue
             if status.phase == "lost":
-                if key not in self.submitted:
-                    self.submit(node)
+                # the executor forgot an attempt it had accepted (a worker pool restarted): a system
+                # failure, retried on the system budget instead of resubmitted forever
+                error = ErrorInfo(kind="system", message=f"executor lost attempt {node.attempt}", retryable=True)
+                self.emit(NodeFailed, node.node_id, node.attempt, error=error)
                 continue
             if node.phase == "queued":
                 self.emit(
@@ -269,6 +274,9 @@ class _Round:
             node = state.nodes[node_id]
             if node_id not in state.active or node.attempt != attempt:
                 continue
+            deadline = state.deadline_of(node)
+            if deadline is not None and deadline > self.now:
+                continue  # the attempt started late; the entry armed at its start fires later
             self.cancel(node)
             timeout = node.options.timeout
             error = ErrorInfo(
@@ -349,6 +357,8 @@ class _Round:
             else:
                 limit = spec.concurrency or array.size
                 while array.next_index < array.size and array.in_flight < limit:
+                    if self.fail_fast and state.failures:
+                        break
                     if not self.has_capacity():
                         starved.append(array_id)
                         break
@@ -379,7 +389,7 @@ class _Round:
     def launch_ready(self) -> None:
         state = self.state
         for node_id in list(state.ready):
-            if state.is_terminal:
+            if state.is_terminal or (self.fail_fast and state.failures):
                 return
             if node_id not in state.ready:
                 continue

@@ -24,11 +24,15 @@ class Harness:
 
     def __init__(self, executor: LocalExecutor) -> None:
         self.executor = executor
-        self.done: list[TaskKey] = []
+        self.done: list[TaskKey] = []  # notifications of attempts in a final phase
+        self.started: list[TaskKey] = []  # notifications of attempts a worker picked up
         self._changed = asyncio.Event()
 
     def on_done(self, key: TaskKey) -> None:
-        self.done.append(key)
+        if self.executor.poll(key).phase in ("succeeded", "failed"):
+            self.done.append(key)
+        else:
+            self.started.append(key)
         self._changed.set()
 
     async def wait_done(self, key: TaskKey) -> TaskStatus:
@@ -39,6 +43,14 @@ class Harness:
 
         await asyncio.wait_for(until_done(), WAIT)
         return self.executor.poll(key)
+
+    async def wait_started(self, key: TaskKey) -> None:
+        async def until_started() -> None:
+            while key not in self.started:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(until_started(), WAIT)
 
     async def run(self, request: TaskRequest) -> TaskStatus:
         await self.executor.submit(request)
@@ -291,3 +303,22 @@ async def test_process_mode_runs_a_task_that_is_not_importable(proc: Harness) ->
     assert local_add.ref.pickled is not None
     status = await proc.run(request(local_add, node="local", x=1))
     assert output(status, local_add) == 101
+
+
+async def test_thread_mode_reports_when_a_worker_starts_the_attempt() -> None:
+    """So the loop records NodeRunning, and starts the timeout clock, at the real start."""
+    local = Harness(LocalExecutor(mode="thread", max_workers=1))
+    await local.executor.start(local.on_done)
+    _tasks.STARTED.clear()
+    _tasks.RELEASE.clear()
+    try:
+        held = request(_tasks.blocking, node="held", x=1)
+        await local.executor.submit(held)
+        await local.wait_started(held.key)
+        assert local.executor.poll(held.key).phase == "running"
+        assert local.done == []
+        _tasks.RELEASE.set()
+        assert (await local.wait_done(held.key)).phase == "succeeded"
+    finally:
+        _tasks.RELEASE.set()
+        await local.executor.close()

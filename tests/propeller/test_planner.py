@@ -371,3 +371,47 @@ def test_out_of_order_event_is_an_invalid_transition(bad_version: int) -> None:
     sim = Sim(diamond())
     with pytest.raises(InvalidTransition, match="expected version 2"):
         sim.state.apply(ExecutionStarted(execution_id="e1", version=bad_version, at=sim.now))
+
+
+def test_failure_late_in_a_round_does_not_launch_orphans() -> None:
+    """t1 finishing readies t2 in the same round that a map element fails the execution."""
+    array = ArrayNode(
+        id="m", task=ref("el"), inputs={"x": LiteralBinding(lit([0]))}, mapped=["x"], interface_outputs=out()
+    )
+    sim = Sim(
+        spec_of(task_node("t1"), task_node("t2", x=OutputRef("t1", "o0")), array),
+        behaviour=lambda r: fail(retryable=False) if r.key.node_id == "m/0" else add_one(r),
+    )
+    sim.run()
+    assert sim.state.phase == "failed"
+    assert "t2" not in [r.key.node_id for r in sim.submits]
+
+
+def test_timeout_counts_from_the_start_not_from_queueing() -> None:
+    """An attempt that waited 10 s for a worker still gets its full 5 s once it runs."""
+    from engine.interfaces import TaskKey
+
+    sim = Sim(spec_of(task_node("a", options=TaskOptions(timeout=5))), behaviour=lambda r: None)
+    sim.round()  # queued at T0
+    key = TaskKey("e1", "a", 1)
+    sim.now += timedelta(seconds=4)
+    sim.completions[key] = TaskStatus(phase="running", worker="w")
+    sim.round()  # the worker picked it up at T0 + 4
+    sim.now += timedelta(seconds=3)  # 7 s after queueing, 3 s of running
+    sim.round()
+    assert sim.state.nodes["a"].phase == "running"
+    sim.completions[key] = add_one(sim.submits[0])
+    sim.round()
+    assert sim.state.phase == "succeeded"
+
+
+def test_an_attempt_the_executor_lost_is_a_system_failure_and_retried() -> None:
+    from engine.interfaces import TaskKey
+
+    sim = Sim(spec_of(task_node("a")), behaviour=lambda r: None, config=PlannerConfig(retry_delay=0))
+    sim.round()
+    sim.completions[TaskKey("e1", "a", 1)] = TaskStatus(phase="lost")
+    sim.round()
+    failed = [e for e in sim.events if type(e).__name__ == "NodeFailed"]
+    assert failed[0].error.kind == "system"
+    assert [r.key.attempt for r in sim.submits] == [1, 2]
