@@ -229,6 +229,7 @@ class Engine:
         retry_delay: float = 1.0,
         default_executor: str = "local",
         resync_interval: float = 30.0,
+        revisit_interval: float = 2.0,
         id_factory: Callable[[], str] | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
@@ -238,6 +239,7 @@ class Engine:
         self._retry_delay = retry_delay
         self._default_executor = default_executor
         self._resync_interval = resync_interval
+        self._revisit_interval = revisit_interval
         self._id_factory = id_factory or (lambda: uuid.uuid4().hex[:20])
         self._clock = clock or (lambda: datetime.now(UTC))
         self._controller: Controller | None = None
@@ -314,6 +316,7 @@ class Engine:
                 config=PlannerConfig(default_executor=self._default_executor, retry_delay=self._retry_delay),
                 clock=self._clock,
                 resync_interval=self._resync_interval,
+                revisit_interval=self._revisit_interval,
                 fault_hook=_fault_hook_from_env(),
             )
             for executor in self.executors.values():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -140,6 +141,9 @@ class PostgresEventStore(EventStore):
         self._listener_lost = asyncio.Event()
         self._changed = asyncio.Event()
         self._closing = False
+        # leases are session advisory locks held on the listener connection: they die with it
+        self._claims: set[str] = set()
+        self._claim_lock = asyncio.Lock()
 
     @property
     def schema(self) -> str:
@@ -183,6 +187,7 @@ class PostgresEventStore(EventStore):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener_task
             self._listener_task = None
+        self._claims.clear()  # closing the listener session releases its advisory locks
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(Exception):
@@ -478,11 +483,46 @@ class PostgresEventStore(EventStore):
             await asyncio.wait_for(self._changed.wait(), timeout)
         self._changed.clear()
 
+    # --- leases -----------------------------------------------------------------------------------
+
+    async def claim(self, execution_id: str) -> bool:
+        """Own ``execution_id``: a session advisory lock on the listener connection.
+
+        Raises:
+            StoreUnavailable: the listener session is down (the caller retries later).
+        """
+        listener = self._listener
+        if execution_id in self._claims and listener is not None and not listener.is_closed():
+            return True
+        async with self._claim_lock:
+            listener = self._listener
+            if listener is None or listener.is_closed():
+                raise StoreUnavailable("the Postgres lease session is reconnecting; try again shortly")
+            try:
+                held = bool(await listener.fetchval("SELECT pg_try_advisory_lock($1)", _lease_key(execution_id)))
+            except _UNAVAILABLE as exc:
+                raise StoreUnavailable(f"cannot take the lease of {execution_id!r}: {exc}") from exc
+            if held:
+                self._claims.add(execution_id)
+            return held
+
+    async def release(self, execution_id: str) -> None:
+        """Give up ownership of ``execution_id`` (errors ignored: a lost session already released it)."""
+        if execution_id not in self._claims:
+            return
+        self._claims.discard(execution_id)
+        async with self._claim_lock:
+            listener = self._listener
+            if listener is not None and not listener.is_closed():
+                with contextlib.suppress(*_UNAVAILABLE):
+                    await listener.execute("SELECT pg_advisory_unlock($1)", _lease_key(execution_id))
+
     def _on_notify(self, *_: object) -> None:
         self._changed.set()
 
     def _on_listener_lost(self, conn: object) -> None:
         if conn is self._listener:
+            self._claims.clear()  # the session that held them is gone, and so are its locks
             self._listener_lost.set()
             self._changed.set()  # notifications may be missed until it is back: wake spuriously
 
@@ -519,6 +559,11 @@ class PostgresEventStore(EventStore):
                 delay = 0.05
                 self._changed.set()  # appends may have happened while no listener was up
                 break
+
+
+def _lease_key(execution_id: str) -> int:
+    """A signed 64-bit advisory-lock key for an execution (hash collisions only share a lease)."""
+    return int.from_bytes(hashlib.sha256(b"slipstream-lease:" + execution_id.encode()).digest()[:8], "big", signed=True)
 
 
 class _Conflict(Exception):

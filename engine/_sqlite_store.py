@@ -19,6 +19,7 @@ import anyio
 import anyio.to_thread
 
 from engine._errors import ConcurrencyConflict, StoreUnavailable
+from engine._leases import FileLeases
 from engine._store_common import (
     ProjectionChange,
     decode_cursor,
@@ -62,6 +63,7 @@ class SqliteEventStore(EventStore):
         self._limiter = anyio.CapacityLimiter(1)
         self._changed = anyio.Event()
         self._data_version = 0
+        self._leases = FileLeases(self._path.with_name(self._path.name + ".leases"))
 
     @property
     def path(self) -> Path:
@@ -136,10 +138,21 @@ class SqliteEventStore(EventStore):
             raise
 
     async def close(self) -> None:
-        """Close the connection (idempotent); everything committed stays in the file."""
+        """Close the connection and drop every lease (idempotent); everything committed stays."""
+        self._leases.release_all()
         conn, self._conn = self._conn, None
         if conn is not None:
             await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+
+    # --- leases ----------------------------------------------------------------------------------
+
+    async def claim(self, execution_id: str) -> bool:
+        """Own ``execution_id`` among all processes using this file (an ``flock``; see `FileLeases`)."""
+        return self._leases.claim(execution_id)
+
+    async def release(self, execution_id: str) -> None:
+        """Give up ownership of ``execution_id``."""
+        self._leases.release(execution_id)
 
     # --- append ----------------------------------------------------------------------------------
 

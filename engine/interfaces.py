@@ -107,6 +107,8 @@ class EventStore(abc.ABC):
       an event while an event with a lower ``seq`` may still commit.
     - ``wait_for_changes`` returns when something was appended (by any process sharing the store),
       or after ``timeout`` seconds; spurious wake-ups are allowed.
+    - ``claim``/``release`` give one control loop at a time the right to submit an execution's
+      attempts; appends stay guarded by optimistic concurrency whoever holds it.
     - ``start`` must be awaited before use and ``close`` after; both are idempotent.
     Backends implement the ``_``-prefixed record methods; this base class maps events to records.
     """
@@ -184,6 +186,20 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     async def wait_for_changes(self, timeout: float | None = None) -> None:
         """Return when events were appended (by anyone), or after ``timeout`` seconds."""
+
+    @abc.abstractmethod
+    async def claim(self, execution_id: str) -> bool:
+        """Try to become the one control loop that runs ``execution_id``; True if this store holds it.
+
+        Ownership is a lease that lasts until `release`, `close`, or the death of this process (or
+        of its database session): a crashed owner never blocks an execution for long. Calling it
+        again while holding the lease is cheap and returns True. Two store instances never hold
+        the same execution at once, in one process or in several.
+        """
+
+    @abc.abstractmethod
+    async def release(self, execution_id: str) -> None:
+        """Give up ownership of ``execution_id`` (a no-op if not held)."""
 
 
 def to_records(execution_id: str, expected_version: int, events: Sequence[Event]) -> list[StoredEvent]:

@@ -108,6 +108,8 @@ class Controller:
         config: planner tunables.
         clock: returns the current UTC time; events are stamped with it.
         resync_interval: seconds between sweeps that re-enqueue every unfinished execution.
+        revisit_interval: seconds between rounds of executions with attempts in flight, so that
+            changes other processes append (an abort) are seen while tasks run.
         fault_hook: test-only; called at named points of a round.
     """
 
@@ -120,6 +122,7 @@ class Controller:
         config: PlannerConfig | None = None,
         clock: Callable[[], datetime] = utc_now,
         resync_interval: float = 30.0,
+        revisit_interval: float = 2.0,
         fault_hook: FaultHook | None = None,
     ) -> None:
         self.store = store
@@ -128,6 +131,7 @@ class Controller:
         self.config = config or PlannerConfig()
         self.clock = clock
         self.resync_interval = resync_interval
+        self.revisit_interval = revisit_interval
         self._fault = fault_hook or (lambda point: None)
         self.queue: WorkQueue[str] = WorkQueue(name="executions")
         self._appender = _GroupCommit(store)
@@ -179,6 +183,7 @@ class Controller:
                 for _ in range(self.workers):
                     group.start_soon(self._worker)
                 group.start_soon(self._resync_periodically)
+                group.start_soon(self._revisit_running)
                 group.start_soon(self._watch_store)
                 task_status.started()
         finally:
@@ -202,6 +207,18 @@ class Controller:
                 await self.resync()
             except Exception:
                 log.exception("resync failed; retrying at the next interval")
+
+    async def _revisit_running(self) -> None:
+        """Give every execution with attempts in flight a round now and then.
+
+        Another process may have appended to it (an abort from the CLI): only a round reads that
+        and cancels the attempts. A round with nothing new costs one read of the log's tail.
+        """
+        while True:
+            await anyio.sleep(self.revisit_interval)
+            for execution_id, in_flight in list(self._in_flight.items()):
+                if in_flight:
+                    self.enqueue(execution_id)
 
     async def _watch_store(self) -> None:
         """Pick up executions created by other processes sharing the store."""
@@ -249,8 +266,13 @@ class Controller:
 
     async def reconcile(self, execution_id: str) -> None:
         """One round for one execution. Raises ``ConcurrencyConflict`` if another writer won."""
+        if not await self.store.claim(execution_id):
+            # another process runs it; if we lost the lease while running attempts, stop ours
+            await self._disown(execution_id)
+            return
         state, fresh = await self._load(execution_id)
         if state is None:
+            await self.store.release(execution_id)
             return
         in_flight = self._in_flight.setdefault(execution_id, {})
         reported = self._completed.pop(execution_id, set())
@@ -286,6 +308,14 @@ class Controller:
         if state.is_terminal and not in_flight:
             self._cache.pop(execution_id, None)
             self._in_flight.pop(execution_id, None)
+            await self.store.release(execution_id)
+
+    async def _disown(self, execution_id: str) -> None:
+        self._cache.pop(execution_id, None)
+        for key, name in self._in_flight.pop(execution_id, {}).items():
+            executor = self.executors.get(name)
+            if executor is not None:
+                await executor.cancel(key)
 
     def _poll(self, key: TaskKey, in_flight: dict[TaskKey, str]) -> TaskStatus:
         synthetic = self._synthetic.get(key)

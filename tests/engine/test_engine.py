@@ -235,3 +235,35 @@ def test_unknown_executor_backend_is_a_config_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"'warp'.*installed"):
         Engine.embedded(tmp_path, executor="warp")
+
+
+async def test_a_second_engine_on_the_same_store_does_not_run_the_attempt_again(
+    make_engine: EngineFactory, side_effects: Path
+) -> None:
+    async with make_engine() as owner:
+        handle = await owner.launch(wf.abortable)
+        await wait_until(lambda: runs(side_effects, "wait_forever_started") >= 1)
+        async with make_engine() as bystander:
+            # a round of the bystander's own: it finds the execution owned and leaves it alone
+            await bystander.controller.reconcile(handle.execution_id)
+            assert not bystander.controller._in_flight.get(handle.execution_id)
+        assert runs(side_effects, "wait_forever_started") == 1
+        await owner.abort(handle.execution_id)
+
+
+async def test_abort_from_another_process_cancels_the_running_attempt(
+    make_engine: EngineFactory, side_effects: Path
+) -> None:
+    async with make_engine(revisit_interval=0.2) as owner:
+        handle = await owner.launch(wf.abortable)
+        await wait_until(lambda: runs(side_effects, "wait_forever_started") >= 1)
+        # another process writes the abort straight to the log, as `slipstream executions abort` does
+        other = make_engine()
+        await other.store.start()
+        try:
+            await other.abort(handle.execution_id, reason="from the CLI")
+        finally:
+            await other.store.close()
+        await wait_until(lambda: runs(side_effects, "wait_forever_cancelled") >= 1)
+        with pytest.raises(ExecutionAborted, match="from the CLI"):
+            await handle.outputs(timeout=10)

@@ -246,3 +246,27 @@ async def test_many_executions_in_one_call_and_notify(store: PostgresEventStore)
     assert {s.execution_id for s in page.items} == set(ids)
     nxt = NodeQueued(execution_id=ids[0], version=3, at=T0, node_id="b", attempt=1)
     assert await store.append(ids[0], 2, [nxt]) == 3
+
+
+async def test_a_lease_dies_with_its_session(postgres_database: str, postgres_schema: str) -> None:
+    """A crashed owner (its session killed) never blocks an execution."""
+    async with (
+        PostgresEventStore(postgres_database, schema=postgres_schema) as owner,
+        PostgresEventStore(postgres_database, schema=postgres_schema) as other,
+    ):
+        assert await owner.claim("leased")
+        assert not await other.claim("leased")
+        admin = await asyncpg.connect(postgres_database)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND pid <> pg_backend_pid() "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        finally:
+            await admin.close()
+        for _ in range(50):
+            if await other.claim("leased"):
+                break
+            await asyncio.sleep(0.1)
+        assert await other.claim("leased")

@@ -390,3 +390,42 @@ async def test_large_batch_round_trip(store: EventStore) -> None:
     assert len(everything) == 1800
     assert [g.event.version for g in everything[:6]] == [1, 2, 3, 4, 5, 6]
     assert (await store.list_executions(status="succeeded", limit=1000)).items[0].status == "succeeded"
+
+
+# --- leases ----------------------------------------------------------------------------------------
+
+
+async def test_a_lease_is_held_by_one_store_at_a_time(make_store: StoreFactory) -> None:
+    eid, other = new_id(), new_id()
+    async with make_store() as first, make_store() as second:
+        assert await first.claim(eid)
+        assert await first.claim(eid)  # holding it again is cheap and true
+        assert not await second.claim(eid)
+        assert await second.claim(other)
+        await first.release(eid)
+        assert await second.claim(eid)
+        assert not await first.claim(eid)
+
+
+async def test_closing_a_store_releases_its_leases(make_store: StoreFactory) -> None:
+    eid = new_id()
+    async with make_store() as survivor:
+        owner = make_store()
+        await owner.start()
+        assert await owner.claim(eid)
+        assert not await survivor.claim(eid)
+        await owner.close()
+        assert await survivor.claim(eid)
+
+
+async def test_many_contenders_one_owner(make_store: StoreFactory) -> None:
+    eid = new_id()
+    stores = [make_store() for _ in range(5)]
+    for s in stores:
+        await s.start()
+    try:
+        results = await asyncio.gather(*(s.claim(eid) for s in stores))
+        assert sorted(results) == [False] * 4 + [True]
+    finally:
+        for s in stores:
+            await s.close()
