@@ -405,20 +405,12 @@ async def _open_store(state_dir: str | None, postgres: str | None) -> AsyncItera
 
 
 async def _record_recovery(engine: Engine, execution_id: str) -> str:
-    """Write the recovering execution without running it: ``Engine.recover`` minus the loop.
+    """Write the recovering execution without running it (the engine's loop is not started here).
 
     With the loop running, the new execution would start here and be abandoned mid-attempt when the
     command exits (or fail outright, its task modules not being importable in this process).
     """
-    import uuid
-
-    from engine._state import ExecutionState
-    from propeller import recovery_events
-
-    source = ExecutionState.fold(await engine.history(execution_id))
-    new_id = uuid.uuid4().hex[:20]
-    await engine.store.append(new_id, 0, recovery_events(source, new_id, _now()))
-    return new_id
+    return (await engine.recover(execution_id)).execution_id
 
 
 async def _specs_of(engine: Engine, execution_id: str) -> list[WorkflowSpec]:

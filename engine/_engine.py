@@ -24,6 +24,7 @@ from engine._errors import (
     ConcurrencyConflict,
     ConfigError,
     ExecutionAborted,
+    ExecutionNotFinished,
     ExecutionNotFound,
     TaskFailed,
 )
@@ -457,13 +458,21 @@ class Engine:
             self._controller.enqueue(execution_id)
 
     async def recover(self, execution_id: str) -> ExecutionHandle:
-        """Start a new execution that reuses every node ``execution_id`` finished and runs the rest."""
+        """Start a new execution that reuses every node ``execution_id`` finished and runs the rest.
+
+        Raises:
+            ExecutionNotFound: no such execution.
+            ExecutionNotFinished: it is still running (recovering it would run its nodes twice).
+        """
         from propeller import recovery_events
 
         source = await self._state(execution_id)
+        if not source.is_terminal:
+            raise ExecutionNotFinished(execution_id, "recover", source.phase)
         new_id = self._id_factory()
         await self.store.append(new_id, 0, recovery_events(source, new_id, self._clock()))
-        self.controller.enqueue(new_id)
+        if self._controller is not None:  # else the next engine to open this store runs it
+            self._controller.enqueue(new_id)
         return ExecutionHandle(self, new_id, self._workflows.get(source.spec.name))
 
     async def _state(self, execution_id: str) -> ExecutionState:

@@ -6,6 +6,7 @@
     │   └── UnknownInput        an argument names no input of the interface
     ├── ConfigError             a setting or backend name is wrong
     ├── ExecutionNotFound       an execution id is not in the store
+    ├── ExecutionNotFinished    an operation needs a finished execution (recover)
     ├── ConcurrencyConflict     another writer appended first (optimistic concurrency)
     ├── InvalidTransition       an event does not follow from the execution's state
     ├── NoTaskContext           current_context() outside a running task (also a LookupError)
@@ -21,6 +22,7 @@ __all__ = [
     "ConcurrencyConflict",
     "ConfigError",
     "ExecutionAborted",
+    "ExecutionNotFinished",
     "ExecutionNotFound",
     "InvalidTransition",
     "NoTaskContext",
@@ -60,6 +62,18 @@ class ExecutionNotFound(SlipstreamError):
         super().__init__(
             f"execution {execution_id!r} not found: list known ids with `slipstream executions list` "
             "or `Engine.list_executions()`"
+        )
+
+
+class ExecutionNotFinished(SlipstreamError):
+    """The execution is still running, and the operation needs it finished."""
+
+    def __init__(self, execution_id: str, operation: str, status: str) -> None:
+        self.execution_id = execution_id
+        self.status = status
+        super().__init__(
+            f"cannot {operation} execution {execution_id!r}: it is still {status}; wait for it to finish "
+            "or abort it first"
         )
 
 

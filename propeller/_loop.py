@@ -276,20 +276,23 @@ class Controller:
             return
         in_flight = self._in_flight.setdefault(execution_id, {})
         reported = self._completed.pop(execution_id, set())
-        statuses = {key: self._poll(key, in_flight) for key in reported}
-        observations = Observations(now=self.clock(), completions=statuses, in_flight=in_flight.keys(), resubmit=fresh)
         version = state.version
-        plan = plan_round(state, observations, self.config)
-        if plan.events:
-            self._fault("before_append")
-            try:
+        try:
+            statuses = {key: self._poll(key, in_flight) for key in reported}
+            observations = Observations(
+                now=self.clock(), completions=statuses, in_flight=in_flight.keys(), resubmit=fresh
+            )
+            plan = plan_round(state, observations, self.config)
+            if plan.events:
+                self._fault("before_append")
                 await self._appender.append(execution_id, version, plan.events)
-            except BaseException:
-                # the state was advanced by events that are not durable: forget it, keep the reports
-                self._cache.pop(execution_id, None)
-                self._completed.setdefault(execution_id, set()).update(reported)
-                raise
-            self._fault("after_append")
+                self._fault("after_append")
+        except BaseException:
+            # the state may hold events that are not durable: forget it, and keep the reports for
+            # the retried round (executors keep results until they are forgotten)
+            self._cache.pop(execution_id, None)
+            self._completed.setdefault(execution_id, set()).update(reported)
+            raise
         self._cache[execution_id] = state
         for key, status in statuses.items():
             if status.phase in _FINAL_PHASES:

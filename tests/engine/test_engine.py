@@ -267,3 +267,13 @@ async def test_abort_from_another_process_cancels_the_running_attempt(
         await wait_until(lambda: runs(side_effects, "wait_forever_cancelled") >= 1)
         with pytest.raises(ExecutionAborted, match="from the CLI"):
             await handle.outputs(timeout=10)
+
+
+async def test_recovering_a_running_execution_is_refused(eng: Engine, side_effects: Path) -> None:
+    from engine import ExecutionNotFinished
+
+    handle = await eng.launch(wf.abortable)
+    await wait_until(lambda: runs(side_effects, "wait_forever_started") >= 1)
+    with pytest.raises(ExecutionNotFinished, match="still running"):
+        await eng.recover(handle.execution_id)
+    await eng.abort(handle.execution_id)
