@@ -455,7 +455,7 @@ class Engine:
                 continue  # the loop appended meanwhile; look again
             break
         if self._controller is not None:
-            self._controller.enqueue(execution_id)
+            self._controller.refresh(execution_id)  # its cached state has not seen the abort
 
     async def recover(self, execution_id: str) -> ExecutionHandle:
         """Start a new execution that reuses every node ``execution_id`` finished and runs the rest.
@@ -488,10 +488,11 @@ class Engine:
                 raise ExecutionNotFound(execution_id)
             if summary.status in ("succeeded", "failed", "aborted"):
                 return summary
-            # woken by this process's rounds; the timeout covers executions run by another process
+            # woken when this process records the end; the timeout covers executions that another
+            # process runs (or aborts)
             with anyio.move_on_after(0.5):
                 if self._controller is not None:
-                    await self._controller.wait_changed(execution_id)
+                    await self._controller.wait_finished(execution_id)
                 else:
                     await self.store.wait_for_changes(timeout=0.5)
 

@@ -132,6 +132,7 @@ class Controller:
         self.clock = clock
         self.resync_interval = resync_interval
         self.revisit_interval = revisit_interval
+        self.watch_pause = 0.25
         self._fault = fault_hook or (lambda point: None)
         self.queue: WorkQueue[str] = WorkQueue(name="executions")
         self._appender = _GroupCommit(store)
@@ -141,6 +142,11 @@ class Controller:
         self._completed: dict[str, set[TaskKey]] = {}
         self._synthetic: dict[TaskKey, TaskStatus] = {}  # failures of submit() itself
         self._changed: dict[str, asyncio.Event] = {}
+        self._finished: dict[str, asyncio.Event] = {}
+        # cached executions another writer may have appended to: their next round reads the tail
+        # of the log first. Every other round trusts the cache, because the append's expected
+        # version check turns any write it missed into a ConcurrencyConflict and a fresh load.
+        self._stale: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
 
@@ -148,6 +154,11 @@ class Controller:
 
     def enqueue(self, execution_id: str) -> None:
         """Schedule a round for the execution (deduplicated)."""
+        self.queue.add(execution_id)
+
+    def refresh(self, execution_id: str) -> None:
+        """Schedule a round that first reads what others appended (after an abort, say)."""
+        self._stale.add(execution_id)
         self.queue.add(execution_id)
 
     def on_task_done(self, key: TaskKey) -> None:
@@ -166,10 +177,19 @@ class Controller:
         event = self._changed.setdefault(execution_id, asyncio.Event())
         await event.wait()
 
-    def _signal_changed(self, execution_id: str) -> None:
+    async def wait_finished(self, execution_id: str) -> None:
+        """Return once a round of this process recorded the execution's end."""
+        event = self._finished.setdefault(execution_id, asyncio.Event())
+        await event.wait()
+
+    def _signal_changed(self, execution_id: str, *, finished: bool) -> None:
         event = self._changed.pop(execution_id, None)
         if event is not None:
             event.set()
+        if finished:
+            event = self._finished.pop(execution_id, None)
+            if event is not None:
+                event.set()
 
     # -- running -------------------------------------------------------------------------------------
 
@@ -195,7 +215,7 @@ class Controller:
         while True:
             page = await self.store.list_executions(status=["created", "running"], limit=500, cursor=cursor)
             for summary in page.items:
-                self.enqueue(summary.execution_id)
+                self.refresh(summary.execution_id)
             cursor = page.next_cursor
             if cursor is None:
                 return
@@ -218,10 +238,14 @@ class Controller:
             await anyio.sleep(self.revisit_interval)
             for execution_id, in_flight in list(self._in_flight.items()):
                 if in_flight:
-                    self.enqueue(execution_id)
+                    self.refresh(execution_id)
 
     async def _watch_store(self) -> None:
-        """Pick up executions created by other processes sharing the store."""
+        """Pick up executions created by other processes sharing the store.
+
+        Our own appends wake this too; the pause after each look bounds the listing queries to a
+        few per second however busy the loop is (launches in this process are enqueued directly).
+        """
         while True:
             try:
                 await self.store.wait_for_changes(timeout=self.resync_interval)
@@ -232,6 +256,7 @@ class Controller:
                 continue
             for summary in page.items:
                 self.enqueue(summary.execution_id)
+            await anyio.sleep(self.watch_pause)
 
     async def _worker(self) -> None:
         while True:
@@ -260,8 +285,9 @@ class Controller:
             if not events:
                 return None, False
             return ExecutionState.fold(events), True
-        # another process (an abort from the CLI, a second propeller) may have appended
-        ExecutionState.fold(await self.store.read(execution_id, after=state.version), state)
+        if execution_id in self._stale:
+            self._stale.discard(execution_id)
+            ExecutionState.fold(await self.store.read(execution_id, after=state.version), state)
         return state, False
 
     async def reconcile(self, execution_id: str) -> None:
@@ -306,8 +332,8 @@ class Controller:
         if plan.wake_at is not None:
             delay = (plan.wake_at - observations.now).total_seconds()
             self.queue.add_after(execution_id, max(delay, 0.0))
-        if plan.events:
-            self._signal_changed(execution_id)
+        if plan.events or state.is_terminal:  # terminal: maybe ended by another writer (an abort)
+            self._signal_changed(execution_id, finished=state.is_terminal)
         if state.is_terminal and not in_flight:
             self._cache.pop(execution_id, None)
             self._in_flight.pop(execution_id, None)
