@@ -46,6 +46,7 @@ from engine.models import (
     DictBinding,
     DynamicNode,
     ErrorInfo,
+    FailurePolicy,
     InputBinding,
     ListBinding,
     LiteralBinding,
@@ -106,6 +107,8 @@ class Scope:
     unfinished: int
     pending_deps: dict[str, int]  # local id -> dependencies not yet succeeded
     dependents: dict[str, list[str]]  # local id -> local ids reading its outputs
+    # a workflow's own policy; a dynamic node's children follow the scope the dynamic node is in
+    policy: FailurePolicy = "fail_fast"
     failure: ErrorInfo | None = None  # the first final failure among its nodes
 
 
@@ -207,6 +210,8 @@ class ExecutionState:
         self.finished_scopes: dict[str | None, None] = {}
         self.changed_arrays: dict[str, None] = {}
         self.failures: list[ErrorInfo] = []  # final node failures, in order
+        # fail_fast scopes (by owner; None: the root) that had a node fail: the planner ends them
+        self.failed_fast: dict[str | None, None] = {}
         # (deadline, node id, attempt) of attempts with a timeout; stale entries are skipped on pop
         self.deadlines: list[tuple[datetime, str, int]] = []
 
@@ -355,7 +360,8 @@ class ExecutionState:
                 node.phase = "running"
                 node.started_at = node.started_at or event.at
                 self.active.pop(node.node_id, None)
-                self._open_scope(node.node_id, node.node_id + "/", event.spec, {})
+                assert node.scope is not None
+                self._open_scope(node.node_id, node.node_id + "/", event.spec, {}, node.scope.policy)
             case ArrayExpanded():
                 node = self._node(event)
                 if not isinstance(node.spec, ArrayNode) or node.phase != "queued" or node.node_id in self.arrays:
@@ -400,8 +406,16 @@ class ExecutionState:
             self._invalid(event, f"attempt {event.attempt} is not the current attempt {node.attempt}")
         return node
 
-    def _open_scope(self, owner: str | None, prefix: str, spec: WorkflowSpec, inputs: dict[str, bytes]) -> None:
+    def _open_scope(
+        self,
+        owner: str | None,
+        prefix: str,
+        spec: WorkflowSpec,
+        inputs: dict[str, bytes],
+        policy: FailurePolicy | None = None,
+    ) -> None:
         scope = Scope(
+            policy=policy or spec.failure_policy,
             prefix=prefix,
             owner=owner,
             spec=spec,
@@ -565,6 +579,8 @@ class ExecutionState:
                 node.error = msgspec.structs.replace(node.error, node_id=node.node_id)
             scope.failure = scope.failure or node.error
             self.failures.append(node.error)
+            if scope.policy == "fail_fast":
+                self.failed_fast[scope.owner] = None
         for dependent in scope.dependents.get(local_id, ()):
             full_id = scope.prefix + dependent
             if success:
@@ -585,6 +601,9 @@ class ExecutionState:
                 del index[child]
         self.changed_arrays.pop(node_id, None)
         self.finished_scopes.pop(node_id, None)
+        for owner in [owner for owner in self.failed_fast if owner is not None and owner.startswith(prefix)]:
+            del self.failed_fast[owner]
+        self.failed_fast.pop(node_id, None)
 
     def _close(self) -> None:
         """A terminal execution event: nothing is runnable any more."""
@@ -593,6 +612,7 @@ class ExecutionState:
         self.retrying.clear()
         self.finished_scopes.clear()
         self.changed_arrays.clear()
+        self.failed_fast.clear()
         # `active` stays: the planner cancels those attempts
 
     # -- queries used by the planner -----------------------------------------------------------------

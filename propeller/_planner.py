@@ -133,7 +133,6 @@ class _Round:
         created = state.created
         assert created is not None, "plan_round needs a created execution"
         self.created = created
-        self.fail_fast = created.spec.failure_policy == "fail_fast"
         self.max_parallelism = created.spec.max_parallelism
 
     # -- plumbing ------------------------------------------------------------------------------------
@@ -299,8 +298,36 @@ class _Round:
                 self.submit(node)
 
     def fail_fast_check(self) -> None:
-        if self.fail_fast and self.state.failures:
-            self.emit(ExecutionFailed, error=self.state.failures[0])
+        """End every fail_fast scope that had a node fail: the root fails the execution; a nested
+        scope fails its owner node at once (cancelling its running children), which in turn
+        counts as a failure of the enclosing scope under that scope's own policy."""
+        state = self.state
+        while state.failed_fast and not state.is_terminal:
+            owner = next(iter(state.failed_fast))
+            del state.failed_fast[owner]
+            scope = state.scopes[owner]
+            assert scope.failure is not None
+            if owner is None:
+                self.emit(ExecutionFailed, error=scope.failure)
+                return
+            node = state.nodes[owner]
+            if node.phase != "running":
+                continue
+            prefix = owner + "/"
+            for child in [key for key in state.active if key.startswith(prefix)]:
+                self.cancel(state.nodes[child])
+            self.emit(NodeFailed, owner, node.attempt, error=self.child_failure(scope.failure))
+
+    @staticmethod
+    def child_failure(child: ErrorInfo) -> ErrorInfo:
+        """The error of a composite node whose child failed for good."""
+        return ErrorInfo(
+            kind=child.kind,
+            message=f"child node {child.node_id!r} failed: {child.message}",
+            traceback=child.traceback,
+            retryable=False,
+            node_id=child.node_id,
+        )
 
     def skip_unrunnable(self) -> None:
         state = self.state
@@ -324,15 +351,7 @@ class _Round:
             if node.phase != "running":
                 continue
             if scope.failure is not None:
-                child = scope.failure
-                error = ErrorInfo(
-                    kind=child.kind,
-                    message=f"child node {child.node_id!r} failed: {child.message}",
-                    traceback=child.traceback,
-                    retryable=False,
-                    node_id=child.node_id,
-                )
-                self.emit(NodeFailed, owner, node.attempt, error=error)
+                self.emit(NodeFailed, owner, node.attempt, error=self.child_failure(scope.failure))
             else:
                 self.emit(NodeSucceeded, owner, node.attempt, outputs=state.scope_outputs(scope))
 
@@ -357,8 +376,8 @@ class _Round:
             else:
                 limit = spec.concurrency or array.size
                 while array.next_index < array.size and array.in_flight < limit:
-                    if self.fail_fast and state.failures:
-                        break
+                    if state.failed_fast:
+                        break  # a fail_fast scope is about to end; settle it first
                     if not self.has_capacity():
                         starved.append(array_id)
                         break
@@ -389,8 +408,8 @@ class _Round:
     def launch_ready(self) -> None:
         state = self.state
         for node_id in list(state.ready):
-            if state.is_terminal or (self.fail_fast and state.failures):
-                return
+            if state.is_terminal or state.failed_fast:
+                return  # a fail_fast scope is about to end; settle it first
             if node_id not in state.ready:
                 continue
             node = state.nodes[node_id]

@@ -415,3 +415,69 @@ def test_an_attempt_the_executor_lost_is_a_system_failure_and_retried() -> None:
     failed = [e for e in sim.events if type(e).__name__ == "NodeFailed"]
     assert failed[0].error.kind == "system"
     assert [r.key.attempt for r in sim.submits] == [1, 2]
+
+
+def sub_with(policy: str) -> WorkflowSpec:
+    return WorkflowSpec(
+        name="sub",
+        inputs=[],
+        outputs=[],
+        nodes=[task_node("bad"), task_node("first"), task_node("slow", x=OutputRef("first", "o0"))],
+        output_bindings={},
+        failure_policy=policy,  # type: ignore[arg-type]
+    )
+
+
+def hold_slow(request: TaskRequest) -> TaskStatus | None:
+    if request.key.node_id.endswith("bad"):
+        return fail(retryable=False)
+    return None if request.key.node_id.endswith("slow") else add_one(request)
+
+
+def test_a_fail_fast_subworkflow_ends_at_once_inside_a_finish_executable_workflow() -> None:
+    node = SubworkflowNode(id="sw", workflow="sub", inputs={}, interface_outputs=[])
+    spec = spec_of(
+        node, task_node("other"), subworkflows={"sub": sub_with("fail_fast")}, failure_policy="finish_executable"
+    )
+    sim = Sim(spec, behaviour=hold_slow)
+    state = sim.run()
+    assert state.phase == "failed"
+    assert state.nodes["sw"].phase == "failed"
+    assert "sw/slow" not in [r.key.node_id for r in sim.submits]  # ended before it could start
+    assert state.nodes["other"].phase == "succeeded"  # the outer workflow ran what it could
+    assert_replays(sim)
+
+
+def test_a_finish_executable_subworkflow_lets_siblings_finish_inside_a_fail_fast_workflow() -> None:
+    node = SubworkflowNode(id="sw", workflow="sub", inputs={}, interface_outputs=[])
+    spec = spec_of(node, subworkflows={"sub": sub_with("finish_executable")})
+    def behaviour(request: TaskRequest) -> TaskStatus | None:
+        return add_one(request) if request.key.node_id == "sw/slow" else hold_slow(request)
+
+    sim = Sim(spec, behaviour=behaviour)
+    state = sim.run()
+    assert state.phase == "failed"
+    assert state.nodes["sw/slow"].phase == "succeeded"
+    assert sim.cancels == []
+
+
+def test_dynamic_children_follow_the_policy_of_the_enclosing_workflow() -> None:
+    inner = WorkflowSpec(  # compiled sub-specs carry the default policy, fail_fast
+        name="dyn",
+        inputs=[],
+        outputs=[],
+        nodes=[task_node("bad"), task_node("first"), task_node("ok", x=OutputRef("first", "o0"))],
+        output_bindings={},
+    )
+
+    def behaviour(request: TaskRequest) -> TaskStatus | None:
+        if request.kind == "dynamic":
+            return TaskStatus(phase="succeeded", dynamic_spec=lit(inner))
+        return fail(retryable=False) if request.key.node_id == "d/bad" else add_one(request)
+
+    dyn = DynamicNode(id="d", task=ref("d"), inputs={}, interface_outputs=[])
+    sim = Sim(spec_of(dyn, failure_policy="finish_executable"), behaviour=behaviour)
+    state = sim.run()
+    assert state.phase == "failed"
+    assert state.nodes["d/ok"].phase == "succeeded"
+    assert_replays(sim)
