@@ -162,7 +162,7 @@ class Controller:
         self.queue.add(execution_id)
 
     def on_task_done(self, key: TaskKey) -> None:
-        """Executor callback: an attempt finished. Safe to call from any thread."""
+        """Executor callback: an attempt started or ended. Safe to call from any thread."""
         if self._loop is None or threading.get_ident() == self._loop_thread:
             self._note_done(key)
         else:
