@@ -241,8 +241,8 @@ def recover(
             _write(new_id)
             if not postgres:
                 _note(
-                    "embedded mode: the new execution runs when an engine next opens this state dir "
-                    "(any `slipstream run` there resumes it); use --wait to run it now"
+                    "embedded mode: the new execution runs when an engine that can import its tasks "
+                    "next opens this state dir; use --wait (with --path DIR for the task modules) to run it now"
                 )
             return 0
         async with _open_engine(state_dir, postgres) as engine:
@@ -267,6 +267,7 @@ def load_workflow(target: str) -> Workflow:
     Raises:
         BadInput: no ``:WORKFLOW``, the file is missing, or it holds no such workflow.
     """
+    from engine._errors import SlipstreamError
     from engine._workflow import Workflow
 
     if target.startswith("-"):
@@ -300,6 +301,11 @@ def load_workflow(target: str) -> Workflow:
         sys.modules[stem] = module
         try:
             spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(stem, None)
+            if isinstance(exc, SlipstreamError):  # a workflow that does not compile: its own message
+                raise
+            raise BadInput(f"{path.name} failed to import: {type(exc).__name__}: {exc}") from exc
         except BaseException:
             sys.modules.pop(stem, None)
             raise

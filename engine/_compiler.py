@@ -20,7 +20,15 @@ import msgspec
 from engine._errors import CompileError, TypeMismatch, UnknownInput
 from engine._literals import to_literal
 from engine._promise import NodeOutputs, Promise
-from engine._types import dict_value_type, is_assignable, item_type, sequence_kind, type_repr
+from engine._types import (
+    dict_key_type,
+    dict_value_type,
+    fixed_tuple_arity,
+    is_assignable,
+    item_type,
+    sequence_kind,
+    type_repr,
+)
 from engine.models import (
     ArrayNode,
     Binding,
@@ -281,6 +289,12 @@ class CompileContext:
     def _bind_composite(self, value: Any, tp: Any, where: str) -> Binding:
         kind = sequence_kind(tp)
         if isinstance(value, (list, tuple)) and kind in ("list", "any"):
+            arity = fixed_tuple_arity(tp)
+            if arity is not None and arity != len(value):
+                raise TypeMismatch(
+                    f"{self.label()}: {where} expects {type_repr(tp)} ({arity} items) but is given {len(value)} "
+                    "items; fix: pass exactly that many"
+                )
             return ListBinding([self.bind(v, item_type(tp, i), f"{where}[{i}]") for i, v in enumerate(value)])
         if isinstance(value, dict) and kind in ("dict", "any"):
             bad = [k for k in value if not isinstance(k, str)]
@@ -288,6 +302,12 @@ class CompileContext:
                 raise CompileError(
                     f"{self.label()}: {where}: a dict holding Promises must have str keys, got {bad[0]!r}; fix: "
                     "build the dict inside a task"
+                )
+            key_type = dict_key_type(tp)
+            if key_type not in (str, Any):
+                raise TypeMismatch(
+                    f"{self.label()}: {where} expects {type_repr(tp)}, whose keys are not str, but a dict holding "
+                    "Promises has str keys; fix: build the dict inside a task"
                 )
             vt = dict_value_type(tp)
             return DictBinding({k: self.bind(value[k], vt, f"{where}[{k!r}]") for k in sorted(value)})
@@ -343,8 +363,14 @@ class CompileContext:
         node = self.new_id(task.name)
         kind = "dynamic" if task.is_dynamic else "task"
         inputs = self._bind_call(task.interface, node, args, kwargs, f"{kind} {task.name!r}")
-        cls = DynamicNode if task.is_dynamic else TaskNode
-        self.nodes.append(cls(node, task.ref, inputs, task.interface.typed_outputs(), task.options))
+        if task.is_dynamic:
+            from engine._task import dynamic_source_hash
+
+            # the version must follow what the dynamic body calls, not only its own source
+            ref = msgspec.structs.replace(task.ref, source_hash=dynamic_source_hash(task))
+            self.nodes.append(DynamicNode(node, ref, inputs, task.interface.typed_outputs(), task.options))
+        else:
+            self.nodes.append(TaskNode(node, task.ref, inputs, task.interface.typed_outputs(), task.options))
         return self._outputs(node, task.interface)
 
     def call_workflow(self, wf: Workflow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

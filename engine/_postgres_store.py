@@ -29,7 +29,7 @@ from typing import Any
 
 import asyncpg
 
-from engine._errors import ConcurrencyConflict, StoreUnavailable
+from engine._errors import ConcurrencyConflict, ConfigError, StoreUnavailable
 from engine._store_common import (
     ProjectionChange,
     decode_cursor,
@@ -172,6 +172,13 @@ class PostgresEventStore(EventStore):
             )
             # Listening before start returns: no append after start can go unnoticed.
             await self._connect_listener()
+        except asyncpg.ClientConfigurationError as exc:  # a malformed DSN: a setting to fix, not an outage
+            if self._pool is not None:
+                self._pool.terminate()
+                self._pool = None
+            raise ConfigError(
+                f"invalid Postgres DSN {self._redacted_dsn()!r}: {exc}; write postgresql://USER@HOST:PORT/DATABASE"
+            ) from exc
         except _UNAVAILABLE as exc:
             if self._pool is not None:
                 self._pool.terminate()
@@ -498,6 +505,8 @@ class PostgresEventStore(EventStore):
             listener = self._listener
             if listener is None or listener.is_closed():
                 raise StoreUnavailable("the Postgres lease session is reconnecting; try again shortly")
+            if execution_id in self._claims:
+                return True  # a concurrent caller took it meanwhile; locking again would stack it
             try:
                 held = bool(await listener.fetchval("SELECT pg_try_advisory_lock($1)", _lease_key(execution_id)))
             except _UNAVAILABLE as exc:

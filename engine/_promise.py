@@ -218,3 +218,27 @@ class NodeOutputs(tuple):  # type: ignore[type-arg]
 
     def __repr__(self) -> str:
         return f"NodeOutputs({self._node!r}, {', '.join(self._names)})"
+
+    # a tuple's truthiness, str() and equality would quietly turn promises into constants
+    def _misuse(self, action: str) -> NoReturn:
+        raise CompileError(f"{self._ctx.label()}: cannot {action} the outputs of node {self._node!r}: {_FIX}")
+
+    def __bool__(self) -> NoReturn:
+        self._misuse("use in a condition (bool(), if, while, and/or/not)")
+
+    def __str__(self) -> str:
+        self._misuse("convert with str() (or print/f-string)")
+
+    def __format__(self, spec: str) -> str:
+        self._misuse("format (format()/f-string)")
+
+    def __eq__(self, other: object) -> NoReturn:  # type: ignore[override]
+        self._misuse("compare (==)")
+
+    def __ne__(self, other: object) -> NoReturn:  # type: ignore[override]
+        self._misuse("compare (!=)")
+
+    def __contains__(self, item: object) -> NoReturn:
+        self._misuse("test membership (`in`) in")
+
+    __hash__ = tuple.__hash__

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from engine._errors import ConcurrencyConflict, StoreUnavailable
+from engine._errors import ConcurrencyConflict, ConfigError, StoreUnavailable
 from engine._leases import FileLeases
 from engine._store_common import (
     ProjectionChange,
@@ -94,6 +94,11 @@ class SqliteEventStore(EventStore):
             return
         try:
             self._conn = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
+        except OSError as exc:  # the state directory is a file, or not writable: a setting to fix
+            raise ConfigError(
+                f"cannot use {self._path.parent} as the state directory ({exc}); point --state-dir or "
+                "SLIPSTREAM_STATE_DIR at a writable directory"
+            ) from exc
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite event store {self._path}: {exc}") from exc
 

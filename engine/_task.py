@@ -8,7 +8,8 @@ import functools
 import hashlib
 import inspect
 import sys
-from collections.abc import Callable, Iterable
+import types
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, overload
 
 from engine._compiler import current_context
@@ -16,7 +17,7 @@ from engine._errors import CompileError
 from engine._interface import Interface, interface_of
 from engine.models import Resources, TaskOptions, TaskRef
 
-__all__ = ["Task", "dynamic", "source_hash", "task"]
+__all__ = ["Task", "dynamic", "dynamic_source_hash", "source_hash", "task"]
 
 
 def source_hash(fn: Callable[..., Any]) -> str:
@@ -29,11 +30,58 @@ def source_hash(fn: Callable[..., Any]) -> str:
         The hex digest.
     """
     try:
-        data = inspect.getsource(fn).encode()
+        return hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()
     except (OSError, TypeError):
-        code = fn.__code__
-        data = code.co_code + repr(code.co_consts).encode() + repr(code.co_names).encode()
-    return hashlib.sha256(data).hexdigest()
+        digest = hashlib.sha256()
+        _hash_code(fn.__code__, digest)
+        return digest.hexdigest()
+
+
+def _hash_code(code: types.CodeType, digest: Any) -> None:
+    """Feed a code object to ``digest`` without anything process-specific (a nested code object's
+    ``repr`` holds its memory address, so nested code is hashed recursively instead)."""
+    digest.update(code.co_code)
+    digest.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _hash_code(const, digest)
+        else:
+            digest.update(repr(const).encode())
+
+
+def _referenced_names(code: types.CodeType) -> Iterator[str]:
+    yield from code.co_names
+    yield from code.co_freevars
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _referenced_names(const)
+
+
+def dynamic_source_hash(task: Task, _seen: set[int] | None = None) -> str:
+    """The source hash of a ``@dynamic`` together with what its body calls.
+
+    A dynamic's sub-spec is built by its body at run time, so the workflow version must change when
+    a task it calls changes, not only when its own source does. Tasks, workflows and map tasks the
+    body names (globals or closure) are folded in, recursively through nested dynamics.
+    """
+    seen = _seen if _seen is not None else set()
+    seen.add(id(task))
+    fn = task.fn
+    scope = dict(fn.__globals__)
+    if fn.__closure__:
+        scope.update(zip(fn.__code__.co_freevars, (cell.cell_contents for cell in fn.__closure__), strict=False))
+    digest = hashlib.sha256(task.ref.source_hash.encode())
+    for name in sorted(set(_referenced_names(fn.__code__))):
+        value = scope.get(name)
+        target = getattr(value, "task", None) if not isinstance(value, Task) else value  # map_task
+        if isinstance(value, functools.partial):
+            target = value.func
+        if isinstance(target, Task) and id(target) not in seen:
+            nested = dynamic_source_hash(target, seen) if target.is_dynamic else target.ref.source_hash
+            digest.update(f"{name}={nested}".encode())
+        elif hasattr(value, "spec") and hasattr(value, "encode_inputs"):  # a workflow
+            digest.update(f"{name}={value.spec.version}".encode())
+    return digest.hexdigest()
 
 
 def _options(

@@ -16,7 +16,9 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "dict_key_type",
     "dict_value_type",
+    "fixed_tuple_arity",
     "is_assignable",
     "is_optional",
     "is_supported",
@@ -336,6 +338,35 @@ def strip_optional(tp: Any) -> Any:
     if len(rest) == 1:
         return rest[0]
     return functools.reduce(lambda a, b: a | b, rest) if rest else _NONE_TYPE
+
+
+def dict_key_type(tp: Any) -> Any:
+    """The key type of a ``dict[K, V]`` type (``Any`` when unknown).
+
+    Args:
+        tp: a dict type.
+
+    Returns:
+        ``K``.
+    """
+    args = typing.get_args(strip_optional(tp))
+    return args[0] if len(args) == 2 else Any
+
+
+def fixed_tuple_arity(tp: Any) -> int | None:
+    """The length of a fixed-size tuple type (``tuple[int, str]`` -> 2); ``None`` for anything else.
+
+    Args:
+        tp: a type annotation (``Optional`` is looked through).
+
+    Returns:
+        The number of items, or ``None``.
+    """
+    tp = strip_optional(tp)
+    args = typing.get_args(tp)
+    if (typing.get_origin(tp) or tp) is not tuple or not args or args[-1] is Ellipsis:
+        return None
+    return len(args)
 
 
 def dict_value_type(tp: Any) -> Any:

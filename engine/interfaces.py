@@ -326,3 +326,8 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def forget(self, key: TaskKey) -> None:
         """Drop a finished attempt's result."""
+
+    def can_run(self, task: TaskRef) -> bool:
+        """Whether this executor, in this process, can load ``task`` (checked before taking over an
+        execution another process started: one whose code is not here is left to others)."""
+        return True

@@ -208,6 +208,30 @@ class LocalExecutor(Executor):
         if attempt is not None and attempt.status is not None:
             del self._attempts[key]
 
+    def can_run(self, task: TaskRef) -> bool:
+        """Whether ``task`` can be loaded here: pickled, or its module importable and holding it.
+
+        Args:
+            task: the task reference.
+
+        Returns:
+            True if an attempt of it could start in this process.
+        """
+        if task.pickled is not None:
+            return True
+        module = sys.modules.get(task.module)
+        if module is None:
+            try:
+                return importlib.util.find_spec(task.module) is not None
+            except (ImportError, ValueError):
+                return False
+        target: Any = module
+        for part in task.qualname.split("."):  # a different __main__ would not have it
+            target = getattr(target, part, None)
+            if target is None:
+                return False
+        return True
+
     # --- internals -----------------------------------------------------------------------------
 
     def _new_pool(self) -> concurrent.futures.Executor:

@@ -21,7 +21,7 @@ from engine._errors import ConcurrencyConflict, ConfigError, SlipstreamError, St
 from engine._state import ExecutionState
 from engine.events import Event
 from engine.interfaces import EventStore, Executor, TaskKey, TaskStatus
-from engine.models import ErrorInfo
+from engine.models import ErrorInfo, SubworkflowNode
 from propeller._planner import Cancel, Observations, PlannerConfig, Submit, plan_round
 from propeller._queue import QueueShutDown, WorkQueue
 
@@ -297,7 +297,8 @@ class Controller:
             await self._disown(execution_id)
             return
         state, fresh = await self._load(execution_id)
-        if state is None:
+        if state is None or (fresh and not self._can_run(state)):
+            self._cache.pop(execution_id, None)
             await self.store.release(execution_id)
             return
         in_flight = self._in_flight.setdefault(execution_id, {})
@@ -345,6 +346,28 @@ class Controller:
             executor = self.executors.get(name)
             if executor is not None:
                 await executor.cancel(key)
+
+    def _can_run(self, state: ExecutionState) -> bool:
+        """Whether this process has the code of every task the execution has planned so far.
+
+        An engine resumes what it finds in the store; one opened for another workflow file must not
+        take over (and fail for good) executions whose task modules it cannot import.
+        """
+        if state.is_terminal:
+            return True
+        for scope in state.scopes.values():
+            for spec in [scope.spec, *scope.spec.subworkflows.values()]:
+                for node in spec.nodes:
+                    if isinstance(node, SubworkflowNode):
+                        continue
+                    executor = self.executors.get(node.options.executor or self.config.default_executor)
+                    if executor is not None and not executor.can_run(node.task):
+                        log.info(
+                            "leaving execution %s to another engine: task %s:%s cannot be loaded here",
+                            state.execution_id, node.task.module, node.task.qualname,
+                        )
+                        return False
+        return True
 
     def _poll(self, key: TaskKey, in_flight: dict[TaskKey, str]) -> TaskStatus:
         synthetic = self._synthetic.get(key)

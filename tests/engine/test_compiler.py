@@ -606,3 +606,121 @@ def test_version_is_stable_across_processes() -> None:
         for _ in range(2)
     }
     assert len(versions) == 1 and len(versions.pop()) == 64
+
+
+def test_version_follows_tasks_called_inside_a_dynamic(tmp_path, monkeypatch) -> None:
+    """Editing a task that only a @dynamic body calls changes the workflow version."""
+    import importlib
+    import sys
+
+    source = '''
+from engine import dynamic, task, workflow
+
+@task
+def inner(x: int) -> int:
+    return x + {increment}
+
+@dynamic
+def d(x: int) -> int:
+    return inner(x=x)
+
+@workflow
+def wf(x: int = 1) -> int:
+    return d(x=x)
+'''
+    versions = []
+    for round_, increment in enumerate((1, 2, 1)):
+        directory = tmp_path / f"v{round_}"  # the same module name, a fresh file each time
+        directory.mkdir()
+        (directory / "dynver.py").write_text(source.format(increment=increment))
+        with monkeypatch.context() as patch:
+            patch.syspath_prepend(str(directory))
+            importlib.invalidate_caches()
+            module = importlib.import_module("dynver")
+            versions.append(module.wf.spec.version)
+            sys.modules.pop("dynver", None)
+    assert versions[0] != versions[1]
+    assert versions[0] == versions[2]
+
+
+def test_multi_output_call_cannot_be_used_as_a_value() -> None:
+    import typing
+
+    from engine import CompileError, task, workflow
+
+    class Pair(typing.NamedTuple):
+        a: int
+        b: int
+
+    @task
+    def pair(x: int) -> Pair:
+        return Pair(x, x)
+
+    @task
+    def show(s: str) -> str:
+        return s
+
+    with pytest.raises(CompileError, match="@dynamic"):
+
+        @workflow
+        def in_condition(x: int) -> str:
+            p = pair(x=x)
+            if p:
+                return show(s="yes")
+            return show(s="no")
+
+    with pytest.raises(CompileError, match="@dynamic"):
+
+        @workflow
+        def in_fstring(x: int) -> str:
+            return show(s=f"{pair(x=x)}")
+
+
+def test_composite_bindings_are_checked_against_the_input_type() -> None:
+    from engine import TypeMismatch, task, workflow
+
+    @task
+    def one(x: int) -> int:
+        return x
+
+    @task
+    def takes_pair(t: tuple[int, int]) -> int:
+        return sum(t)
+
+    @task
+    def takes_int_keys(d: dict[int, int]) -> int:
+        return len(d)
+
+    with pytest.raises(TypeMismatch, match=r"2 items.*given 1"):
+
+        @workflow
+        def short_tuple(x: int) -> int:
+            return takes_pair(t=[one(x=x)])
+
+    with pytest.raises(TypeMismatch, match="keys are not str"):
+
+        @workflow
+        def str_keys(x: int) -> int:
+            return takes_int_keys(d={"k": one(x=x)})
+
+
+def test_version_is_stable_across_processes_without_source() -> None:
+    """Code given on stdin has no source file: the code object is hashed, without memory addresses."""
+    import subprocess
+    import sys
+
+    script = (
+        "from engine import task, workflow\n"
+        "@task\n"
+        "def t(x: int) -> int:\n"
+        "    return sorted([x, 1], key=lambda v: -v)[0]\n"
+        "@workflow\n"
+        "def wf(x: int = 1) -> int:\n"
+        "    return t(x=x)\n"
+        "print(wf.spec.version)\n"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    ]
+    assert runs[0] == runs[1] and len(runs[0].strip()) == 64

@@ -277,3 +277,28 @@ async def test_recovering_a_running_execution_is_refused(eng: Engine, side_effec
     with pytest.raises(ExecutionNotFinished, match="still running"):
         await eng.recover(handle.execution_id)
     await eng.abort(handle.execution_id)
+
+
+async def test_an_engine_leaves_alone_executions_whose_code_it_lacks(make_engine: EngineFactory) -> None:
+    """Opening an engine for one workflow file must not take over (and fail) another file's runs."""
+    from datetime import UTC, datetime
+
+    import msgspec
+
+    from engine.events import ExecutionCreated
+
+    foreign_ref = msgspec.structs.replace(wf.diamond.spec.nodes[0].task, module="not_here_mod", qualname="add")
+    foreign = msgspec.structs.replace(
+        wf.diamond.spec, nodes=[msgspec.structs.replace(wf.diamond.spec.nodes[0], task=foreign_ref)]
+    )
+    async with make_engine() as eng:
+        created = ExecutionCreated(
+            execution_id="foreign-1", version=1, at=datetime.now(UTC), project="p", domain="d",
+            workflow="diamond", workflow_version="v", spec=foreign, inputs=wf.diamond.encode_inputs({"x": 1}),
+        )  # fmt: skip
+        await eng.store.append("foreign-1", 0, [created])
+        await eng.controller.resync()
+        await eng.controller.reconcile("foreign-1")
+        assert (await eng.get("foreign-1")).status == "created"  # untouched, not failed
+        mine = await eng.launch(wf.diamond, x=1)
+        assert await mine.outputs(timeout=30) == 8
