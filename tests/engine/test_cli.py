@@ -190,6 +190,21 @@ def test_bad_run_input_is_one_line_and_exit_2(cli: Cli, args: list[str], fragmen
     assert not (cli.state_dir / "events.db").exists()  # rejected before any store was opened
 
 
+def test_a_file_that_fails_to_import_is_one_line(cli: Cli) -> None:
+    broken = cli.flows.parent / "broken_flows.py"
+    broken.write_text("import no_such_module_for_slipstream\n")
+    assert_one_line_error(cli("run", f"{broken}:wf"), "broken_flows.py failed to import", "no_such_module")
+
+
+def test_bad_settings_are_one_line(cli: Cli, tmp_path: Path) -> None:
+    a_file = tmp_path / "not-a-dir"
+    a_file.write_text("")
+    assert_one_line_error(
+        cli("executions", "list", "--state-dir", str(a_file / "sub"), state=False), "state directory", "--state-dir"
+    )
+    assert_one_line_error(cli("executions", "list", "--postgres", "notadsn", state=False), "invalid Postgres DSN")
+
+
 def test_usage_errors_are_one_line(cli: Cli) -> None:
     assert_one_line_error(cli("run", cli.target("squares"), "--state-dir", state=False), "--state-dir")
     assert_one_line_error(cli("executions", "show"), "ID")
