@@ -268,6 +268,9 @@ class Controller:
                 await self.reconcile(execution_id)
             except ConcurrencyConflict:
                 self.queue.add_rate_limited(execution_id)
+            except StoreUnavailable as exc:  # an outage, not a bug: no traceback, retried with back-off
+                log.warning("round of execution %s postponed: %s", execution_id, exc)
+                self.queue.add_rate_limited(execution_id)
             except Exception:
                 log.exception("round of execution %s failed; backing off", execution_id)
                 self.queue.add_rate_limited(execution_id)
