@@ -124,7 +124,7 @@ class ExecutionDetails:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Nodes (map elements included) per phase."""
+        """Nodes per phase (map elements are summed up by their map node's ``size``/``succeeded``/...)."""
         result: dict[str, int] = {}
         for node in self.nodes:
             result[node.phase] = result.get(node.phase, 0) + 1
@@ -138,6 +138,8 @@ def details_of(state: ExecutionState) -> ExecutionDetails:
     status = {"created": "created", "running": "running"}.get(state.phase, state.phase)
     nodes = []
     for node in state.nodes.values():
+        if node.array_parent is not None:
+            continue  # a 100k-element map is one row with counters, not 100k rows
         array = state.arrays.get(node.node_id)
         nodes.append(
             NodeDetails(
@@ -497,9 +499,14 @@ class Engine:
                     await self.store.wait_for_changes(timeout=0.5)
 
     async def watch(self, execution_id: str, interval: float = 0.2) -> AsyncIterator[ExecutionDetails]:
-        """Yield the execution's details each time it changes, until it ends."""
+        """Yield the execution's details each time it changes, until it ends.
+
+        The log is folded once, then only its new tail at each change.
+        """
+        state = await self._state(execution_id)
         while True:
-            details = await self.get(execution_id)
+            ExecutionState.fold(await self.store.read(execution_id, after=state.version), state)
+            details = details_of(state)
             yield details
             if details.status in ("succeeded", "failed", "aborted"):
                 return
