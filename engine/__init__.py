@@ -16,12 +16,15 @@ __all__ = [
     "Dir",
     "Engine",
     "ExecutionAborted",
+    "ExecutionDetails",
     "ExecutionHandle",
     "ExecutionNotFinished",
     "ExecutionNotFound",
     "File",
+    "ExecutionSummary",
     "InvalidTransition",
     "NoTaskContext",
+    "NodeDetails",
     "Promise",
     "Resources",
     "SlipstreamError",
@@ -68,11 +71,14 @@ _LAZY: dict[str, str] = {
     "current_context": "engine._context",
     "Engine": "engine._engine",
     "ExecutionHandle": "engine._engine",
+    "ExecutionDetails": "engine._engine",
+    "NodeDetails": "engine._engine",
+    "ExecutionSummary": "engine.interfaces",
 }
 
 if TYPE_CHECKING:
     from engine._context import TaskContext, current_context
-    from engine._engine import Engine, ExecutionHandle
+    from engine._engine import Engine, ExecutionDetails, ExecutionHandle, NodeDetails
     from engine._errors import (
         CompileError,
         ConcurrencyConflict,
@@ -94,6 +100,7 @@ if TYPE_CHECKING:
     from engine._promise import Promise
     from engine._task import dynamic, task
     from engine._workflow import workflow
+    from engine.interfaces import ExecutionSummary
     from engine.models import Resources
 
 
