@@ -101,6 +101,37 @@ def run(
     raise typer.Exit(_run_async(body))
 
 
+@app.command()
+def serve(
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+    path: Annotated[
+        list[str] | None,
+        typer.Option("--path", help="A directory to import task modules from (repeatable)."),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Concurrent reconcile workers.")] = 8,
+) -> None:
+    """Run the control loop until interrupted.
+
+    Resumes every unfinished execution of the store whose tasks can be imported here, and runs
+    those that clients (`Engine(..., run_loop=False)`, other engines) launch. Several `serve`
+    processes may share one store: each execution is leased to one of them at a time.
+    """
+    for directory in reversed(path or []):
+        sys.path.insert(0, str(Path(directory).expanduser().resolve()))
+
+    async def body() -> int:
+        import anyio
+
+        async with _make_engine(state_dir, postgres, workers=workers):
+            where = "Postgres" if postgres else f"state dir {state_dir or '(default)'}"
+            _note(f"serving executions of {where} with {workers} workers; Ctrl-C to stop")
+            await anyio.sleep_forever()
+        return 0
+
+    raise typer.Exit(_run_async(body))
+
+
 @executions_app.command("list")
 def list_executions(
     project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
@@ -383,12 +414,12 @@ def parse_inputs(workflow: Workflow, args: Iterable[str]) -> dict[str, Any]:
 # -- engines ----------------------------------------------------------------------------------------
 
 
-def _make_engine(state_dir: str | None, postgres: str | None) -> Engine:
+def _make_engine(state_dir: str | None, postgres: str | None, **options: Any) -> Engine:
     from engine._engine import Engine
 
     if postgres:
-        return Engine.connect(postgres=postgres)
-    return Engine.embedded(state_dir)
+        return Engine.connect(postgres=postgres, **options)
+    return Engine.embedded(state_dir, **options)
 
 
 @asynccontextmanager
@@ -400,14 +431,10 @@ async def _open_engine(state_dir: str | None, postgres: str | None) -> AsyncIter
 
 @asynccontextmanager
 async def _open_store(state_dir: str | None, postgres: str | None) -> AsyncIterator[Engine]:
-    """An engine whose store is open but whose loop is not: reading and aborting must not resume
-    (and then abandon) the unfinished executions of the store."""
-    engine = _make_engine(state_dir, postgres)
-    await engine.store.start()
-    try:
+    """A client engine (no loop): reading and aborting must not resume (and then abandon) the
+    unfinished executions of the store."""
+    async with _make_engine(state_dir, postgres, run_loop=False) as engine:
         yield engine
-    finally:
-        await engine.store.close()
 
 
 async def _record_recovery(engine: Engine, execution_id: str) -> str:

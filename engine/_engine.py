@@ -220,7 +220,9 @@ class Engine:
 
     Build one with `Engine.embedded` (SQLite, local executor, zero set-up) or `Engine.connect`
     (Postgres). Leaving ``async with`` stops the loop cleanly; an engine opened on a store that
-    holds unfinished executions resumes them.
+    holds unfinished executions resumes them. With ``run_loop=False`` it is a client: it launches,
+    reads, aborts and recovers, and the executions run in the engines that run loops on the same
+    store (``slipstream serve``).
     """
 
     def __init__(
@@ -233,6 +235,7 @@ class Engine:
         default_executor: str = "local",
         resync_interval: float = 30.0,
         revisit_interval: float = 2.0,
+        run_loop: bool = True,
         id_factory: Callable[[], str] | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
@@ -243,6 +246,7 @@ class Engine:
         self._default_executor = default_executor
         self._resync_interval = resync_interval
         self._revisit_interval = revisit_interval
+        self._run_loop = run_loop
         self._id_factory = id_factory or (lambda: uuid.uuid4().hex[:20])
         self._clock = clock or (lambda: datetime.now(UTC))
         self._controller: Controller | None = None
@@ -312,6 +316,9 @@ class Engine:
         try:
             await self.store.start()
             stack.push_async_callback(self.store.close)
+            if not self._run_loop:
+                self._stack = stack
+                return self
             controller = Controller(
                 self.store,
                 self.executors,
@@ -387,7 +394,8 @@ class Engine:
         )
         await self.store.append(execution_id, 0, [created])
         self._workflows[spec.name] = workflow
-        self.controller.enqueue(execution_id)
+        if self._controller is not None:  # a client engine leaves it to the serving engines
+            self._controller.enqueue(execution_id)
         return ExecutionHandle(self, execution_id, workflow)
 
     def _check_executors(self, spec: WorkflowSpec) -> None:
