@@ -38,7 +38,7 @@ from engine.events import (
 from engine.interfaces import TaskKey, TaskRequest, TaskStatus
 from engine.models import ArrayNode, DynamicNode, ErrorInfo, SubworkflowNode, TaskNode, WorkflowSpec
 
-__all__ = ["Action", "Cancel", "Observations", "Plan", "PlannerConfig", "Submit", "plan_round"]
+__all__ = ["Action", "Cancel", "Observations", "Plan", "PlannerConfig", "Submit", "next_event", "plan_round"]
 
 _spec_decoder = msgspec.msgpack.Decoder(WorkflowSpec)
 
@@ -103,6 +103,27 @@ class Plan:
     wake_at: datetime | None = None
 
 
+def next_event(
+    state: ExecutionState,
+    execution_id: str,
+    at: datetime,
+    event_type: type[Event],
+    node_id: str = "",
+    attempt: int = 0,
+    **fields: Any,
+) -> Event:
+    """Make the event that follows ``state`` (numbered ``state.version + 1``) and apply it to ``state``.
+
+    Pure steps (the planner, recovery) build their events this way so that each one is checked
+    against the state it follows as it is made, and the next decision sees its effect.
+    """
+    event = event_type(
+        execution_id=execution_id, version=state.version + 1, at=at, node_id=node_id, attempt=attempt, **fields
+    )
+    state.apply(event)  # type: ignore[arg-type]
+    return event
+
+
 def plan_round(state: ExecutionState, observations: Observations, config: PlannerConfig | None = None) -> Plan:
     """Decide the next events and actions of one execution.
 
@@ -138,16 +159,9 @@ class _Round:
     # -- plumbing ------------------------------------------------------------------------------------
 
     def emit(self, event_type: type[Event], node_id: str = "", attempt: int = 0, **fields: Any) -> None:
-        event = event_type(
-            execution_id=self.state.execution_id,
-            version=self.state.version + 1,
-            at=self.now,
-            node_id=node_id,
-            attempt=attempt,
-            **fields,
+        self.events.append(
+            next_event(self.state, self.state.execution_id, self.now, event_type, node_id, attempt, **fields)
         )
-        self.state.apply(event)  # type: ignore[arg-type]
-        self.events.append(event)
 
     def wake(self, at: datetime) -> None:
         if self.wake_at is None or at < self.wake_at:

@@ -24,6 +24,7 @@ from engine.events import (
     NodeRecovered,
 )
 from engine.models import ArrayNode, DynamicNode, SubworkflowNode
+from propeller._planner import next_event
 
 __all__ = ["recovery_events"]
 
@@ -45,11 +46,7 @@ def recovery_events(source: ExecutionState, execution_id: str, now: datetime) ->
     events: list[Event] = []
 
     def emit(event_type: type[Event], node_id: str = "", attempt: int = 0, **fields: Any) -> None:
-        event = event_type(
-            execution_id=execution_id, version=target.version + 1, at=now, node_id=node_id, attempt=attempt, **fields
-        )
-        target.apply(event)  # type: ignore[arg-type]
-        events.append(event)
+        events.append(next_event(target, execution_id, now, event_type, node_id, attempt, **fields))
 
     emit(
         ExecutionCreated,
