@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import sys
 import tempfile
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -542,18 +542,5 @@ def run_locally(workflow: Workflow, inputs: dict[str, Any]) -> Any:
     except RuntimeError:
         return asyncio.run(main())
     # called from inside a running loop (a notebook, an async task): run on a thread of its own
-    result: list[Any] = []
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(asyncio.run(main()))
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=target, name="slipstream-local-run")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return result[0]
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="slipstream-local-run") as pool:
+        return pool.submit(asyncio.run, main()).result()

@@ -13,6 +13,7 @@ Isolation: `postgres_database` gives each test module a fresh database ``slipstr
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -20,7 +21,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Coroutine, Iterator
@@ -42,21 +42,8 @@ def run_blocking(coro: Coroutine[Any, Any, T]) -> T:
 
     Sync fixtures use this so they never touch the event loop pytest-asyncio gives the tests.
     """
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(asyncio.run(coro))
-        except BaseException as exc:
-            error.append(exc)
-
-    thread = threading.Thread(target=target, name="fixture-loop")
-    thread.start()
-    thread.join()
-    if error:
-        raise error[0]
-    return result[0]
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fixture-loop") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _require_services() -> bool:
@@ -107,20 +94,27 @@ def postgres_dsn() -> Iterator[str]:
     if _port_open("127.0.0.1", 5432) and run_blocking(_postgres_answers(DEFAULT_POSTGRES_DSN)):
         yield DEFAULT_POSTGRES_DSN
         return
+    with throwaway_postgres("no server found") as (server, _pgdata):
+        yield server.get_uri()
+
+
+@contextlib.contextmanager
+def throwaway_postgres(why: str) -> Iterator[tuple[Any, Path]]:
+    """A private Postgres (``pgserver``) and its data directory, deleted afterwards."""
     try:
         import pgserver
     except ImportError:
-        _unavailable("Postgres (no server found and the pgserver package is not installed)")
-        return
+        _unavailable(f"Postgres ({why}, and the pgserver package is not installed)")
+        raise AssertionError("unreachable") from None
     pgdata = Path(tempfile.mkdtemp(prefix="slipstream-pg-"))
     try:
         server = pgserver.get_server(pgdata, cleanup_mode="delete")
     except Exception as exc:
         shutil.rmtree(pgdata, ignore_errors=True)
-        _unavailable(f"Postgres (pgserver failed to start: {exc})")
-        return
+        _unavailable(f"Postgres ({why}; pgserver failed to start: {exc})")
+        raise AssertionError("unreachable") from None
     try:
-        yield server.get_uri()
+        yield server, pgdata
     finally:
         server.cleanup()
 

@@ -3,7 +3,6 @@ a running execution: nothing is lost, nothing is doubled, and the execution fini
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from engine import Engine
 from engine._errors import ConcurrencyConflict, StoreUnavailable
 from engine._postgres_store import PostgresEventStore
 from plugins.local import LocalExecutor
-from tests.conftest import _unavailable
+from tests.conftest import throwaway_postgres
 
 from . import _workflows as wf
 from .test_engine import assert_log_is_sane
@@ -26,25 +25,13 @@ Restart = Callable[[], None]
 @pytest.fixture(scope="module")
 def private_postgres() -> Iterator[tuple[str, Restart]]:
     """A Postgres of this module's own, and a function that restarts it (fast shutdown)."""
-    try:
+    with throwaway_postgres("a server this test may restart") as (server, pgdata):
         import pgserver
-    except ImportError:
-        _unavailable("pgserver (for a Postgres this test may restart)")
-        return
-    pgdata = Path(tempfile.mkdtemp(prefix="slipstream-restart-"))
-    try:
-        server = pgserver.get_server(pgdata, cleanup_mode="delete")
-    except Exception as exc:
-        _unavailable(f"a private Postgres (pgserver failed: {exc})")
-        return
 
-    def restart() -> None:
-        pgserver.pg_ctl(["-w", "restart", "-m", "fast"], pgdata=pgdata, user=server.system_user, timeout=60)
+        def restart() -> None:
+            pgserver.pg_ctl(["-w", "restart", "-m", "fast"], pgdata=pgdata, user=server.system_user, timeout=60)
 
-    try:
         yield server.get_uri(), restart
-    finally:
-        server.cleanup()
 
 
 async def append_until_it_lands(store: PostgresEventStore, eid: str, expected: int, events: list) -> None:
