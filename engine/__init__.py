@@ -71,14 +71,15 @@ _LAZY: dict[str, str] = {
     "current_context": "engine._context",
     "Engine": "engine._engine",
     "ExecutionHandle": "engine._engine",
-    "ExecutionDetails": "engine._engine",
-    "NodeDetails": "engine._engine",
+    "ExecutionDetails": "engine._details",
+    "NodeDetails": "engine._details",
     "ExecutionSummary": "engine.interfaces",
 }
 
 if TYPE_CHECKING:
     from engine._context import TaskContext, current_context
-    from engine._engine import Engine, ExecutionDetails, ExecutionHandle, NodeDetails
+    from engine._details import ExecutionDetails, NodeDetails
+    from engine._engine import Engine, ExecutionHandle
     from engine._errors import (
         CompileError,
         ConcurrencyConflict,

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 if TYPE_CHECKING:
-    from engine._engine import Engine, ExecutionDetails, ExecutionHandle
+    from engine._details import ExecutionDetails
+    from engine._engine import Engine, ExecutionHandle
     from engine._workflow import Workflow
     from engine.models import WorkflowSpec
 

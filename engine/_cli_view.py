@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from engine._engine import ExecutionDetails, NodeDetails
+    from engine._details import ExecutionDetails, NodeDetails
     from engine.events import AnyEvent
     from engine.interfaces import ExecutionSummary
 
