@@ -3,6 +3,7 @@ same however they are split, every event survives encode/decode, and impossible 
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -169,3 +170,68 @@ def test_apply_is_constant_time_on_a_wide_map() -> None:
 
     small, large = per_event(200), per_event(20_000)
     assert large < small * 5  # generous: the point is O(1), not O(n), per event
+
+
+SUB = WorkflowSpec(
+    name="sub",
+    inputs=[],
+    outputs=out(),
+    nodes=[task_node("a", x=LiteralBinding(lit(1))), task_node("b", x=OutputRef("a", "o0"))],
+    output_bindings={"o0": OutputRef("b", "o0")},
+)
+
+
+@st.composite
+def workflows_with_subworkflows(draw: st.DrawFn) -> WorkflowSpec:
+    from engine.models import SubworkflowNode
+
+    base = draw(workflows())
+    nodes = list(base.nodes[:-1])  # keep the sink last
+    for index in range(draw(st.integers(0, 2))):
+        nodes.append(SubworkflowNode(id=f"sw{index}", workflow="sub", inputs={}, interface_outputs=out()))
+    sink = task_node("sink", xs=ListBinding([OutputRef(node.id, "o0") for node in nodes]))
+    return msgspec.structs.replace(
+        base,
+        nodes=[*nodes, sink],
+        subworkflows={
+            "sub": msgspec.structs.replace(
+                SUB, failure_policy=draw(st.sampled_from(["fail_fast", "finish_executable"]))
+            )
+        },
+        max_parallelism=draw(st.sampled_from([None, 1, 2])),
+    )
+
+
+def terminating_behaviour(data: st.DataObject):
+    """Every attempt ends (no hangs): succeeds, or fails as a user, system or permanent error."""
+
+    def behave(request: TaskRequest) -> TaskStatus:
+        outcome = data.draw(st.sampled_from(["ok", "ok", "ok", "user", "system", "fatal"]), label=request.key.node_id)
+        if outcome in ("user", "system", "fatal"):
+            kind = "system" if outcome == "system" else "user"
+            return TaskStatus(phase="failed", error=ErrorInfo(kind=kind, message=outcome, retryable=outcome != "fatal"))
+        if request.kind == "dynamic":
+            return TaskStatus(phase="succeeded", dynamic_spec=lit(CHILD))
+        return add_one(request)
+
+    return behave
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=workflows_with_subworkflows(), data=st.data())
+def test_every_execution_whose_attempts_end_terminates(spec: WorkflowSpec, data: st.DataObject) -> None:
+    """Liveness and safety: the planner never gets stuck, never succeeds a node twice, and leaves
+    nothing running once the execution ends."""
+    sim = Sim(spec, behaviour=terminating_behaviour(data), config=PlannerConfig(retry_delay=0))
+    state = sim.run(max_rounds=300)
+    assert state.is_terminal, f"stuck after {sim.rounds} rounds: {state.counts()}"
+    succeeded = [e.node_id for e in sim.events if type(e).__name__ == "NodeSucceeded"]
+    assert len(succeeded) == len(set(succeeded))
+    assert not sim.in_flight  # every attempt ended or was cancelled
+    if state.phase == "succeeded":
+        assert all(
+            node.phase == "succeeded"
+            for node in state.nodes.values()
+            if node.array_parent is None and node.scope is not None and node.scope.owner is None
+        )
+    assert ExecutionState.fold(sim.events) == state
