@@ -35,3 +35,16 @@ def test_import_engine_is_fast() -> None:
     ]
     assert cumulative, out.stderr[-2000:]
     assert cumulative[0] < 200_000, f"import engine took {cumulative[0] / 1e6:.3f} s"
+
+
+def test_the_loop_and_the_embedded_engine_import_no_server_client() -> None:
+    """propeller, catalog and plugins, and an embedded engine (SQLite, local executor) need none of
+    Ray, asyncpg or nats: a user without those servers can run workflows."""
+    code = (
+        "import sys, tempfile, propeller, catalog, plugins, plugins.local, engine._engine, engine._sqlite_store;"
+        "from engine import Engine;"
+        "Engine.embedded(tempfile.mkdtemp());"
+        "print(sorted(m for m in ('ray', 'asyncpg', 'nats') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, timeout=60)
+    assert out.stdout.strip() == "[]"
