@@ -33,9 +33,9 @@ from engine._errors import ConcurrencyConflict, ConfigError, StoreUnavailable
 from engine._store_common import (
     ProjectionChange,
     decode_cursor,
-    encode_cursor,
     load_migrations,
     normalize_statuses,
+    page_of,
     plan_projection,
 )
 from engine.interfaces import (
@@ -471,10 +471,7 @@ class PostgresEventStore(EventStore):
             + (" WHERE " + " AND ".join(where) if where else "")
             + f" ORDER BY created_at DESC, execution_id DESC LIMIT {arg(limit + 1)}"
         )
-        rows = await self._fetch(query, *args)
-        items = [_summary(r) for r in rows[:limit]]
-        next_cursor = encode_cursor(items[-1].created_at, items[-1].execution_id) if len(rows) > limit else None
-        return ExecutionPage(items=items, next_cursor=next_cursor)
+        return page_of([_summary(r) for r in await self._fetch(query, *args)], limit)
 
     # --- change notifications ------------------------------------------------------------------------
 

@@ -23,10 +23,10 @@ from engine._leases import FileLeases
 from engine._store_common import (
     ProjectionChange,
     decode_cursor,
-    encode_cursor,
     from_micros,
     load_migrations,
     normalize_statuses,
+    page_of,
     plan_projection,
     to_micros,
 )
@@ -269,10 +269,7 @@ class SqliteEventStore(EventStore):
         def read(conn: sqlite3.Connection) -> list[ExecutionSummary]:
             return [_summary(row) for row in conn.execute(query, args)]
 
-        rows = await self._run(read)
-        items = rows[:limit]
-        next_cursor = encode_cursor(items[-1].created_at, items[-1].execution_id) if len(rows) > limit else None
-        return ExecutionPage(items=items, next_cursor=next_cursor)
+        return page_of(await self._run(read), limit)
 
     # --- change notifications --------------------------------------------------------------------
 

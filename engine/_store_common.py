@@ -14,7 +14,14 @@ from typing import Literal
 
 import msgspec
 
-from engine.interfaces import ExecutionStatus, StoredEvent, status_after, summary_fields
+from engine.interfaces import (
+    ExecutionPage,
+    ExecutionStatus,
+    ExecutionSummary,
+    StoredEvent,
+    status_after,
+    summary_fields,
+)
 
 __all__ = [
     "Migration",
@@ -24,6 +31,7 @@ __all__ = [
     "from_micros",
     "load_migrations",
     "normalize_statuses",
+    "page_of",
     "plan_projection",
     "to_micros",
 ]
@@ -103,6 +111,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
             f"invalid list cursor {cursor!r}: pass back the next_cursor of a previous page unchanged"
         ) from exc
     return from_micros(micros), execution_id
+
+
+def page_of(rows: list[ExecutionSummary], limit: int) -> ExecutionPage:
+    """A page from a query that fetched ``limit + 1`` rows: the extra row only says a next page exists."""
+    items = rows[:limit]
+    next_cursor = encode_cursor(items[-1].created_at, items[-1].execution_id) if len(rows) > limit else None
+    return ExecutionPage(items=items, next_cursor=next_cursor)
 
 
 def normalize_statuses(status: ExecutionStatus | Sequence[ExecutionStatus] | None) -> list[str] | None:

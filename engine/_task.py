@@ -245,6 +245,23 @@ def _caller_locals(depth: int) -> dict[str, Any] | None:
     return None if frame.f_code.co_name == "<module>" else dict(frame.f_locals)
 
 
+def _decorator(
+    fn: Callable[..., Any] | None, *, is_dynamic: bool, options: dict[str, Any]
+) -> Task | Callable[[Callable[..., Any]], Task]:
+    """``@task``/``@dynamic`` used bare (``fn`` given) or with options (return the decorator).
+
+    Type hints are resolved in the namespace of the code applying the decorator: two frames up when
+    called bare from ``task``/``dynamic``, one frame up from ``decorate``.
+    """
+    if fn is not None:
+        return Task(fn, is_dynamic=is_dynamic, localns=_caller_locals(2), **options)
+
+    def decorate(f: Callable[..., Any]) -> Task:
+        return Task(f, is_dynamic=is_dynamic, localns=_caller_locals(1), **options)
+
+    return decorate
+
+
 @overload
 def task(fn: Callable[..., Any], /) -> Task: ...
 @overload
@@ -307,13 +324,7 @@ def task(
         executor=executor,
         secrets=secrets,
     )
-    if fn is not None:
-        return Task(fn, localns=_caller_locals(1), **options)
-
-    def decorate(f: Callable[..., Any]) -> Task:
-        return Task(f, localns=_caller_locals(1), **options)
-
-    return decorate
+    return _decorator(fn, is_dynamic=False, options=options)
 
 
 @overload
@@ -381,10 +392,4 @@ def dynamic(
         executor=executor,
         secrets=secrets,
     )
-    if fn is not None:
-        return Task(fn, is_dynamic=True, localns=_caller_locals(1), **options)
-
-    def decorate(f: Callable[..., Any]) -> Task:
-        return Task(f, is_dynamic=True, localns=_caller_locals(1), **options)
-
-    return decorate
+    return _decorator(fn, is_dynamic=True, options=options)

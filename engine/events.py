@@ -8,14 +8,12 @@ else should encode an event.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 import msgspec
 
 from engine.models import ErrorInfo, WorkflowSpec
 
 __all__ = [
-    "EXECUTION_EVENT_KINDS",
     "TERMINAL_EXECUTION_KINDS",
     "AnyEvent",
     "ArrayExpanded",
@@ -162,12 +160,7 @@ AnyEvent = (
     | ArrayExpanded
 )
 
-EXECUTION_EVENT_KINDS: frozenset[str] = frozenset(
-    {"ExecutionCreated", "ExecutionStarted", "ExecutionSucceeded", "ExecutionFailed", "ExecutionAborted"}
-)
 TERMINAL_EXECUTION_KINDS: frozenset[str] = frozenset({"ExecutionSucceeded", "ExecutionFailed", "ExecutionAborted"})
-
-ExecutionStatus = Literal["created", "running", "succeeded", "failed", "aborted"]
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _msgpack_decoder = msgspec.msgpack.Decoder(AnyEvent)

@@ -147,6 +147,9 @@ class Controller:
         # of the log first. Every other round trusts the cache, because the append's expected
         # version check turns any write it missed into a ConcurrencyConflict and a fresh load.
         self._stale: set[str] = set()
+        # executions whose task code this process lacks: left to other engines, and not re-read
+        # at every wake-up of the store watcher only to be declined again
+        self._declined: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
 
@@ -215,7 +218,8 @@ class Controller:
         while True:
             page = await self.store.list_executions(status=["created", "running"], limit=500, cursor=cursor)
             for summary in page.items:
-                self.refresh(summary.execution_id)
+                if summary.execution_id not in self._declined:
+                    self.refresh(summary.execution_id)
             cursor = page.next_cursor
             if cursor is None:
                 return
@@ -255,7 +259,8 @@ class Controller:
                 await anyio.sleep(1.0)
                 continue
             for summary in page.items:
-                self.enqueue(summary.execution_id)
+                if summary.execution_id not in self._declined:
+                    self.enqueue(summary.execution_id)
             await anyio.sleep(self.watch_pause)
 
     async def _worker(self) -> None:
@@ -301,6 +306,8 @@ class Controller:
             return
         state, fresh = await self._load(execution_id)
         if state is None or (fresh and not self._can_run(state)):
+            if state is not None:
+                self._declined.add(execution_id)
             self._cache.pop(execution_id, None)
             await self.store.release(execution_id)
             return

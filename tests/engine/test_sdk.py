@@ -448,3 +448,28 @@ def test_file_and_dir(tmp_path: Path) -> None:
     assert from_literal(to_literal(f, File), File) == f
     d = Dir(tmp_path)
     assert [Path(x.path).name for x in d.files()] == ["a.txt", "b.txt"]
+
+
+def test_types_local_to_a_function_resolve_for_every_decorator_form() -> None:
+    """Hints name a class defined in the enclosing function: bare, with options, and @dynamic."""
+    import dataclasses
+
+    from engine import dynamic
+
+    @dataclasses.dataclass
+    class Local:
+        a: int
+
+    @task
+    def bare(x: Local) -> Local:
+        return x
+
+    @task(retries=1)
+    def with_options(x: Local) -> Local:
+        return x
+
+    @dynamic
+    def dyn(x: Local) -> int:
+        return x.a
+
+    assert [t.interface.inputs["x"].type for t in (bare, with_options, dyn)] == [Local, Local, Local]
