@@ -9,7 +9,7 @@
   bare table with the same columns and unique key; SQLite ``executemany`` in one transaction into
   such a table. ``ratio_to_baseline`` = store rate / baseline rate.
 - read + fold: read the whole log back through ``read_all`` (pages of 10,000), decode, and fold
-  each execution with ``engine._state.ExecutionState`` (when importable; else decode only, noted as
+  each execution with ``engine.state.ExecutionState`` (when importable; else decode only, noted as
   ``fold: "unavailable"``). Also per-execution ``read`` + fold for a sample of executions (one query
   each: latency-bound), and the fold alone over already-decoded events.
   Baseline: fetching the same payloads without decoding.
@@ -156,9 +156,9 @@ def make_round(executions: int, events: int) -> list[tuple[str, int, Sequence[Ev
 
 
 def find_folder() -> tuple[Folder | None, str]:
-    """The fold over one execution's events, if ``engine._state`` exists yet."""
+    """The fold over one execution's events, if ``engine.state`` exists yet."""
     try:
-        from engine._state import ExecutionState
+        from engine.state import ExecutionState
     except ImportError as exc:
         return None, f"unavailable ({exc})"
 
@@ -168,7 +168,7 @@ def find_folder() -> tuple[Folder | None, str]:
             state = state.apply(event)
         return state
 
-    return fold, "engine._state.ExecutionState.apply"
+    return fold, "engine.state.ExecutionState.apply"
 
 
 # --- measurements --------------------------------------------------------------------------------

@@ -44,19 +44,19 @@ __all__ = [
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
-    "CompileError": "engine._errors",
-    "ConcurrencyConflict": "engine._errors",
-    "ConfigError": "engine._errors",
-    "ExecutionAborted": "engine._errors",
-    "ExecutionNotFinished": "engine._errors",
-    "ExecutionNotFound": "engine._errors",
-    "InvalidTransition": "engine._errors",
-    "NoTaskContext": "engine._errors",
-    "SlipstreamError": "engine._errors",
-    "StoreUnavailable": "engine._errors",
-    "TaskFailed": "engine._errors",
-    "TypeMismatch": "engine._errors",
-    "UnknownInput": "engine._errors",
+    "CompileError": "engine.errors",
+    "ConcurrencyConflict": "engine.errors",
+    "ConfigError": "engine.errors",
+    "ExecutionAborted": "engine.errors",
+    "ExecutionNotFinished": "engine.errors",
+    "ExecutionNotFound": "engine.errors",
+    "InvalidTransition": "engine.errors",
+    "NoTaskContext": "engine.errors",
+    "SlipstreamError": "engine.errors",
+    "StoreUnavailable": "engine.errors",
+    "TaskFailed": "engine.errors",
+    "TypeMismatch": "engine.errors",
+    "UnknownInput": "engine.errors",
     "Resources": "engine.models",
     "File": "engine._files",
     "Dir": "engine._files",
@@ -80,7 +80,13 @@ if TYPE_CHECKING:
     from engine._context import TaskContext, current_context
     from engine._details import ExecutionDetails, NodeDetails
     from engine._engine import Engine, ExecutionHandle
-    from engine._errors import (
+    from engine._files import Dir, File
+    from engine._literals import from_literal, to_literal
+    from engine._map import map_task
+    from engine._promise import Promise
+    from engine._task import dynamic, task
+    from engine._workflow import workflow
+    from engine.errors import (
         CompileError,
         ConcurrencyConflict,
         ConfigError,
@@ -95,12 +101,6 @@ if TYPE_CHECKING:
         TypeMismatch,
         UnknownInput,
     )
-    from engine._files import Dir, File
-    from engine._literals import from_literal, to_literal
-    from engine._map import map_task
-    from engine._promise import Promise
-    from engine._task import dynamic, task
-    from engine._workflow import workflow
     from engine.interfaces import ExecutionSummary
     from engine.models import Resources
 

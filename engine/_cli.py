@@ -299,8 +299,8 @@ def load_workflow(target: str) -> Workflow:
     Raises:
         BadInput: no ``:WORKFLOW``, the file is missing, or it holds no such workflow.
     """
-    from engine._errors import SlipstreamError
     from engine._workflow import Workflow
+    from engine.errors import SlipstreamError
 
     if target.startswith("-"):
         raise BadInput(
@@ -523,7 +523,7 @@ async def _follow_and_report(engine: Engine, handle: ExecutionHandle, mode: Prog
     """Follow the execution, then print its outputs (0) or its failure (1)."""
     import msgspec
 
-    from engine._errors import ExecutionAborted, TaskFailed
+    from engine.errors import ExecutionAborted, TaskFailed
 
     details = await _follow(engine, handle.execution_id, mode)
     value: Any = None
@@ -632,7 +632,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str] | None) -> int:
-    from engine._errors import CompileError, ConfigError, ExecutionNotFound, SlipstreamError
+    from engine.errors import CompileError, ConfigError, ExecutionNotFound, SlipstreamError
 
     command = typer.main.get_command(app)
     try:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from engine._errors import CompileError, TypeMismatch, UnknownInput
 from engine._literals import to_literal
 from engine._promise import NodeOutputs, Promise
 from engine._types import (
@@ -29,6 +28,7 @@ from engine._types import (
     sequence_kind,
     type_repr,
 )
+from engine.errors import CompileError, TypeMismatch, UnknownInput
 from engine.models import (
     ArrayNode,
     Binding,

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import msgspec
 
-from engine._errors import NoTaskContext
+from engine.errors import NoTaskContext
 
 __all__ = ["NoTaskContext", "TaskContext", "bind_context", "current_context", "read_secrets"]
 

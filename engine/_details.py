@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from engine._state import ExecutionState
 from engine.models import ErrorInfo
+from engine.state import ExecutionState
 
 __all__ = ["ExecutionDetails", "NodeDetails", "details_of"]
 

@@ -20,7 +20,7 @@ import anyio
 import msgspec
 
 from engine._details import ExecutionDetails, details_of
-from engine._errors import (
+from engine.errors import (
     ConcurrencyConflict,
     ConfigError,
     ExecutionAborted,
@@ -28,11 +28,11 @@ from engine._errors import (
     ExecutionNotFound,
     TaskFailed,
 )
-from engine._state import ExecutionState
 from engine.events import AnyEvent, ExecutionCreated
 from engine.events import ExecutionAborted as ExecutionAbortedEvent
 from engine.interfaces import EventStore, ExecutionSummary, Executor
 from engine.models import ErrorInfo, SubworkflowNode, WorkflowSpec
+from engine.state import ExecutionState
 
 if TYPE_CHECKING:
     from engine._workflow import Workflow

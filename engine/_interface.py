@@ -8,9 +8,9 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from engine._errors import CompileError, TypeMismatch
 from engine._literals import check_type, to_literal
 from engine._types import is_optional, normalize_type, type_repr, unsupported_leaves
+from engine.errors import CompileError, TypeMismatch
 from engine.models import TypedName
 
 __all__ = ["InputSpec", "Interface", "interface_of", "outputs_of"]

@@ -7,8 +7,8 @@ A literal is what the planner moves between nodes without decoding it. Two rules
   normalised through their declared type first (``1`` declared ``float`` is written as ``1.0``).
 * **Structural.** ``to_literal([a, b], list[T])`` is a msgpack array whose items are exactly
   ``to_literal(a, T)`` and ``to_literal(b, T)``, and ``None`` is msgpack nil (``b"\\xc0"``). The planner
-  splits map outputs and assembles ``ListBinding``s by byte surgery (``split_list_literal`` /
-  ``join_list_literal``). Hence values of unsupported types are cloudpickled *per leaf*, as a msgpack
+  splits map outputs and assembles ``ListBinding``s by byte surgery (``engine.literals``).
+  Hence values of unsupported types are cloudpickled *per leaf*, as a msgpack
   extension, never a whole container at once.
 """
 
@@ -19,12 +19,10 @@ import decimal
 import functools
 import typing
 import uuid
-from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
-from engine._errors import CompileError, TypeMismatch
 from engine._types import (
     is_assignable,
     is_optional,
@@ -32,6 +30,7 @@ from engine._types import (
     normalize_type,
     type_repr,
 )
+from engine.errors import CompileError, TypeMismatch
 
 __all__ = [
     "PICKLE_EXT_CODE",
@@ -40,10 +39,7 @@ __all__ = [
     "is_assignable",
     "is_optional",
     "is_supported",
-    "join_dict_literal",
-    "join_list_literal",
     "normalize_type",
-    "split_list_literal",
     "to_literal",
     "type_repr",
 ]
@@ -210,46 +206,3 @@ def from_literal(data: bytes, tp: Any) -> Any:
         return _decoder_for(tp).decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise TypeMismatch(f"literal does not hold a {type_repr(tp)}: {exc}") from None
-
-
-def split_list_literal(data: bytes) -> list[bytes]:
-    """Split the literal of a list into the literals of its items, without decoding them.
-
-    Args:
-        data: the literal of a ``list[T]`` (or tuple).
-
-    Returns:
-        One literal per item, in order.
-
-    Raises:
-        TypeMismatch: ``data`` is not a msgpack array.
-    """
-    try:
-        items = msgspec.msgpack.decode(data, type=list[msgspec.Raw])
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise TypeMismatch(f"literal is not a list: {exc}") from None
-    return [bytes(item) for item in items]
-
-
-def join_list_literal(items: Iterable[bytes]) -> bytes:
-    """Assemble the literal of a list from the literals of its items.
-
-    Args:
-        items: one literal per item.
-
-    Returns:
-        The literal of the list (a msgpack array holding the items verbatim).
-    """
-    return _ENCODER.encode([msgspec.Raw(item) for item in items])
-
-
-def join_dict_literal(items: dict[str, bytes]) -> bytes:
-    """Assemble the literal of a ``dict[str, T]`` from the literals of its values (keys sorted).
-
-    Args:
-        items: one literal per key.
-
-    Returns:
-        The literal of the dict, canonical like every literal.
-    """
-    return _ENCODER.encode({key: msgspec.Raw(items[key]) for key in sorted(items)})

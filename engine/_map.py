@@ -6,8 +6,8 @@ import functools
 from typing import Any
 
 from engine._compiler import current_context
-from engine._errors import CompileError, UnknownInput
 from engine._task import Task
+from engine.errors import CompileError, UnknownInput
 
 __all__ = ["MapTask", "map_task"]
 

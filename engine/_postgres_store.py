@@ -29,7 +29,6 @@ from typing import Any
 
 import asyncpg
 
-from engine._errors import ConcurrencyConflict, ConfigError, StoreUnavailable
 from engine._store_common import (
     ProjectionChange,
     decode_cursor,
@@ -38,6 +37,7 @@ from engine._store_common import (
     page_of,
     plan_projection,
 )
+from engine.errors import ConcurrencyConflict, ConfigError, StoreUnavailable
 from engine.interfaces import (
     EventStore,
     ExecutionPage,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from engine._errors import CompileError
 from engine._types import type_repr
+from engine.errors import CompileError
 
 if TYPE_CHECKING:
     from engine._compiler import CompileContext

@@ -7,10 +7,10 @@ import importlib
 from typing import Any
 
 from engine._compiler import CompileContext
-from engine._errors import CompileError, ConfigError, TypeMismatch, UnknownInput
 from engine._literals import from_literal, to_literal
 from engine._task import Task
 from engine._workflow import Workflow
+from engine.errors import CompileError, ConfigError, TypeMismatch, UnknownInput
 from engine.models import TaskRef, WorkflowSpec
 
 __all__ = ["decode_inputs", "encode_outputs", "expand_dynamic", "load_task", "load_workflow"]

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from engine._errors import ConcurrencyConflict, ConfigError, StoreUnavailable
 from engine._leases import FileLeases
 from engine._store_common import (
     ProjectionChange,
@@ -30,6 +29,7 @@ from engine._store_common import (
     plan_projection,
     to_micros,
 )
+from engine.errors import ConcurrencyConflict, ConfigError, StoreUnavailable
 from engine.interfaces import EventStore, ExecutionPage, ExecutionStatus, ExecutionSummary, StoredEvent
 
 __all__ = ["SqliteEventStore"]

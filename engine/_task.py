@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, overload
 
 from engine._compiler import current_context
-from engine._errors import CompileError
 from engine._interface import Interface, interface_of
+from engine.errors import CompileError
 from engine.models import Resources, TaskOptions, TaskRef
 
 __all__ = ["Task", "dynamic", "dynamic_source_hash", "source_hash", "task"]

@@ -229,8 +229,8 @@ def is_assignable(source_tp: Any, target_tp: Any) -> bool:
 
 
 def _value_fits(value: Any, tp: Any) -> bool:
-    from engine._errors import CompileError
     from engine._literals import to_literal
+    from engine.errors import CompileError
 
     try:
         to_literal(value, tp)

@@ -9,12 +9,12 @@ from typing import Any, overload
 import msgspec
 
 from engine._compiler import CompileContext, current_context
-from engine._errors import CompileError, TypeMismatch, UnknownInput
 from engine._interface import Interface, interface_of
 from engine._literals import from_literal, to_literal
 from engine._promise import Promise
 from engine._task import _caller_locals
 from engine._types import is_optional, strip_optional, type_repr
+from engine.errors import CompileError, TypeMismatch, UnknownInput
 
 __all__ = ["Workflow", "workflow"]
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from engine._context import TaskContext, bind_context, read_secrets
-from engine._errors import CompileError
+from engine.errors import CompileError
 from engine.interfaces import Executor, TaskKey, TaskRequest, TaskStatus
 from engine.models import ErrorInfo, TaskRef
 

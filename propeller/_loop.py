@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 
 import anyio
 
-from engine._errors import ConcurrencyConflict, ConfigError, SlipstreamError, StoreUnavailable
-from engine._state import ExecutionState
+from engine.errors import ConcurrencyConflict, ConfigError, SlipstreamError, StoreUnavailable
 from engine.events import Event
 from engine.interfaces import EventStore, Executor, TaskKey, TaskStatus
 from engine.models import ErrorInfo, SubworkflowNode
+from engine.state import ExecutionState
 from propeller._planner import Cancel, Observations, PlannerConfig, Submit, plan_round
 from propeller._queue import QueueShutDown, WorkQueue
 

@@ -20,8 +20,6 @@ from typing import Any
 
 import msgspec
 
-from engine._literals import join_list_literal, split_list_literal
-from engine._state import NIL_LITERAL, ExecutionState, NodeState
 from engine.events import (
     ArrayExpanded,
     DynamicExpanded,
@@ -36,7 +34,9 @@ from engine.events import (
     NodeSucceeded,
 )
 from engine.interfaces import TaskKey, TaskRequest, TaskStatus
+from engine.literals import NIL_LITERAL, join_list_literal, split_list_literal
 from engine.models import ArrayNode, DynamicNode, ErrorInfo, SubworkflowNode, TaskNode, WorkflowSpec
+from engine.state import ExecutionState, NodeState
 
 __all__ = ["Action", "Cancel", "Observations", "Plan", "PlannerConfig", "Submit", "next_event", "plan_round"]
 

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-from engine._errors import SlipstreamError
+from engine.errors import SlipstreamError
 from propeller._clock import Clock, MonotonicClock
 
 __all__ = ["DEFAULT_BASE_DELAY", "DEFAULT_MAX_DELAY", "QueueShutDown", "WorkQueue"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from engine._state import ExecutionState, NodeState
 from engine.events import (
     ArrayExpanded,
     DynamicExpanded,
@@ -24,6 +23,7 @@ from engine.events import (
     NodeRecovered,
 )
 from engine.models import ArrayNode, DynamicNode, SubworkflowNode
+from engine.state import ExecutionState, NodeState
 from propeller._planner import next_event
 
 __all__ = ["recovery_events"]

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from engine._context import NoTaskContext, TaskContext, bind_context, current_context, read_secrets
-from engine._errors import SlipstreamError
+from engine.errors import SlipstreamError
 
 
 def make(node: str = "train", attempt: int = 1) -> TaskContext:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine._state import ExecutionState
 from engine.events import NodeSucceeded
+from engine.state import ExecutionState
 
 from .conftest import runs
 from .test_engine import assert_log_is_sane

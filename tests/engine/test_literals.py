@@ -23,11 +23,10 @@ from engine._literals import (
     from_literal,
     is_assignable,
     is_supported,
-    join_list_literal,
-    split_list_literal,
     to_literal,
     type_repr,
 )
+from engine.literals import join_list_literal, split_list_literal
 
 
 @dataclasses.dataclass

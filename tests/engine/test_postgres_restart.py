@@ -10,8 +10,8 @@ import anyio
 import pytest
 
 from engine import Engine
-from engine._errors import ConcurrencyConflict, StoreUnavailable
 from engine._postgres_store import PostgresEventStore
+from engine.errors import ConcurrencyConflict, StoreUnavailable
 from plugins.local import LocalExecutor
 from tests.conftest import throwaway_postgres
 

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from engine._errors import ConcurrencyConflict, StoreUnavailable
 from engine._postgres_store import PostgresEventStore
 from engine._store_common import load_migrations
+from engine.errors import ConcurrencyConflict, StoreUnavailable
 from engine.events import NodeQueued, encode_event
 from tests.engine.test_store_contract import T0, created, lifecycle, new_id, queued
 

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine._errors import InvalidTransition
-from engine._state import ExecutionState
+from engine.errors import InvalidTransition
 from engine.events import (
     ExecutionStarted,
     NodeQueued,
@@ -21,6 +20,7 @@ from engine.events import (
 )
 from engine.interfaces import TaskRequest, TaskStatus
 from engine.models import ErrorInfo, ListBinding, WorkflowSpec
+from engine.state import ExecutionState
 from propeller._planner import PlannerConfig
 from tests.propeller._sim import (
     T0,

@@ -13,9 +13,9 @@ import anyio
 import asyncpg
 import pytest
 
-from engine._errors import ConcurrencyConflict
 from engine._postgres_store import PostgresEventStore
 from engine._sqlite_store import SqliteEventStore
+from engine.errors import ConcurrencyConflict
 from engine.events import (
     Event,
     ExecutionCreated,

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from engine._state import ExecutionState
 from engine.events import Event, ExecutionCreated
 from engine.interfaces import TaskKey, TaskRequest, TaskStatus
 from engine.models import (
@@ -26,6 +25,7 @@ from engine.models import (
     TypedName,
     WorkflowSpec,
 )
+from engine.state import ExecutionState
 from propeller._planner import Cancel, Observations, PlannerConfig, Submit, plan_round
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -16,10 +16,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from engine._state import ExecutionState
 from engine.events import AnyEvent
 from engine.interfaces import TaskRequest, TaskStatus
 from engine.models import ErrorInfo, SubworkflowNode, TaskOptions, WorkflowSpec
+from engine.state import ExecutionState
 from propeller._planner import PlannerConfig
 
 from ._sim import (

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from engine._errors import ConcurrencyConflict
 from engine._sqlite_store import SqliteEventStore
+from engine.errors import ConcurrencyConflict
 from engine.events import Event, ExecutionCreated, ExecutionStarted
 from engine.models import WorkflowSpec
 from propeller._loop import _GroupCommit

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from engine._state import ExecutionState
 from engine.events import NodeSucceeded
 from engine.interfaces import TaskRequest, TaskStatus
 from engine.models import ErrorInfo, ListBinding, SubworkflowNode, WorkflowSpec
+from engine.state import ExecutionState
 from propeller._planner import PlannerConfig
 
 from ._sim import (
@@ -365,7 +365,7 @@ def test_stale_completion_is_ignored() -> None:
 
 @pytest.mark.parametrize("bad_version", [0, 5])
 def test_out_of_order_event_is_an_invalid_transition(bad_version: int) -> None:
-    from engine._errors import InvalidTransition
+    from engine.errors import InvalidTransition
     from engine.events import ExecutionStarted
 
     sim = Sim(diamond())

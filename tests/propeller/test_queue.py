@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import propeller
-from engine._errors import SlipstreamError
+from engine.errors import SlipstreamError
 from propeller import Clock, FakeClock, MonotonicClock, QueueShutDown, WorkQueue
 
 

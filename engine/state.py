@@ -21,8 +21,7 @@ from typing import Literal
 
 import msgspec
 
-from engine._errors import InvalidTransition
-from engine._literals import join_dict_literal, join_list_literal, split_list_literal
+from engine.errors import InvalidTransition
 from engine.events import (
     AnyEvent,
     ArrayExpanded,
@@ -40,6 +39,7 @@ from engine.events import (
     NodeSkipped,
     NodeSucceeded,
 )
+from engine.literals import NIL_LITERAL, join_dict_literal, join_list_literal, split_list_literal
 from engine.models import (
     ArrayNode,
     Binding,
@@ -59,7 +59,6 @@ from engine.models import (
 )
 
 __all__ = [
-    "NIL_LITERAL",
     "ArrayState",
     "ExecutionState",
     "NodePhase",
@@ -79,7 +78,6 @@ NodePhase = Literal[
     "skipped",
 ]
 TERMINAL_NODE_PHASES: frozenset[str] = frozenset({"succeeded", "failed", "skipped"})
-NIL_LITERAL = b"\xc0"  # msgpack nil: the literal of None
 
 def binding_dependencies(binding: Binding) -> Iterator[str]:
     """The sibling node ids a binding reads outputs from."""
