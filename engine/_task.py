@@ -213,7 +213,9 @@ class Task:
             pickled = None
             if module == "__main__" or "<locals>" in qualname:
                 pickled = _pickle_by_value(self)
-            self._ref = TaskRef(self.name, module, qualname, source_hash(self.fn), pickled)
+            self._ref = TaskRef(
+                self.name, module, qualname, source_hash(self.fn), pickled, is_async=self.is_async
+            )
         return self._ref
 
     def __getstate__(self) -> dict[str, Any]:

@@ -92,11 +92,13 @@ class NodeQueued(Event, frozen=True, tag="NodeQueued"):
 
 
 class NodeRunning(Event, frozen=True, tag="NodeRunning"):
-    """An executor started the attempt."""
+    """An executor started the attempt; ``handle`` is its durable id there, for polls and cancels
+    after a restart (``""`` when the executor has none)."""
 
     executor: str = ""
     worker: str = ""
     gpu_ids: list[str] = []
+    handle: str = ""
 
 
 class NodeSucceeded(Event, frozen=True, tag="NodeSucceeded"):

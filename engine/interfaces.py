@@ -1,4 +1,4 @@
-"""The interfaces the control loop is written against: event store and executor.
+"""The interfaces the control loop is written against: event store, executor and service.
 
 `propeller` reaches storage and executors only through these; `Engine` fills them with concrete
 backends found by entry point (DESIGN section 8).
@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Literal
 
+import anyio
 import msgspec
 
 from engine.events import (
@@ -29,6 +30,9 @@ __all__ = [
     "ExecutionSummary",
     "Executor",
     "GlobalEvent",
+    "Service",
+    "ServiceContext",
+    "ServiceHealth",
     "StoredEvent",
     "TaskKey",
     "TaskRequest",
@@ -272,8 +276,10 @@ class TaskStatus(msgspec.Struct, frozen=True, omit_defaults=True):
     """What an executor knows about an attempt.
 
     ``phase`` ``queued`` or ``running`` while in flight; ``succeeded`` with ``outputs`` (or
-    ``dynamic_spec``); ``failed`` with ``error``; ``lost`` if the executor has no record of the key
-    (e.g. after a restart): the loop then submits it again.
+    ``dynamic_spec``); ``failed`` with ``error``; ``lost`` if the executor has no record of the
+    attempt (it never got it, or forgot it in a restart): the loop records a system failure.
+    ``handle`` is the executor's durable id of the attempt (a Ray actor and task id, an agent's job
+    id); the loop records it in ``NodeRunning`` so that a restarted loop can poll or cancel it.
     """
 
     phase: Literal["queued", "running", "succeeded", "failed", "lost"]
@@ -283,51 +289,125 @@ class TaskStatus(msgspec.Struct, frozen=True, omit_defaults=True):
     worker: str = ""
     gpu_ids: list[str] = []
     started_at: datetime | None = None
+    handle: str = ""
 
 
 class Executor(abc.ABC):
-    """Runs task attempts.
+    """Runs task attempts. Every backend passes ``tests/contract/test_executor_contract.py``.
 
     Contract:
-    - ``start(on_done)`` is awaited once before use; ``on_done(key)`` is called (from the event-loop
-      thread or any other thread; it must be cheap and thread-safe) when an attempt reaches a final
-      phase, so the loop can reconcile that execution. An executor that queues attempts before a
-      worker takes them should also call it when one starts, so that ``NodeRunning`` (and the
-      attempt's timeout clock) starts then rather than at the next report.
+    - ``start(report)`` is awaited once before use. ``report(key)`` is called (from the event-loop
+      thread or any other thread; it must be cheap and thread-safe) when an attempt starts and when
+      it reaches a final phase, so that the loop polls it and records ``NodeRunning`` (the attempt's
+      timeout counts from its real start) and its end.
     - ``submit`` is idempotent per ``request.key``: submitting a key that is in flight or finished
-      does not start it again.
-    - ``poll`` never raises for an unknown key: it returns phase ``lost``.
-    - ``cancel`` stops the attempt if it runs and forgets the key; unknown keys are ignored.
+      does not start it again. It returns the attempt's durable handle (``""`` if it has none).
+    - ``poll(key, handle)`` never raises for an unknown attempt: it returns phase ``lost``. After a
+      restart the loop polls with the handle recorded in ``NodeRunning``; an executor whose work
+      outlives the engine (Ray, agents) finds the attempt by it.
+    - ``cancel(key, handle)`` stops the attempt if it runs (an async task is cancelled, a process is
+      terminated) and forgets it; unknown attempts are ignored. If it raises, the loop keeps the
+      attempt tracked and cancels it again at the next round.
     - ``forget`` drops a finished attempt's result once the loop has recorded it.
+    - Start gate: an executor whose workers share the engine's process (``gates_start``) must not
+      run an attempt's body before ``release(key)``. The loop calls it once the attempt's start is
+      durable (``NodeRunning`` appended), so that an attempt that kills the process is found on
+      restart as a started attempt (a system failure, counted against the system-retry budget)
+      instead of being submitted again forever.
+    - ``starts_on_submit(request)`` is a pure predicate: True when the attempt's body starts as
+      soon as ``submit`` returns (no queue in between). The planner then records ``NodeRunning``
+      in the round that submits, saving a round per attempt.
     """
 
     name: str = ""
+    gates_start: bool = False
 
     @abc.abstractmethod
-    async def start(self, on_done: Callable[[TaskKey], None]) -> None:
-        """Start worker pools; remember ``on_done`` to report finished attempts."""
+    async def start(self, report: Callable[[TaskKey], None]) -> None:
+        """Start worker pools; remember ``report`` to announce starts and ends of attempts."""
 
     @abc.abstractmethod
     async def close(self) -> None:
         """Cancel everything in flight and release workers."""
 
     @abc.abstractmethod
-    async def submit(self, request: TaskRequest) -> None:
-        """Start the attempt, unless this key was already submitted."""
+    async def submit(self, request: TaskRequest) -> str:
+        """Start the attempt, unless this key was already submitted; return its durable handle."""
 
     @abc.abstractmethod
-    def poll(self, key: TaskKey) -> TaskStatus:
-        """The attempt's current status; ``lost`` for unknown keys."""
+    async def poll(self, key: TaskKey, handle: str = "") -> TaskStatus:
+        """The attempt's current status; ``lost`` for unknown attempts."""
 
     @abc.abstractmethod
-    async def cancel(self, key: TaskKey) -> None:
+    async def cancel(self, key: TaskKey, handle: str = "") -> None:
         """Stop the attempt if running and forget it."""
 
     @abc.abstractmethod
     def forget(self, key: TaskKey) -> None:
         """Drop a finished attempt's result."""
 
+    def release(self, key: TaskKey) -> None:  # noqa: B027 - optional hook
+        """The attempt's start is durable: let its body run (see the start gate above)."""
+
+    def starts_on_submit(self, request: TaskRequest) -> bool:
+        """Whether the attempt's body starts as soon as ``submit`` returns (pure; no I/O)."""
+        return False
+
     def can_run(self, task: TaskRef) -> bool:
         """Whether this executor, in this process, can load ``task`` (checked before taking over an
         execution another process started: one whose code is not here is left to others)."""
         return True
+
+
+# --- services --------------------------------------------------------------------------------------
+
+
+class ServiceHealth(msgspec.Struct, frozen=True):
+    """How a service is doing: ``ok`` False with a ``detail`` that says what is wrong."""
+
+    ok: bool = True
+    detail: str = ""
+
+
+class ServiceContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What a running engine gives its services.
+
+    Attributes:
+        store: the engine's event store (started).
+        wake: schedules a reconcile round of an execution (a service that learns something about
+            it, such as a poller finding an external job done); a no-op in a client engine.
+    """
+
+    store: EventStore
+    wake: Callable[[str], None]
+
+
+class Service(abc.ABC):
+    """A long-running component the engine starts and stops with itself: an outbox relay, a
+    reservation heartbeat, an agent poller, a web console.
+
+    Contract: ``start`` is awaited once, in order of ``Engine(services=[...])``, before the engine
+    is ready; it returns when the service is ready and raises (a typed `SlipstreamError`) if it
+    cannot start. ``run`` then runs in the engine's task group until cancelled at shutdown; it must
+    survive transient failures of what it talks to (log, back off, report through ``health``).
+    ``stop`` is awaited once after ``run`` was cancelled, in reverse order, and releases resources.
+    ``health`` is cheap and never raises.
+    """
+
+    name: str = ""
+
+    @abc.abstractmethod
+    async def start(self, context: ServiceContext) -> None:
+        """Connect and prepare; return when ready."""
+
+    async def run(self) -> None:
+        """The service's work, until cancelled. The default has none: it waits."""
+        await anyio.sleep_forever()
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Release what ``start`` acquired."""
+
+    def health(self) -> ServiceHealth:
+        """Whether the service is working; the default reports healthy."""
+        return ServiceHealth()

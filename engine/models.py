@@ -61,7 +61,8 @@ class TaskRef(msgspec.Struct, frozen=True, omit_defaults=True):
 
     ``module``/``qualname`` locate the task object by import; ``pickled`` holds the cloudpickled task
     when its module cannot be imported elsewhere (``__main__``, a notebook). ``source_hash`` is the
-    hash of the task's source code, part of the workflow version and of cache keys.
+    hash of the task's source code, part of the workflow version and of cache keys. ``is_async``
+    says the task is an ``async def`` (an executor may start it without a worker thread).
     """
 
     name: str
@@ -69,6 +70,7 @@ class TaskRef(msgspec.Struct, frozen=True, omit_defaults=True):
     qualname: str
     source_hash: str
     pickled: bytes | None = None
+    is_async: bool = False
 
 
 class TaskOptions(msgspec.Struct, frozen=True, omit_defaults=True):
