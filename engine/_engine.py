@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import os
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ import anyio
 import msgspec
 
 from engine._details import ExecutionDetails, details_of
+from engine._wiring import backend, build_executors, event_stream_services, index_executors
 from engine.errors import (
     ConcurrencyConflict,
     ConfigError,
@@ -30,8 +31,8 @@ from engine.errors import (
 )
 from engine.events import AnyEvent, ExecutionCreated
 from engine.events import ExecutionAborted as ExecutionAbortedEvent
-from engine.interfaces import EventStore, ExecutionSummary, Executor
-from engine.models import ErrorInfo, SubworkflowNode, WorkflowSpec
+from engine.interfaces import EventStore, ExecutionSummary, Executor, Service, ServiceContext, ServiceHealth
+from engine.models import ErrorInfo, WorkflowSpec
 from engine.state import ExecutionState
 
 if TYPE_CHECKING:
@@ -40,35 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Engine", "ExecutionHandle", "run_locally"]
 
-_FAULT_ENV = "SLIPSTREAM_TEST_FAULT"  # test-only: "<point>:<n>" kills the process the n-th time there
-
-
-def _backend(group: str, name: str) -> Any:
-    """The backend class registered under ``name`` in the entry-point ``group``."""
-    found = {ep.name: ep for ep in entry_points(group=group)}
-    if name not in found:
-        raise ConfigError(
-            f"no backend named {name!r} in entry-point group {group!r}; installed: {sorted(found)}. "
-            "Install the plugin package that provides it, or pick an installed one"
-        )
-    return found[name].load()
-
-
-def _fault_hook_from_env() -> Callable[[str], None] | None:
-    spec = os.environ.get(_FAULT_ENV)
-    if not spec:
-        return None
-    point, _, count_text = spec.partition(":")
-    remaining = [int(count_text or "1")]
-
-    def hook(at: str) -> None:
-        if at == point:
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                os.kill(os.getpid(), 9)
-
-    return hook
-
+log = logging.getLogger("slipstream.engine")
 
 class _Started:
     """The ``task_status`` protocol of anyio, resolving a future (the loop runs as a plain task)."""
@@ -79,6 +52,18 @@ class _Started:
     def started(self, value: object = None) -> None:
         if not self._future.done():
             self._future.set_result(None)
+
+
+def _ignore(execution_id: str) -> None:
+    return None
+
+
+async def _run_service(service: Service) -> None:
+    try:
+        await service.run()
+    except Exception:
+        # a service that gives up must not take the engine down; its health() says what is wrong
+        log.exception("service %s stopped with an error", service.name or type(service).__name__)
 
 
 async def _stop_task(runner: asyncio.Task[None]) -> None:
@@ -143,22 +128,48 @@ class Engine:
     def __init__(
         self,
         store: EventStore,
-        executors: dict[str, Executor],
+        executors: Mapping[str, Executor] | Sequence[Executor],
         *,
+        services: Sequence[Service] = (),
         workers: int = 4,
         retry_delay: float = 1.0,
-        default_executor: str = "local",
+        default_executor: str | None = None,
         resync_interval: float = 30.0,
         revisit_interval: float = 2.0,
         run_loop: bool = True,
         id_factory: Callable[[], str] | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
+        """Wire an engine from ready backends (`embedded` and `connect` build them by name).
+
+        Args:
+            store: the event log.
+            executors: executors by name, or a list (each keyed by its ``name``); a task's
+                ``executor=`` picks one, the others run on ``default_executor``.
+            services: long-running components started and stopped with the engine (a relay, a
+                poller), in order.
+            default_executor: the executor of tasks without ``executor=``; ``local`` if there is
+                one, else the first.
+            workers, retry_delay, resync_interval, revisit_interval: control-loop tunables.
+            run_loop: False for a client engine, which runs no executions itself.
+            id_factory, clock: execution ids and event timestamps, injectable for tests.
+
+        Raises:
+            ConfigError: no executors, or a default executor that is not among them.
+        """
         self.store = store
-        self.executors = executors
+        self.executors = index_executors(executors)
+        if not self.executors:
+            raise ConfigError("an engine needs at least one executor: pass executors=['local'] or an Executor")
+        default = default_executor or ("local" if "local" in self.executors else next(iter(self.executors)))
+        if default not in self.executors:
+            raise ConfigError(
+                f"default_executor={default!r} is not one of this engine's executors {sorted(self.executors)}"
+            )
+        self.services = list(services)
         self._workers = workers
         self._retry_delay = retry_delay
-        self._default_executor = default_executor
+        self._default_executor = default
         self._resync_interval = resync_interval
         self._revisit_interval = revisit_interval
         self._run_loop = run_loop
@@ -176,21 +187,27 @@ class Engine:
         state_dir: str | os.PathLike[str] | None = None,
         *,
         executor: str = "local",
+        executors: Sequence[str | Executor] | None = None,
         executor_options: dict[str, Any] | None = None,
+        services: Sequence[Service] = (),
         **options: Any,
     ) -> Engine:
         """An engine on one machine: SQLite under ``state_dir``, the local executor.
 
         Args:
             state_dir: where the event log lives; default ``$SLIPSTREAM_STATE_DIR`` or ``~/.slipstream``.
-            executor: executor backend name (entry point in ``slipstream.executors``).
-            executor_options: keyword arguments for the executor (e.g. ``{"mode": "process"}``).
+            executor: the default executor's backend name (entry point in ``slipstream.executors``).
+            executors: every executor of the engine, as backend names or instances (default: just
+                ``executor``); tasks pick one with ``executor=``.
+            executor_options: keyword arguments for the executors built by name (e.g.
+                ``{"mode": "process"}``).
+            services: `Service` instances to run with the engine.
             **options: `Engine` options (``workers``, ``retry_delay``, ...).
         """
         directory = Path(state_dir or os.environ.get("SLIPSTREAM_STATE_DIR") or Path.home() / ".slipstream")
-        store = _backend("slipstream.stores", "sqlite")(directory / "events.db")
-        executors = {executor: _backend("slipstream.executors", executor)(**(executor_options or {}))}
-        return cls(store, executors, default_executor=executor, **options)
+        store = backend("slipstream.stores", "sqlite", "the embedded event log")(directory / "events.db")
+        built = build_executors(executors if executors is not None else [executor], executor_options)
+        return cls(store, built, services=services, default_executor=executor, **options)
 
     @classmethod
     def connect(
@@ -200,67 +217,93 @@ class Engine:
         executor: str = "local",
         ray_address: str | None = None,
         *,
+        executors: Sequence[str | Executor] | None = None,
         executor_options: dict[str, Any] | None = None,
+        services: Sequence[Service] = (),
         **options: Any,
     ) -> Engine:
         """An engine on the production store: Postgres at ``postgres`` (or ``$SLIPSTREAM_POSTGRES_DSN``).
 
-        ``nats`` and ``ray_address`` are accepted for the event-stream and Ray executor backends;
-        ``executor`` names the executor backend (``local`` until the Ray plugin is installed).
+        Args:
+            postgres: the DSN of the event log's database.
+            nats: publish committed events to this NATS JetStream URL (or ``$SLIPSTREAM_NATS_URL``);
+                needs an installed event-stream backend (entry point ``nats`` in
+                ``slipstream.event_sinks``), else a `ConfigError` says so.
+            executor: the default executor's backend name.
+            ray_address: the cluster the executors built by name connect to (or
+                ``$SLIPSTREAM_RAY_ADDRESS``); an executor that does not connect to a cluster
+                refuses it with a `ConfigError`.
+            executors, executor_options, services, **options: as for `embedded`.
+
+        Raises:
+            ConfigError: no DSN, or a setting whose backend is not installed.
         """
         dsn = postgres or os.environ.get("SLIPSTREAM_POSTGRES_DSN")
         if not dsn:
             raise ConfigError(
                 "Engine.connect needs a Postgres DSN: pass postgres='postgresql://...' or set SLIPSTREAM_POSTGRES_DSN"
             )
-        store = _backend("slipstream.stores", "postgres")(dsn)
-        executor_kwargs = dict(executor_options or {})
+        stream = event_stream_services(nats or os.environ.get("SLIPSTREAM_NATS_URL"))
         address = ray_address or os.environ.get("SLIPSTREAM_RAY_ADDRESS")
-        if executor == "ray" and address:
-            executor_kwargs.setdefault("address", address)
-        executors = {executor: _backend("slipstream.executors", executor)(**executor_kwargs)}
-        return cls(store, executors, default_executor=executor, **options)
+        built = build_executors(executors if executors is not None else [executor], executor_options, address)
+        store = backend("slipstream.stores", "postgres", "the server event log")(dsn)
+        return cls(store, built, services=[*stream, *services], default_executor=executor, **options)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Engine:
-        from propeller import Controller, PlannerConfig
-
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
             await self.store.start()
             stack.push_async_callback(self.store.close)
-            if not self._run_loop:
-                self._stack = stack
-                return self
-            controller = Controller(
-                self.store,
-                self.executors,
-                workers=self._workers,
-                config=PlannerConfig(default_executor=self._default_executor, retry_delay=self._retry_delay),
-                clock=self._clock,
-                resync_interval=self._resync_interval,
-                revisit_interval=self._revisit_interval,
-                fault_hook=_fault_hook_from_env(),
-            )
-            for executor in self.executors.values():
-                await executor.start(controller.on_task_done)
-                stack.push_async_callback(executor.close)
-            # a plain task, not a task group: the caller may enter and exit the engine from
-            # different tasks (pytest-asyncio fixtures, frameworks' lifespan hooks)
-            started = asyncio.get_running_loop().create_future()
-            runner = asyncio.create_task(controller.run(task_status=_Started(started)), name="slipstream-loop")
-            stack.push_async_callback(_stop_task, runner)
-            await asyncio.wait([started, runner], return_when=asyncio.FIRST_COMPLETED)
-            if runner.done():
-                runner.result()  # the loop failed to start: raise its error
+            if self._run_loop:
+                self._controller = await self._start_loop(stack)
+            await self._start_services(stack)
         except BaseException:
+            self._controller = None
             await stack.__aexit__(*sys.exc_info())
             raise
-        self._controller = controller
         self._stack = stack
         return self
+
+    async def _start_loop(self, stack: AsyncExitStack) -> Controller:
+        from propeller import Controller, PlannerConfig
+
+        controller = Controller(
+            self.store,
+            self.executors,
+            workers=self._workers,
+            config=PlannerConfig(default_executor=self._default_executor, retry_delay=self._retry_delay),
+            clock=self._clock,
+            resync_interval=self._resync_interval,
+            revisit_interval=self._revisit_interval,
+        )
+        for executor in self.executors.values():
+            await executor.start(controller.on_task_report)
+            stack.push_async_callback(executor.close)
+        # a plain task, not a task group: the caller may enter and exit the engine from
+        # different tasks (pytest-asyncio fixtures, frameworks' lifespan hooks)
+        started = asyncio.get_running_loop().create_future()
+        runner = asyncio.create_task(controller.run(task_status=_Started(started)), name="slipstream-loop")
+        stack.push_async_callback(_stop_task, runner)
+        await asyncio.wait([started, runner], return_when=asyncio.FIRST_COMPLETED)
+        if runner.done():
+            runner.result()  # the loop failed to start: raise its error
+        return controller
+
+    async def _start_services(self, stack: AsyncExitStack) -> None:
+        controller = self._controller
+        context = ServiceContext(store=self.store, wake=controller.enqueue if controller else _ignore)
+        for service in self.services:
+            await service.start(context)
+            stack.push_async_callback(service.stop)
+            runner = asyncio.create_task(_run_service(service), name=f"slipstream-service:{service.name}")
+            stack.push_async_callback(_stop_task, runner)
+
+    def health(self) -> dict[str, ServiceHealth]:
+        """How each service is doing, by name (empty without services)."""
+        return {service.name or type(service).__name__: service.health() for service in self.services}
 
     async def __aexit__(self, *exc: object) -> None:
         stack, self._stack, self._controller = self._stack, None, None
@@ -314,11 +357,7 @@ class Engine:
         return ExecutionHandle(self, execution_id, workflow)
 
     def _check_executors(self, spec: WorkflowSpec) -> None:
-        names = set()
-        for nested in [spec, *spec.subworkflows.values()]:
-            for node in nested.nodes:
-                if not isinstance(node, SubworkflowNode) and node.options.executor:
-                    names.add(node.options.executor)
+        names = {node.options.executor for node in spec.task_nodes() if node.options.executor}
         missing = sorted(names - set(self.executors))
         if missing:
             raise ConfigError(

@@ -25,6 +25,7 @@ from engine.events import (
 from engine.models import ErrorInfo, Resources, TaskRef
 
 __all__ = [
+    "TERMINAL_STATUSES",
     "EventStore",
     "ExecutionPage",
     "ExecutionSummary",
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 ExecutionStatus = Literal["created", "running", "succeeded", "failed", "aborted"]
+# The statuses an execution never leaves: the one definition, for every module that asks "is it over?".
+TERMINAL_STATUSES: frozenset[ExecutionStatus] = frozenset({"succeeded", "failed", "aborted"})
 
 
 # --- event store -----------------------------------------------------------------------------------

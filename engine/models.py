@@ -15,9 +15,16 @@ child of the dynamic or subworkflow node ``prune``; ``map/17`` is element 17 of 
 
 from __future__ import annotations
 
-from typing import Literal
+import fractions
+import functools
+import math
+import re
+from collections.abc import Iterator
+from typing import ClassVar, Literal
 
 import msgspec
+
+from engine.errors import InvalidResources
 
 __all__ = [
     "DEFAULT_SYSTEM_RETRIES",
@@ -35,6 +42,7 @@ __all__ = [
     "Resources",
     "SubworkflowNode",
     "TaskNode",
+    "TaskNodeSpec",
     "TaskOptions",
     "TaskRef",
     "TypedName",
@@ -49,11 +57,131 @@ DEFAULT_SYSTEM_RETRIES = 3
 
 
 class Resources(msgspec.Struct, frozen=True, omit_defaults=True):
-    """What a task needs to run: CPUs, memory (``"2Gi"``, ``"512Mi"``), GPUs (fractions allowed)."""
+    """What a task needs to run: CPUs, memory and GPUs, checked when the task is defined.
+
+    Attributes:
+        cpu: CPUs, a number >= 0 (fractions allowed: ``0.5``).
+        mem: memory, ``None`` for the executor's default, else a Kubernetes-style quantity: a
+            number of bytes with an optional suffix, binary ``Ki Mi Gi Ti Pi Ei`` (powers of 1024)
+            or decimal ``k M G T P E`` (powers of 1000), or a decimal exponent instead of a suffix:
+            ``"512Mi"``, ``"2Gi"``, ``"1.5G"``, ``"1e9"``, ``"1073741824"``. Fractions of a byte
+            round up; the result must be at least one byte. A plain ``int`` is taken as bytes and
+            stored as its decimal string. ``"2GB"``, ``"512mb"`` and ``"500m"`` (milli-bytes) are
+            rejected with the spelling to use instead. See `mem_bytes`.
+        gpu: GPUs, a number >= 0 (fractions share a GPU: ``0.25``).
+
+    Raises:
+        InvalidResources: a field is invalid (a `ConfigError`; also a ``ValueError``, so decoding a
+            stored value that is invalid fails as a ``msgspec.ValidationError``).
+    """
 
     cpu: float = 1.0
     mem: str | None = None
     gpu: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_count("cpu", self.cpu)
+        _check_count("gpu", self.gpu)
+        if isinstance(self.mem, int) and not isinstance(self.mem, bool):
+            if self.mem <= 0:
+                raise InvalidResources("mem", self.mem, f"memory must be at least one byte: write {_MEM_FORMS}")
+            # the field stays a string, as stored events have always held it
+            msgspec.structs.force_setattr(self, "mem", str(self.mem))
+        elif self.mem is not None:
+            _memory_bytes(self.mem)
+
+    @property
+    def mem_bytes(self) -> int | None:
+        """``mem`` in bytes (``None`` when no memory was asked for)."""
+        return None if self.mem is None else _memory_bytes(self.mem)
+
+
+_MEM_FORMS = (
+    "a quantity like '512Mi' or '2Gi': bytes with an optional suffix Ki Mi Gi Ti Pi Ei (powers of 1024) "
+    "or k M G T P E (powers of 1000), or an int of bytes"
+)
+_MEM_QUANTITY = re.compile(
+    r"(?P<number>\d+(?:\.\d*)?|\.\d+)(?:(?P<suffix>[KMGTPE]i|[kMGTPE])|[eE](?P<exp>[+-]?\d{1,2}))?"
+)
+_MEM_MULTIPLIER: dict[str | None, int] = {
+    None: 1,
+    **{f"{p}i": 1024 ** (i + 1) for i, p in enumerate("KMGTPE")},
+    **{p: 1000 ** (i + 1) for i, p in enumerate("kMGTPE")},
+}
+_MEM_MAX = 2**63 - 1  # the most Kubernetes and Ray accept
+
+
+def _check_count(field: str, value: object) -> None:
+    """``cpu``/``gpu``: a finite number >= 0; a string or a bool is a mistake worth naming."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if math.isfinite(value) and value >= 0:
+            return
+        raise InvalidResources(field, value, f"{field} must be a finite number >= 0, like 1 or 0.5")
+    fix = f"{field} must be a number >= 0, like 1 or 0.5"
+    if isinstance(value, str):
+        text = value.strip()
+        try:  # "2" or Kubernetes' "500m": say which number was meant
+            number = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(number) and number >= 0:
+                fix += f"; write {field}={number:g}, a number rather than a string"
+    raise InvalidResources(field, value, fix)
+
+
+@functools.lru_cache(maxsize=256)
+def _memory_bytes(quantity: str) -> int:
+    """The number of bytes a memory quantity stands for (see `Resources`), rounded up.
+
+    Args:
+        quantity: e.g. ``"512Mi"``, ``"2G"``, ``"1e9"``, ``"1048576"``.
+
+    Returns:
+        Bytes, at least 1.
+
+    Raises:
+        InvalidResources: ``quantity`` is not a memory quantity, or is below one byte or 2**63 bytes or more.
+    """
+    if not isinstance(quantity, str):
+        raise InvalidResources("mem", quantity, f"memory must be {_MEM_FORMS}")
+    match = _MEM_QUANTITY.fullmatch(quantity)
+    if match is None:
+        raise InvalidResources("mem", quantity, _memory_mistake(quantity))
+    exact = fractions.Fraction(match["number"]) * _MEM_MULTIPLIER[match["suffix"]]
+    value = math.ceil(exact * fractions.Fraction(10) ** int(match["exp"] or 0))
+    if value < 1:
+        raise InvalidResources("mem", quantity, f"memory must be at least one byte: write {_MEM_FORMS}")
+    if value > _MEM_MAX:
+        raise InvalidResources("mem", quantity, f"memory must be less than 2**63 bytes (8Ei): write {_MEM_FORMS}")
+    return value
+
+
+def _memory_mistake(quantity: str) -> str:
+    """Why ``quantity`` is no memory quantity, with the spelling to use when it looks like a slip."""
+    found = re.fullmatch(r"\s*(?P<sign>[+-]?)(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[A-Za-z]*)\s*", quantity)
+    if found is None:
+        return f"memory must be {_MEM_FORMS}"
+    number, unit = found["number"], found["unit"]
+    if found["sign"] == "-":
+        return f"memory must be positive: write {_MEM_FORMS}"
+    if unit in _MEM_MULTIPLIER or found["sign"]:
+        return f"write '{number}{unit}', without sign or spaces"
+    if unit == "m":
+        return (
+            f"'m' means thousandths of a byte: write '{number}M' ({number} * 1000**2 bytes) "
+            f"or '{number}Mi' ({number} * 1024**2 bytes)"
+        )
+    letter = unit[:1].upper()
+    if unit != "e" and letter and letter in "KMGTPE" and unit[1:].lower() in ("", "b", "i", "ib"):
+        decimal = "k" if letter == "K" else letter
+        power = "KMGTPE".index(letter) + 1
+        times = "" if power == 1 else f"**{power}"
+        return (
+            f"memory suffixes are case-sensitive and take no 'B': write '{number}{decimal}' "
+            f"({number} * 1000{times} bytes) or '{number}{letter}i' ({number} * 1024{times} bytes)"
+        )
+    return f"memory must be {_MEM_FORMS}"
 
 
 class TaskRef(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -139,6 +267,11 @@ Binding = OutputRef | InputBinding | LiteralBinding | ListBinding | DictBinding
 class TaskNode(msgspec.Struct, frozen=True, tag="task", omit_defaults=True):
     """Run one task."""
 
+    # Whether the node itself runs attempts on an executor (its children do otherwise); the fold
+    # reads these class-level facts instead of testing node kinds.
+    runs_attempts: ClassVar[bool] = True
+    request_kind: ClassVar[str] = "task"  # what `TaskRequest.kind` its attempts carry
+
     id: str
     task: TaskRef
     inputs: dict[str, Binding]
@@ -148,6 +281,9 @@ class TaskNode(msgspec.Struct, frozen=True, tag="task", omit_defaults=True):
 
 class DynamicNode(msgspec.Struct, frozen=True, tag="dynamic", omit_defaults=True):
     """Run a ``@dynamic`` function on an executor; it returns a sub-spec whose nodes run as children."""
+
+    runs_attempts: ClassVar[bool] = True  # until it expands; then its children run
+    request_kind: ClassVar[str] = "dynamic"
 
     id: str
     task: TaskRef
@@ -165,6 +301,9 @@ class ArrayNode(msgspec.Struct, frozen=True, tag="array", omit_defaults=True):
     ``min_success_ratio`` < 1).
     """
 
+    runs_attempts: ClassVar[bool] = False  # its elements do
+    request_kind: ClassVar[str] = "task"  # of its elements
+
     id: str
     task: TaskRef
     inputs: dict[str, Binding]
@@ -178,13 +317,23 @@ class ArrayNode(msgspec.Struct, frozen=True, tag="array", omit_defaults=True):
 class SubworkflowNode(msgspec.Struct, frozen=True, tag="subworkflow", omit_defaults=True):
     """Run the workflow ``spec.subworkflows[workflow]`` with these inputs as a child scope."""
 
+    runs_attempts: ClassVar[bool] = False
+    request_kind: ClassVar[str] = ""  # never submitted
+
     id: str
     workflow: str
     inputs: dict[str, Binding]
     interface_outputs: list[TypedName]
 
+    @property
+    def options(self) -> TaskOptions:
+        """A subworkflow has no task options of its own: its nodes have theirs."""
+        return _NO_OPTIONS
+
 
 NodeSpec = TaskNode | DynamicNode | ArrayNode | SubworkflowNode
+TaskNodeSpec = TaskNode | DynamicNode | ArrayNode  # the kinds that name a task
+_NO_OPTIONS = TaskOptions()
 
 
 class WorkflowSpec(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -205,6 +354,14 @@ class WorkflowSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     failure_policy: FailurePolicy = "fail_fast"
     max_parallelism: int | None = None
     version: str = ""
+
+    def task_nodes(self) -> Iterator[TaskNodeSpec]:
+        """Every node that names a task, in this spec and in its sub-workflows (recursively)."""
+        for node in self.nodes:
+            if not isinstance(node, SubworkflowNode):
+                yield node
+        for sub in self.subworkflows.values():
+            yield from sub.task_nodes()
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):

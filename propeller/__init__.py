@@ -1,12 +1,14 @@
-"""The control loop: work queue, reconcile rounds, node state machines (DESIGN section 6)."""
+"""The control loop: work queue, reconcile rounds, node handlers, actions (DESIGN section 6)."""
 
 from __future__ import annotations
 
+from propeller._actions import Action, Cancel, Release, Submit
 from propeller._clock import Clock, FakeClock, MonotonicClock
-from propeller._loop import Controller, FaultHook
-from propeller._planner import Action, Cancel, Observations, Plan, PlannerConfig, Submit, plan_round
+from propeller._loop import Controller
+from propeller._planner import Plan, plan_round
 from propeller._queue import QueueShutDown, WorkQueue
 from propeller._recovery import recovery_events
+from propeller._round import Observations, PlannerConfig
 
 __all__ = [
     "Action",
@@ -14,12 +16,12 @@ __all__ = [
     "Clock",
     "Controller",
     "FakeClock",
-    "FaultHook",
     "MonotonicClock",
     "Observations",
     "Plan",
     "PlannerConfig",
     "QueueShutDown",
+    "Release",
     "Submit",
     "WorkQueue",
     "plan_round",

@@ -1,101 +1,42 @@
 """The control loop: workers running reconcile rounds for executions (DESIGN section 6).
 
-A round is: load the execution's state (cached; caught up from the log), ask executors about the
-attempts that reported, run the pure planner, append its events with the expected version, and
-only then carry out its actions. The order makes every round re-entrant: if the process dies after
-the append, the next process folds the log, sees queued attempts nobody runs and submits them again
-(idempotent per ``(execution, node, attempt)``); if it dies before, nothing happened.
+A round is: load the execution's state (cached; caught up from the log), poll the attempts that
+reported, run the pure planner, append its events with the expected version, and only then carry
+out its actions. The order makes every round re-entrant: if the process dies after the append, the
+next process folds the log, submits again the queued attempts nobody runs (idempotent per
+``(execution, node, attempt)``), polls by handle the ones recorded as running (a system failure if
+they died with the process), and cancels again what the log no longer wants; if it dies before,
+nothing happened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 import anyio
 
-from engine.errors import ConcurrencyConflict, ConfigError, SlipstreamError, StoreUnavailable
-from engine.events import Event
-from engine.interfaces import EventStore, Executor, TaskKey, TaskStatus
-from engine.models import ErrorInfo, SubworkflowNode
+from engine.errors import ConcurrencyConflict, StoreUnavailable
+from engine.interfaces import EventStore, Executor, TaskKey, TaskRequest
 from engine.state import ExecutionState
-from propeller._planner import Cancel, Observations, PlannerConfig, Submit, plan_round
+from propeller._attempts import Attempts
+from propeller._clock import Clock, MonotonicClock
+from propeller._group_commit import GroupCommit
+from propeller._planner import plan_round
 from propeller._queue import QueueShutDown, WorkQueue
+from propeller._round import Observations, PlannerConfig
 
-__all__ = ["Controller", "FaultHook"]
+__all__ = ["Controller"]
 
 log = logging.getLogger("slipstream.propeller")
-
-FaultHook = Callable[[str], None]
-"""Called at named points of a round (``before_append``, ``after_append``, ``after_submit``); tests
-use it to kill the process exactly there."""
-
-_FINAL_PHASES = frozenset({"succeeded", "failed"})
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class _GroupCommit:
-    """Appends of concurrent rounds that arrive while a write is in flight go out in one transaction.
-
-    A lone round is written at once (no added latency); under load, rounds of many executions share
-    a commit. If a batch hits a conflict, its appends are retried one by one so that only the
-    execution that lost the race sees ``ConcurrencyConflict``.
-    """
-
-    def __init__(self, store: EventStore) -> None:
-        self._store = store
-        self._pending: list[tuple[str, int, Sequence[Event], asyncio.Future[None]]] = []
-        self._writing = False
-
-    async def append(self, execution_id: str, expected_version: int, events: Sequence[Event]) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((execution_id, expected_version, events, future))
-        if not self._writing:
-            self._writing = True
-            batch: list[tuple[str, int, Sequence[Event], asyncio.Future[None]]] = []
-            try:
-                while self._pending:
-                    batch, self._pending = self._pending, []
-                    await self._write(batch)
-            except BaseException as exc:
-                # this round was cancelled while writing for others: nobody else will, so fail them
-                for *_, waiting in batch + self._pending:
-                    if not waiting.done() and waiting is not future:
-                        waiting.set_exception(StoreUnavailable(f"append abandoned: {exc!r}"))
-                self._pending = []
-                raise
-            finally:
-                self._writing = False
-        await future
-
-    async def _write(self, batch: list[tuple[str, int, Sequence[Event], asyncio.Future[None]]]) -> None:
-        if len(batch) == 1:
-            execution_id, expected, events, future = batch[0]
-            try:
-                await self._store.append(execution_id, expected, events)
-            except BaseException as exc:  # handed to the waiting round, which decides
-                future.set_exception(exc)
-            else:
-                future.set_result(None)
-            return
-        try:
-            await self._store.append_many([(eid, expected, events) for eid, expected, events, _ in batch])
-        except ConcurrencyConflict:
-            for item in batch:
-                await self._write([item])
-            return
-        except BaseException as exc:
-            for *_, future in batch:
-                future.set_exception(exc)
-            return
-        for *_, future in batch:
-            future.set_result(None)
 
 
 class Controller:
@@ -107,10 +48,11 @@ class Controller:
         workers: concurrent reconcile workers.
         config: planner tunables.
         clock: returns the current UTC time; events are stamped with it.
+        timer: the monotonic clock the work queue's delays and the periodic sweeps wait on.
         resync_interval: seconds between sweeps that re-enqueue every unfinished execution.
-        revisit_interval: seconds between rounds of executions with attempts in flight, so that
-            changes other processes append (an abort) are seen while tasks run.
-        fault_hook: test-only; called at named points of a round.
+        revisit_interval: seconds between rounds of executions with attempts in flight, which poll
+            those attempts (one lost without a call-back is found) and see what other processes
+            appended (an abort).
     """
 
     def __init__(
@@ -121,26 +63,24 @@ class Controller:
         workers: int = 4,
         config: PlannerConfig | None = None,
         clock: Callable[[], datetime] = utc_now,
+        timer: Clock | None = None,
         resync_interval: float = 30.0,
         revisit_interval: float = 2.0,
-        fault_hook: FaultHook | None = None,
     ) -> None:
         self.store = store
         self.executors = dict(executors)
         self.workers = workers
-        self.config = config or PlannerConfig()
+        self.config = dataclasses.replace(config or PlannerConfig(), starts_on_submit=self._starts_on_submit)
         self.clock = clock
+        self.timer: Clock = timer or MonotonicClock()
         self.resync_interval = resync_interval
         self.revisit_interval = revisit_interval
         self.watch_pause = 0.25
-        self._fault = fault_hook or (lambda point: None)
-        self.queue: WorkQueue[str] = WorkQueue(name="executions")
-        self._appender = _GroupCommit(store)
+        self.queue: WorkQueue[str] = WorkQueue(name="executions", clock=self.timer)
+        self.attempts = Attempts(self.executors, self._note_report)
+        self._appender = GroupCommit(store)
         self._cache: dict[str, ExecutionState] = {}
-        # attempts handed to an executor and not yet forgotten: key -> executor name
-        self._in_flight: dict[str, dict[TaskKey, str]] = {}
-        self._completed: dict[str, set[TaskKey]] = {}
-        self._synthetic: dict[TaskKey, TaskStatus] = {}  # failures of submit() itself
+        self._reported: dict[str, set[TaskKey]] = {}  # attempts to poll at the execution's next round
         self._changed: dict[str, asyncio.Event] = {}
         self._finished: dict[str, asyncio.Event] = {}
         # cached executions another writer may have appended to: their next round reads the tail
@@ -164,15 +104,15 @@ class Controller:
         self._stale.add(execution_id)
         self.queue.add(execution_id)
 
-    def on_task_done(self, key: TaskKey) -> None:
+    def on_task_report(self, key: TaskKey) -> None:
         """Executor callback: an attempt started or ended. Safe to call from any thread."""
         if self._loop is None or threading.get_ident() == self._loop_thread:
-            self._note_done(key)
+            self._note_report(key)
         else:
-            self._loop.call_soon_threadsafe(self._note_done, key)
+            self._loop.call_soon_threadsafe(self._note_report, key)
 
-    def _note_done(self, key: TaskKey) -> None:
-        self._completed.setdefault(key.execution_id, set()).add(key)
+    def _note_report(self, key: TaskKey) -> None:
+        self._reported.setdefault(key.execution_id, set()).add(key)
         self.queue.add(key.execution_id)
 
     async def wait_changed(self, execution_id: str) -> None:
@@ -194,7 +134,7 @@ class Controller:
             if event is not None:
                 event.set()
 
-    # -- running -------------------------------------------------------------------------------------
+    # -- running ---------------------------------------------------------------------------------------
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run workers, the resync sweep and the store watcher until cancelled."""
@@ -226,23 +166,30 @@ class Controller:
 
     async def _resync_periodically(self) -> None:
         while True:
-            await anyio.sleep(self.resync_interval)
+            await self._sleep(self.resync_interval)
             try:
                 await self.resync()
             except Exception:
                 log.exception("resync failed; retrying at the next interval")
 
     async def _revisit_running(self) -> None:
-        """Give every execution with attempts in flight a round now and then.
+        """Give every execution with attempts in flight a round now and then, polling them all.
 
         Another process may have appended to it (an abort from the CLI): only a round reads that
-        and cancels the attempts. A round with nothing new costs one read of the log's tail.
+        and cancels the attempts. And an executor may have lost an attempt without a call-back (a
+        worker gone with its machine): only a poll finds that out. A round with nothing new costs
+        one read of the log's tail and a poll per attempt in flight.
         """
         while True:
-            await anyio.sleep(self.revisit_interval)
-            for execution_id, in_flight in list(self._in_flight.items()):
-                if in_flight:
-                    self.refresh(execution_id)
+            await self._sleep(self.revisit_interval)
+            self.poll_in_flight()
+
+    def poll_in_flight(self) -> None:
+        """Schedule a round, reading the log's new tail and polling every attempt in flight, for
+        each execution with attempts in flight or cancels owed."""
+        for execution_id in self.attempts.busy():
+            self._reported.setdefault(execution_id, set()).update(self.attempts.tracked(execution_id))
+            self.refresh(execution_id)
 
     async def _watch_store(self) -> None:
         """Pick up executions created by other processes sharing the store.
@@ -256,12 +203,12 @@ class Controller:
                 page = await self.store.list_executions(status="created", limit=500)
             except Exception:
                 log.exception("watching the store failed; retrying")
-                await anyio.sleep(1.0)
+                await self._sleep(1.0)
                 continue
             for summary in page.items:
                 if summary.execution_id not in self._declined:
                     self.enqueue(summary.execution_id)
-            await anyio.sleep(self.watch_pause)
+            await self._sleep(self.watch_pause)
 
     async def _worker(self) -> None:
         while True:
@@ -286,6 +233,13 @@ class Controller:
 
     # -- a round -------------------------------------------------------------------------------------
 
+    async def _sleep(self, seconds: float) -> None:
+        await self.timer.sleep_until(self.timer.now() + seconds)
+
+    def _starts_on_submit(self, executor: str, request: TaskRequest) -> bool:
+        found = self.executors.get(executor)
+        return found is not None and found.starts_on_submit(request)
+
     async def _load(self, execution_id: str) -> tuple[ExecutionState | None, bool]:
         state = self._cache.get(execution_id)
         if state is None:
@@ -302,7 +256,8 @@ class Controller:
         """One round for one execution. Raises ``ConcurrencyConflict`` if another writer won."""
         if not await self.store.claim(execution_id):
             # another process runs it; if we lost the lease while running attempts, stop ours
-            await self._disown(execution_id)
+            self._cache.pop(execution_id, None)
+            await self.attempts.disown(execution_id)
             return
         state, fresh = await self._load(execution_id)
         if state is None or (fresh and not self._can_run(state)):
@@ -311,51 +266,36 @@ class Controller:
             self._cache.pop(execution_id, None)
             await self.store.release(execution_id)
             return
-        in_flight = self._in_flight.setdefault(execution_id, {})
-        reported = self._completed.pop(execution_id, set())
+        reported = self._reported.pop(execution_id, set())
+        if fresh:  # attempts the log says run, which this process may never have heard of
+            reported |= self.attempts.adopt(state, self.config.default_executor)
+        tracked = self.attempts.tracked(execution_id)
         version = state.version
         try:
-            statuses = {key: self._poll(key, in_flight) for key in reported}
+            statuses = await self.attempts.poll(execution_id, reported)
             observations = Observations(
-                now=self.clock(), completions=statuses, in_flight=in_flight.keys(), resubmit=fresh
+                now=self.clock(), completions=statuses, in_flight=tracked.keys(), resubmit=fresh
             )
             plan = plan_round(state, observations, self.config)
             if plan.events:
-                self._fault("before_append")
                 await self._appender.append(execution_id, version, plan.events)
-                self._fault("after_append")
         except BaseException:
             # the state may hold events that are not durable: forget it, and keep the reports for
             # the retried round (executors keep results until they are forgotten)
             self._cache.pop(execution_id, None)
-            self._completed.setdefault(execution_id, set()).update(reported)
+            self._reported.setdefault(execution_id, set()).update(reported)
             raise
         self._cache[execution_id] = state
-        for key, status in statuses.items():
-            if status.phase in _FINAL_PHASES:
-                self._forget(key, in_flight)
-        for action in plan.actions:
-            if isinstance(action, Submit):
-                await self._submit(action, in_flight)
-                self._fault("after_submit")
-            elif isinstance(action, Cancel):
-                await self._cancel(action, in_flight)
+        self.attempts.forget_finished(execution_id, statuses)
+        await self.attempts.dispatch(execution_id, plan.actions)
         if plan.wake_at is not None:
             delay = (plan.wake_at - observations.now).total_seconds()
             self.queue.add_after(execution_id, max(delay, 0.0))
         if plan.events or state.is_terminal:  # terminal: maybe ended by another writer (an abort)
             self._signal_changed(execution_id, finished=state.is_terminal)
-        if state.is_terminal and not in_flight:
+        if state.is_terminal and self.attempts.done_with(execution_id):
             self._cache.pop(execution_id, None)
-            self._in_flight.pop(execution_id, None)
             await self.store.release(execution_id)
-
-    async def _disown(self, execution_id: str) -> None:
-        self._cache.pop(execution_id, None)
-        for key, name in self._in_flight.pop(execution_id, {}).items():
-            executor = self.executors.get(name)
-            if executor is not None:
-                await executor.cancel(key)
 
     def _can_run(self, state: ExecutionState) -> bool:
         """Whether this process has the code of every task the execution has planned so far.
@@ -366,55 +306,12 @@ class Controller:
         if state.is_terminal:
             return True
         for scope in state.scopes.values():
-            for spec in [scope.spec, *scope.spec.subworkflows.values()]:
-                for node in spec.nodes:
-                    if isinstance(node, SubworkflowNode):
-                        continue
-                    executor = self.executors.get(node.options.executor or self.config.default_executor)
-                    if executor is not None and not executor.can_run(node.task):
-                        log.info(
-                            "leaving execution %s to another engine: task %s:%s cannot be loaded here",
-                            state.execution_id, node.task.module, node.task.qualname,
-                        )
-                        return False
+            for node in scope.spec.task_nodes():
+                executor = self.executors.get(node.options.executor or self.config.default_executor)
+                if executor is not None and not executor.can_run(node.task):
+                    log.info(
+                        "leaving execution %s to another engine: task %s:%s cannot be loaded here",
+                        state.execution_id, node.task.module, node.task.qualname,
+                    )
+                    return False
         return True
-
-    def _poll(self, key: TaskKey, in_flight: dict[TaskKey, str]) -> TaskStatus:
-        synthetic = self._synthetic.get(key)
-        if synthetic is not None:
-            return synthetic
-        executor = self.executors.get(in_flight.get(key, ""))
-        if executor is None:
-            return TaskStatus(phase="lost")
-        return executor.poll(key)
-
-    def _forget(self, key: TaskKey, in_flight: dict[TaskKey, str]) -> None:
-        name = in_flight.pop(key, None)
-        if self._synthetic.pop(key, None) is None and name in self.executors:
-            self.executors[name].forget(key)
-
-    async def _submit(self, action: Submit, in_flight: dict[TaskKey, str]) -> None:
-        key = action.request.key
-        executor = self.executors.get(action.executor)
-        in_flight[key] = action.executor
-        try:
-            if executor is None:
-                raise ConfigError(
-                    f"node {key.node_id!r} asks for executor {action.executor!r}, which is not configured; "
-                    f"configured: {sorted(self.executors)}. Install the plugin or change the task's executor="
-                )
-            await executor.submit(action.request)
-        except Exception as exc:
-            # a submit that cannot even start is reported like a failed attempt, so the planner
-            # applies the retry budgets instead of the loop spinning on it
-            kind = "user" if isinstance(exc, SlipstreamError) else "system"
-            error = ErrorInfo(kind=kind, message=f"{type(exc).__name__}: {exc}", retryable=kind == "system")
-            self._synthetic[key] = TaskStatus(phase="failed", error=error)
-            self._note_done(key)
-
-    async def _cancel(self, action: Cancel, in_flight: dict[TaskKey, str]) -> None:
-        in_flight.pop(action.key, None)
-        self._synthetic.pop(action.key, None)
-        executor = self.executors.get(action.executor)
-        if executor is not None:
-            await executor.cancel(action.key)

@@ -13,20 +13,41 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from engine.events import (
-    ArrayExpanded,
-    DynamicExpanded,
-    Event,
-    ExecutionCreated,
-    ExecutionStarted,
-    NodeQueued,
-    NodeRecovered,
-)
-from engine.models import ArrayNode, DynamicNode, SubworkflowNode
+from engine.events import Event, ExecutionCreated, ExecutionStarted, NodeRecovered
 from engine.state import ExecutionState, NodeState
-from propeller._planner import next_event
+from propeller._nodes import handler_for
+from propeller._round import next_event
 
 __all__ = ["recovery_events"]
+
+
+class _Recovery:
+    """Builds the events of the recovering execution; node handlers reuse what their kind can."""
+
+    def __init__(self, source: ExecutionState, execution_id: str, now: datetime) -> None:
+        self.source = source
+        self.target = ExecutionState()
+        self.execution_id = execution_id
+        self.now = now
+        self.events: list[Event] = []
+
+    def emit(self, event_type: type[Event], node_id: str = "", attempt: int = 0, **fields: Any) -> None:
+        self.events.append(next_event(self.target, self.execution_id, self.now, event_type, node_id, attempt, **fields))
+
+    def recovered(self, node: NodeState) -> None:
+        self.emit(NodeRecovered, node.node_id, 0, source_execution=self.source.execution_id, outputs=node.outputs or {})
+
+    def recover_scope(self, owner: str | None) -> None:
+        scope = self.target.scopes[owner]
+        for node_spec in scope.spec.nodes:
+            node_id = scope.prefix + node_spec.id
+            old = self.source.nodes.get(node_id)
+            if old is None or node_id not in self.target.ready:
+                continue
+            if old.phase == "succeeded":
+                self.recovered(old)
+            else:
+                handler_for(node_spec).recover(self, old)
 
 
 def recovery_events(source: ExecutionState, execution_id: str, now: datetime) -> list[Event]:
@@ -42,13 +63,8 @@ def recovery_events(source: ExecutionState, execution_id: str, now: datetime) ->
     """
     created = source.created
     assert created is not None
-    target = ExecutionState()
-    events: list[Event] = []
-
-    def emit(event_type: type[Event], node_id: str = "", attempt: int = 0, **fields: Any) -> None:
-        events.append(next_event(target, execution_id, now, event_type, node_id, attempt, **fields))
-
-    emit(
+    recovery = _Recovery(source, execution_id, now)
+    recovery.emit(
         ExecutionCreated,
         project=created.project,
         domain=created.domain,
@@ -58,34 +74,6 @@ def recovery_events(source: ExecutionState, execution_id: str, now: datetime) ->
         inputs=created.inputs,
         parent=source.execution_id,
     )
-    emit(ExecutionStarted)
-
-    def recovered(node: NodeState) -> None:
-        emit(NodeRecovered, node.node_id, 0, source_execution=source.execution_id, outputs=node.outputs or {})
-
-    def recover_scope(owner: str | None) -> None:
-        scope = target.scopes[owner]
-        for node_spec in scope.spec.nodes:
-            node_id = scope.prefix + node_spec.id
-            old = source.nodes.get(node_id)
-            if old is None or node_id not in target.ready:
-                continue
-            if old.phase == "succeeded":
-                recovered(old)
-            elif isinstance(node_spec, DynamicNode) and node_id in source.scopes:
-                emit(NodeQueued, node_id, 1)
-                emit(DynamicExpanded, node_id, 1, spec=source.scopes[node_id].spec)
-                recover_scope(node_id)
-            elif isinstance(node_spec, SubworkflowNode) and node_id in source.scopes:
-                emit(NodeQueued, node_id, 1)
-                recover_scope(node_id)
-            elif isinstance(node_spec, ArrayNode) and node_id in source.arrays:
-                emit(NodeQueued, node_id, 1)
-                emit(ArrayExpanded, node_id, 1, size=source.arrays[node_id].size)
-                for index in range(source.arrays[node_id].size):
-                    element = source.nodes.get(f"{node_id}/{index}")
-                    if element is not None and element.phase == "succeeded":
-                        recovered(element)
-
-    recover_scope(None)
-    return events
+    recovery.emit(ExecutionStarted)
+    recovery.recover_scope(None)
+    return recovery.events

@@ -21,7 +21,7 @@ from engine.events import (
 from engine.interfaces import TaskRequest, TaskStatus
 from engine.models import ErrorInfo, ListBinding, WorkflowSpec
 from engine.state import ExecutionState
-from propeller._planner import PlannerConfig
+from propeller import PlannerConfig
 from tests.propeller._sim import (
     T0,
     ArrayNode,

@@ -1,4 +1,4 @@
-"""The `EventStore` contract, run against every backend (SQLite file, real Postgres)."""
+"""The `EventStore` contract, run against every backend (SQLite file, real Postgres, in memory)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import anyio
 import asyncpg
+import msgspec
 import pytest
 
 from engine._postgres_store import PostgresEventStore
@@ -18,6 +19,7 @@ from engine._sqlite_store import SqliteEventStore
 from engine.errors import ConcurrencyConflict
 from engine.events import (
     Event,
+    ExecutionAborted,
     ExecutionCreated,
     ExecutionFailed,
     ExecutionStarted,
@@ -28,6 +30,7 @@ from engine.events import (
 )
 from engine.interfaces import EventStore, GlobalEvent
 from engine.models import ErrorInfo, WorkflowSpec
+from engine.testing import InMemoryEventStore, InMemoryLog
 
 SPEC = WorkflowSpec(name="w", inputs=[], outputs=[], nodes=[], output_bindings={})
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -72,7 +75,7 @@ def new_id() -> str:
     return f"ex-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -83,6 +86,9 @@ def make_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> 
     if backend == "sqlite":
         path = tmp_path / "events.db"
         return lambda: SqliteEventStore(path)
+    if backend == "memory":
+        log = InMemoryLog()
+        return lambda: InMemoryEventStore(log)
     dsn = request.getfixturevalue("postgres_database")
     schema = request.getfixturevalue("postgres_schema")
     return lambda: PostgresEventStore(dsn, schema=schema)
@@ -237,6 +243,38 @@ async def test_status_projection_follows_events(store: EventStore) -> None:
     assert summary.updated_at >= summary.created_at
 
 
+async def test_projection_edge_cases(store: EventStore) -> None:
+    # an empty append writes nothing, not even a projection row
+    empty = new_id()
+    assert await store.append(empty, 0, []) == 0
+    assert await store.get_summary(empty) is None and await store.read(empty) == []
+
+    # a first append without ExecutionCreated still makes a row, whose version appends check
+    bare = new_id()
+    await store.append(bare, 0, [queued(bare, 1)])
+    summary = await store.get_summary(bare)
+    assert summary is not None
+    assert (summary.project, summary.workflow, summary.status, summary.version) == ("", "", "created", 1)
+    with pytest.raises(ConcurrencyConflict):
+        await store.append(bare, 0, [queued(bare, 1)])
+
+    # the recovered-from parent is projected, and an abort is a final status
+    child = new_id()
+    await store.append(child, 0, [msgspec.structs.replace(created(child), parent=bare)])
+    await store.append(child, 1, [ExecutionAborted(execution_id=child, version=2, at=T0, reason="stop")])
+    summary = await store.get_summary(child)
+    assert summary is not None and (summary.parent, summary.status, summary.version) == (bare, "aborted", 2)
+    assert [s.execution_id for s in (await store.list_executions(status="aborted")).items] == [child]
+
+
+async def test_use_before_start_is_an_error(make_store: StoreFactory) -> None:
+    store = make_store()
+    with pytest.raises(RuntimeError, match="not started"):
+        await store.read(new_id())
+    with pytest.raises(RuntimeError, match="not started"):
+        await store.append("x", 0, [created("x")])
+
+
 async def test_list_filters_and_pagination(store: EventStore) -> None:
     ids: list[str] = []
     for i in range(7):
@@ -336,6 +374,8 @@ async def test_close_and_reopen_keeps_everything(make_store: StoreFactory) -> No
         assert await again.append(eid, 6, [queued(eid, 7)]) == 7
 
 
+# SQL backends only: the in-memory log offers no way to change a stored record at all.
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 @pytest.mark.parametrize(
     "sql",
     ["UPDATE events SET kind = 'X'", "DELETE FROM events", "UPDATE events SET payload = payload WHERE seq = 1"],

@@ -26,7 +26,7 @@ from engine.models import (
     WorkflowSpec,
 )
 from engine.state import ExecutionState
-from propeller._planner import Cancel, Observations, PlannerConfig, Submit, plan_round
+from propeller import Cancel, Observations, PlannerConfig, Submit, plan_round
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 lit = msgspec.msgpack.encode
@@ -90,6 +90,7 @@ class Sim:
         self.submits: list[TaskRequest] = []
         self.cancels: list[TaskKey] = []
         self.rounds = 0
+        self.check_fold = True
         created = ExecutionCreated(
             execution_id="e1",
             version=1,
@@ -104,9 +105,6 @@ class Sim:
         self.record([created])
 
     def record(self, events: list[Event]) -> None:
-        for event in events:
-            if event not in self.events:
-                pass
         self.events.extend(events)
         if events and self.state.version < events[-1].version:
             ExecutionState.fold(events, self.state)
@@ -117,6 +115,9 @@ class Sim:
         self.completions.clear()
         plan = plan_round(self.state, obs, self.config)
         self.events.extend(plan.events)
+        if self.check_fold:
+            # the state the planner advanced must be exactly the fold of the log it wrote
+            assert self.state == ExecutionState.fold(self.events), f"state diverged from the log at round {self.rounds}"
         for action in plan.actions:
             if isinstance(action, Submit):
                 key = action.request.key

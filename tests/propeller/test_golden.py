@@ -20,7 +20,7 @@ from engine.events import AnyEvent
 from engine.interfaces import TaskRequest, TaskStatus
 from engine.models import ErrorInfo, SubworkflowNode, TaskOptions, WorkflowSpec
 from engine.state import ExecutionState
-from propeller._planner import PlannerConfig
+from propeller import PlannerConfig
 
 from ._sim import (
     ArrayNode,

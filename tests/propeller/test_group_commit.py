@@ -12,7 +12,7 @@ from engine._sqlite_store import SqliteEventStore
 from engine.errors import ConcurrencyConflict
 from engine.events import Event, ExecutionCreated, ExecutionStarted
 from engine.models import WorkflowSpec
-from propeller._loop import _GroupCommit
+from propeller._group_commit import GroupCommit as _GroupCommit
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SPEC = WorkflowSpec(name="w", inputs=[], outputs=[], nodes=[], output_bindings={})

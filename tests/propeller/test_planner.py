@@ -10,7 +10,7 @@ from engine.events import NodeSucceeded
 from engine.interfaces import TaskRequest, TaskStatus
 from engine.models import ErrorInfo, ListBinding, SubworkflowNode, WorkflowSpec
 from engine.state import ExecutionState
-from propeller._planner import PlannerConfig
+from propeller import PlannerConfig
 
 from ._sim import (
     ArrayNode,
@@ -337,7 +337,7 @@ def test_a_wide_map_round_touches_only_what_changed() -> None:
 
 
 def test_restart_resubmits_queued_attempts_not_in_flight() -> None:
-    from propeller._planner import Observations, Submit, plan_round
+    from propeller import Observations, Submit, plan_round
 
     sim = Sim(diamond(), behaviour=lambda r: None)
     sim.round()

@@ -1,0 +1,98 @@
+"""How an `Engine` finds and builds its backends: entry points, by name (DESIGN section 8).
+
+Nothing here knows a backend by name: the built-in ones register through the same entry-point
+groups a third-party package uses. A setting whose backend is not installed is a `ConfigError`
+that names what to install, never a silent no-op.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from importlib.metadata import entry_points
+from typing import Any
+
+from engine.errors import ConfigError
+from engine.interfaces import Executor, Service
+
+__all__ = ["backend", "build_executors", "event_stream_services", "index_executors"]
+
+ExecutorSpec = str | Executor
+
+
+def backend(group: str, name: str, purpose: str = "") -> Any:
+    """The backend class registered under ``name`` in the entry-point ``group``.
+
+    Raises:
+        ConfigError: none is installed under that name (the message lists the installed ones).
+    """
+    found = {ep.name: ep for ep in entry_points(group=group)}
+    if name not in found:
+        why = f" for {purpose}" if purpose else ""
+        raise ConfigError(
+            f"no backend named {name!r} in entry-point group {group!r}{why}; installed: {sorted(found)}. "
+            "Install the plugin package that provides it, or pick an installed one"
+        )
+    return found[name].load()
+
+
+def build_executors(
+    executors: Sequence[ExecutorSpec], options: Mapping[str, Any] | None = None, cluster_address: str | None = None
+) -> dict[str, Executor]:
+    """Executors by name from names (built with ``options``) or ready instances.
+
+    Args:
+        executors: entry-point names in ``slipstream.executors``, or `Executor` instances.
+        options: keyword arguments for every executor built here by name.
+        cluster_address: a cluster to connect to (``ray_address=``); passed as ``address=`` to the
+            executors built here, each of which must accept it.
+
+    Raises:
+        ConfigError: an unknown name, two executors with one name, or a cluster address for
+            executors that do not connect to a cluster.
+    """
+    built: list[Executor] = []
+    for item in executors:
+        if isinstance(item, Executor):
+            built.append(item)
+            continue
+        cls = backend("slipstream.executors", item, "an executor")
+        kwargs = dict(options or {})
+        if cluster_address is not None:
+            if "address" not in inspect.signature(cls).parameters:
+                raise ConfigError(
+                    f"a cluster address ({cluster_address!r}, from ray_address= or SLIPSTREAM_RAY_ADDRESS) was "
+                    f"given, but executor {item!r} does not connect to a cluster; install the Ray plugin "
+                    "(pip install 'slipstream[ray]') and use executor='ray', or drop the address"
+                )
+            kwargs.setdefault("address", cluster_address)
+        built.append(cls(**kwargs))
+    return index_executors(built)
+
+
+def index_executors(executors: Mapping[str, Executor] | Sequence[Executor]) -> dict[str, Executor]:
+    """Executors by name (``Executor.name``); a mapping is taken as given."""
+    if isinstance(executors, Mapping):
+        return dict(executors)
+    indexed: dict[str, Executor] = {}
+    for executor in executors:
+        name = executor.name or type(executor).__name__
+        if name in indexed:
+            raise ConfigError(
+                f"two executors are named {name!r}; give each a distinct name (Executor.name), since tasks "
+                "choose one with executor="
+            )
+        indexed[name] = executor
+    return indexed
+
+
+def event_stream_services(url: str | None) -> list[Service]:
+    """The services that publish committed events to the stream at ``url`` (``nats=``).
+
+    Raises:
+        ConfigError: a URL was given but no event-stream backend is installed.
+    """
+    if url is None:
+        return []
+    sink = backend("slipstream.event_sinks", "nats", f"the event stream at {url!r} (nats= or SLIPSTREAM_NATS_URL)")
+    return [sink(url)]

@@ -1,0 +1,226 @@
+"""The controller against the in-memory store and the scriptable fake executor (`engine.testing`):
+durable attempts across restarts, lost attempts, aborts from other processes, failing cancels and
+several executors. Rounds are driven by hand (``reconcile``), so nothing waits for time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+
+from engine.events import ExecutionAborted, ExecutionCreated, NodeFailed, NodeRunning
+from engine.interfaces import TaskKey
+from engine.models import TaskOptions
+from engine.state import ExecutionState
+from engine.testing import FakeExecutor, InMemoryEventStore
+from propeller import Controller, PlannerConfig
+from tests.propeller._sim import lit, spec_of, task_node
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def launch(store: InMemoryEventStore, spec, execution_id: str = "e1") -> None:  # type: ignore[no-untyped-def]
+    created = ExecutionCreated(
+        execution_id=execution_id, version=1, at=T0, project="p", domain="development", workflow="wf",
+        workflow_version="v", spec=spec, inputs={"x": lit(1)},
+    )
+    await store.append(execution_id, 0, [created])
+
+
+def controller(store: InMemoryEventStore, *executors: FakeExecutor, clock: Clock | None = None) -> Controller:
+    return Controller(
+        store, {e.name: e for e in executors}, config=PlannerConfig(default_executor=executors[0].name, retry_delay=0),
+        clock=clock or Clock(),
+    )
+
+
+async def started(ctl: Controller) -> Controller:
+    for executor in ctl.executors.values():
+        await executor.start(ctl.on_task_report)
+    return ctl
+
+
+async def history(store: InMemoryEventStore, execution_id: str = "e1") -> list:
+    return await store.read(execution_id)
+
+
+KEY1 = TaskKey("e1", "a", 1)
+
+
+@pytest.fixture
+async def store() -> InMemoryEventStore:
+    store = InMemoryEventStore()
+    await store.start()
+    return store
+
+
+async def test_a_cancel_lost_in_a_crash_is_made_again_after_restart(store: InMemoryEventStore) -> None:
+    fake = FakeExecutor(durable=True)
+    clock = Clock()
+    first = await started(controller(store, fake, clock=clock))
+    await launch(store, spec_of(task_node("a", options=TaskOptions(timeout=10))))
+    await first.reconcile("e1")
+    fake.start_attempt(KEY1)
+    await first.reconcile("e1")
+    handle = fake.attempt(KEY1).handle
+    running = [e for e in await history(store) if isinstance(e, NodeRunning)]
+    assert running and running[0].handle == handle  # the durable handle is in the log
+
+    clock.now = T0 + timedelta(seconds=60)
+
+    async def crash(execution_id: str, actions: object) -> None:
+        raise SystemExit("the process died after the append, before the cancel")
+
+    first.attempts.dispatch = crash  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        await first.reconcile("e1")
+    failures = [e for e in await history(store) if isinstance(e, NodeFailed)]
+    assert failures[-1].error.kind == "timeout"
+    assert fake.cancelled == []  # the cancel never went out
+    await fake.close()
+    await store.release("e1")
+
+    second = await started(controller(store, fake, clock=clock))
+    await second.reconcile("e1")
+    assert (KEY1, handle) in fake.cancelled  # derived from the log, with the recorded handle
+
+
+async def test_an_attempt_lost_without_a_call_back_is_a_system_failure_and_retried(store: InMemoryEventStore) -> None:
+    fake = FakeExecutor()
+    ctl = await started(controller(store, fake))
+    await launch(store, spec_of(task_node("a")))
+    await ctl.reconcile("e1")
+    fake.start_attempt(KEY1)
+    await ctl.reconcile("e1")
+    fake.lose(KEY1)  # no report: only a poll can notice
+    await ctl.reconcile("e1")
+    assert not any(isinstance(e, NodeFailed) for e in await history(store))
+
+    ctl.poll_in_flight()  # what the periodic revisit does
+    await ctl.reconcile("e1")
+    failed = [e for e in await history(store) if isinstance(e, NodeFailed)]
+    assert len(failed) == 1 and failed[0].error.kind == "system" and "lost" in failed[0].error.message
+    await ctl.reconcile("e1")  # the retry (back-off 0) goes out as attempt 2
+    assert [r.key for r in fake.submitted] == [KEY1, TaskKey("e1", "a", 2)]
+
+
+async def test_an_abort_written_by_another_process_cancels_the_running_attempt(store: InMemoryEventStore) -> None:
+    fake = FakeExecutor()
+    ctl = await started(controller(store, fake))
+    await launch(store, spec_of(task_node("a")))
+    await ctl.reconcile("e1")
+    fake.start_attempt(KEY1)
+    await ctl.reconcile("e1")
+
+    other = store.sibling()  # another process on the same database
+    await other.start()
+    version = await other.current_version("e1")
+    await other.append("e1", version, [ExecutionAborted(execution_id="e1", version=version + 1, at=T0, reason="x")])
+
+    ctl.poll_in_flight()
+    await ctl.reconcile("e1")
+    assert [key for key, _ in fake.cancelled] == [KEY1]
+    assert ctl.attempts.done_with("e1")
+
+
+async def test_a_cancel_that_fails_keeps_the_attempt_tracked_and_is_tried_again(store: InMemoryEventStore) -> None:
+    fake = FakeExecutor()
+    ctl = await started(controller(store, fake))
+    await launch(store, spec_of(task_node("a")))
+    await ctl.reconcile("e1")
+    fake.start_attempt(KEY1)
+    await ctl.reconcile("e1")
+    fake.fail_next_cancel = RuntimeError("executor unreachable")
+    version = await store.current_version("e1")
+    await store.append("e1", version, [ExecutionAborted(execution_id="e1", version=version + 1, at=T0)])
+    ctl.refresh("e1")
+    await ctl.reconcile("e1")
+    assert KEY1 in ctl.attempts.tracked("e1") and "e1" in ctl.attempts.busy()
+    await ctl.reconcile("e1")
+    assert [key for key, _ in fake.cancelled] == [KEY1, KEY1]
+    assert ctl.attempts.done_with("e1")
+
+
+async def test_an_attempt_that_was_running_when_its_process_died_is_a_system_failure(store: InMemoryEventStore) -> None:
+    fake = FakeExecutor()  # in-process work: it dies with the engine
+    first = await started(controller(store, fake))
+    await launch(store, spec_of(task_node("a", options=TaskOptions(system_retries=1))))
+    await first.reconcile("e1")
+    fake.start_attempt(KEY1)
+    await first.reconcile("e1")
+    await fake.close()  # the process died
+    await store.release("e1")
+
+    for restart in range(2):
+        ctl = await started(controller(store, fake))
+        await ctl.reconcile("e1")  # polls the recorded attempt by handle: lost
+        await ctl.reconcile("e1")  # the retry goes out
+        key = TaskKey("e1", "a", restart + 2)
+        if restart == 0:
+            fake.start_attempt(key)
+            await ctl.reconcile("e1")
+            await fake.close()
+            await store.release("e1")
+    state = ExecutionState.fold(await history(store))
+    assert state.phase == "failed"  # the system budget (1 retry) is spent: no crash loop
+    assert state.nodes["a"].system_failures == 2
+
+
+async def test_a_queued_attempt_is_submitted_again_after_a_restart(store: InMemoryEventStore) -> None:
+    fake = FakeExecutor()
+    first = await started(controller(store, fake))
+    await launch(store, spec_of(task_node("a")))
+    await first.reconcile("e1")
+    await fake.close()
+    await store.release("e1")
+    second = await started(controller(store, fake))
+    await second.reconcile("e1")
+    assert [r.key for r in fake.submitted] == [KEY1, KEY1]  # same attempt: submission is idempotent per key
+
+
+async def test_tasks_pick_their_executor_and_the_others_run_on_the_default(store: InMemoryEventStore) -> None:
+    local, gpu = FakeExecutor(name="local"), FakeExecutor(name="gpu")
+    ctl = await started(controller(store, local, gpu))
+    spec = spec_of(task_node("a"), task_node("b", options=TaskOptions(executor="gpu")))
+    await launch(store, spec)
+    await ctl.reconcile("e1")
+    assert [r.key.node_id for r in local.submitted] == ["a"]
+    assert [r.key.node_id for r in gpu.submitted] == ["b"]
+
+
+async def test_an_executor_that_starts_on_submit_gets_its_start_recorded_before_the_body_runs(
+    store: InMemoryEventStore,
+) -> None:
+    fake = FakeExecutor(gates_start=True, starts_on_submit=True)
+    ctl = await started(controller(store, fake))
+    await launch(store, spec_of(task_node("a")))
+    await ctl.reconcile("e1")
+    kinds = [type(e).__name__ for e in await history(store)]
+    assert kinds[-2:] == ["NodeQueued", "NodeRunning"]  # one round, one append
+    assert fake.released == [KEY1]
+
+
+async def test_a_gated_start_is_released_once_node_running_is_durable(store: InMemoryEventStore) -> None:
+    fake = FakeExecutor(gates_start=True)
+    ctl = await started(controller(store, fake))
+    await launch(store, spec_of(task_node("a")))
+    await ctl.reconcile("e1")
+    fake.start_attempt(KEY1)
+    assert fake.released == []
+    await ctl.reconcile("e1")
+    assert isinstance((await history(store))[-1], NodeRunning)
+    assert fake.released == [KEY1]
+    fake.succeed(KEY1, {"o0": lit(2)})
+    await ctl.reconcile("e1")
+    state = ExecutionState.fold(await history(store))
+    assert state.phase == "succeeded"
+    assert msgspec.msgpack.decode(state.nodes["a"].outputs["o0"]) == 2  # type: ignore[index]
