@@ -9,9 +9,9 @@
   bare table with the same columns and unique key; SQLite ``executemany`` in one transaction into
   such a table. ``ratio_to_baseline`` = store rate / baseline rate.
 - read + fold: read the whole log back through ``read_all`` (pages of 10,000), decode, and fold
-  each execution with ``engine.state.ExecutionState`` (when importable; else decode only, noted as
-  ``fold: "unavailable"``). Also per-execution ``read`` + fold for a sample of executions (one query
-  each: latency-bound), and the fold alone over already-decoded events.
+  each execution with ``engine.state.ExecutionState``. Also per-execution ``read`` + fold for a
+  sample of executions (one query each: latency-bound), and the fold alone over already-decoded
+  events.
   Baseline: fetching the same payloads without decoding.
 
 Targets: Postgres batched append >= 20,000 events/s; fold >= 200,000 events/s.
@@ -46,6 +46,7 @@ from engine.events import (
 )
 from engine.interfaces import EventStore, to_records
 from engine.models import LiteralBinding, TaskNode, TaskRef, TypedName, WorkflowSpec
+from engine.state import ExecutionState
 
 APPEND_TARGET = 20_000.0
 FOLD_TARGET = 200_000.0
@@ -53,6 +54,7 @@ DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 _PAGE = 10_000
 
 Folder = Callable[[Sequence[Any]], Any]
+FOLD_NAME = "engine.state.ExecutionState.fold"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -155,20 +157,9 @@ def make_round(executions: int, events: int) -> list[tuple[str, int, Sequence[Ev
     return [(f"{prefix}-{i}", 0, history(f"{prefix}-{i}", events, spec, at)) for i in range(executions)]
 
 
-def find_folder() -> tuple[Folder | None, str]:
-    """The fold over one execution's events, if ``engine.state`` exists yet."""
-    try:
-        from engine.state import ExecutionState
-    except ImportError as exc:
-        return None, f"unavailable ({exc})"
-
-    def fold(events: Sequence[Any]) -> Any:
-        state = ExecutionState()
-        for event in events:
-            state = state.apply(event)
-        return state
-
-    return fold, "engine.state.ExecutionState.apply"
+def fold(events: Sequence[Any]) -> ExecutionState:
+    """The fold over one execution's events."""
+    return ExecutionState.fold(events)
 
 
 # --- measurements --------------------------------------------------------------------------------
@@ -192,7 +183,7 @@ def group_by_execution(events: Sequence[Any]) -> dict[str, list[Any]]:
     return grouped
 
 
-async def measure_reads(store: EventStore, folder: Folder | None, total: int, sample_ids: list[str]) -> dict[str, Any]:
+async def measure_reads(store: EventStore, folder: Folder, total: int, sample_ids: list[str]) -> dict[str, Any]:
     """read_all + decode (+ fold), per-execution read + fold, and the fold alone."""
     start = time.perf_counter()
     after, decoded = 0, []
@@ -206,21 +197,19 @@ async def measure_reads(store: EventStore, folder: Folder | None, total: int, sa
     assert len(decoded) == total, f"read back {len(decoded)} of {total} events"
     grouped = group_by_execution(decoded)
     fold_error = None
-    fold_s = None
-    if folder is not None:
-        start = time.perf_counter()
-        try:
-            for events in grouped.values():
-                folder(events)
-        except Exception as exc:  # report a fold failure instead of losing the append figures
-            fold_error = f"{type(exc).__name__}: {exc}"
-        fold_s = time.perf_counter() - start
+    start = time.perf_counter()
+    try:
+        for events in grouped.values():
+            folder(events)
+    except Exception as exc:  # report a fold failure instead of losing the append figures
+        fold_error = f"{type(exc).__name__}: {exc}"
+    fold_s = time.perf_counter() - start
     start = time.perf_counter()
     per_exec_events = 0
     for execution_id in sample_ids:
         events = await store.read(execution_id)
         per_exec_events += len(events)
-        if folder is not None and fold_error is None:
+        if fold_error is None:
             folder(events)
     per_exec_s = time.perf_counter() - start
     out: dict[str, Any] = {
@@ -252,7 +241,7 @@ def _raw_rows(rounds: list[list[tuple[str, int, Sequence[Event]]]]) -> list[list
     ]
 
 
-async def bench_sqlite(args: argparse.Namespace, folder: Folder | None) -> dict[str, Any]:
+async def bench_sqlite(args: argparse.Namespace, folder: Folder) -> dict[str, Any]:
     """Both measurements and the baseline on a temporary SQLite file."""
     from engine._sqlite_store import SqliteEventStore
 
@@ -310,7 +299,7 @@ def _sqlite_read_baseline(path: Path) -> float:
     return round(len(rows) / elapsed, 1) if elapsed else 0.0
 
 
-async def bench_postgres(args: argparse.Namespace, folder: Folder | None) -> dict[str, Any]:
+async def bench_postgres(args: argparse.Namespace, folder: Folder) -> dict[str, Any]:
     """Both measurements and the baselines in a throw-away schema of ``--postgres-dsn``."""
     import asyncpg
 
@@ -378,10 +367,8 @@ async def _postgres_baselines(
     return times["copy"], times["unnest"]
 
 
-def fold_only(folder: Folder | None, events: int) -> dict[str, Any]:
+def fold_only(folder: Folder, events: int) -> dict[str, Any]:
     """The fold alone over in-memory decoded events (no store)."""
-    if folder is None:
-        return {"events_per_s": None}
     batches = make_round(1000, events)
     decoded = [[decode_event(r.payload) for r in to_records(e, x, evs)] for e, x, evs in batches]
     start = time.perf_counter()
@@ -395,7 +382,6 @@ def fold_only(folder: Folder | None, events: int) -> dict[str, Any]:
 async def main(argv: list[str]) -> dict[str, Any]:
     """Run the store benchmark; return the figures (the dispatcher writes them to results/store.json)."""
     args = parse_args(argv)
-    folder, fold_name = find_folder()
     figures: dict[str, Any] = {
         "parameters": {
             "executions_per_round": args.executions,
@@ -403,15 +389,15 @@ async def main(argv: list[str]) -> dict[str, Any]:
             "rounds": args.rounds,
             "events_per_round": args.executions * args.events,
         },
-        "fold": fold_name,
+        "fold": FOLD_NAME,
         "targets": {"postgres_append_events_per_s": APPEND_TARGET, "fold_events_per_s": FOLD_TARGET},
-        "fold_in_memory": fold_only(folder, args.events),
+        "fold_in_memory": fold_only(fold, args.events),
     }
     for name in [s.strip() for s in args.stores.split(",") if s.strip()]:
         if name == "sqlite":
-            figures["sqlite"] = await bench_sqlite(args, folder)
+            figures["sqlite"] = await bench_sqlite(args, fold)
         elif name == "postgres":
-            figures["postgres"] = await bench_postgres(args, folder)
+            figures["postgres"] = await bench_postgres(args, fold)
         else:
             raise SystemExit(f"unknown store {name!r}: use sqlite and/or postgres")
     return figures

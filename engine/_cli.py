@@ -3,8 +3,9 @@
 Only typer and the standard library are imported up front, so that ``slipstream --help`` stays quick;
 the engine, rich and the rendering in ``engine._cli_view`` are imported by the commands that use them.
 
-Exit codes: 0 success (or nothing to do), 1 the execution failed or was aborted, 2 bad input (one line
-on stderr that names the problem and the fix, never a traceback), 130 interrupted.
+Exit codes: 0 success (or nothing to do), 1 the execution failed or was aborted, 2 bad input or a
+store that cannot be used (one line on stderr that names the problem and the fix, never a traceback),
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["app", "main"]
 
 ProgressMode = Literal["live", "lines", "none"]
+# engine.interfaces.ExecutionStatus, spelled out: importing it here would slow `--help` (a test keeps them equal)
 _STATUSES = ("created", "running", "succeeded", "failed", "aborted")
 
 
@@ -230,9 +232,11 @@ def abort(
     """Abort an execution; aborting one that already ended does nothing."""
 
     async def body() -> int:
+        from engine.interfaces import TERMINAL_STATUSES
+
         async with _open_store(state_dir, postgres) as engine:
             details = await engine.get(execution_id)
-            if details.status in ("succeeded", "failed", "aborted"):
+            if details.status in TERMINAL_STATUSES:
                 _write(f"execution {execution_id} already {details.status}; nothing to abort")
                 return 0
             await engine.abort(execution_id, reason)
@@ -632,7 +636,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str] | None) -> int:
-    from engine.errors import CompileError, ConfigError, ExecutionNotFound, SlipstreamError
+    from engine.errors import ExecutionAborted, SlipstreamError, TaskFailed
 
     command = typer.main.get_command(app)
     try:
@@ -649,12 +653,12 @@ def _main(argv: list[str] | None) -> int:
     except BadInput as exc:
         _error(str(exc))
         return 2
-    except (CompileError, ConfigError, ExecutionNotFound) as exc:  # TypeMismatch, UnknownInput included
+    except (TaskFailed, ExecutionAborted) as exc:  # the execution ended badly: exit 1, as `run` does
+        _error(str(exc).split("\n\n", 1)[0])  # the remote traceback would not fit one line
+        return 1
+    except SlipstreamError as exc:  # bad input, settings, an unknown id, an unreachable store...
         _error(str(exc))
         return 2
-    except SlipstreamError as exc:  # the store is unreachable, a conflict that did not resolve...
-        _error(f"{type(exc).__name__}: {exc}")
-        return 1
     return result if isinstance(result, int) else 0
 
 

@@ -39,7 +39,6 @@ __all__ = [
     "top_level_nodes",
 ]
 
-TERMINAL = ("succeeded", "failed", "aborted")
 _STATUS_STYLE = {
     "created": "dim",
     "running": "cyan",

@@ -3,6 +3,9 @@
 The active ``CompileContext`` lives in a ``ContextVar``; a task, workflow or map called while one is
 active adds a node to it instead of running. Every check happens here, at decoration time, and every
 error names the workflow, the node and the argument, and says how to fix it.
+
+The compiler sits below what it compiles: ``Task``, ``Workflow`` and ``MapTask`` import this module
+(to find the active context) and subclass ``Entity``, never the other way round.
 """
 
 from __future__ import annotations
@@ -17,13 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from engine._literals import to_literal
+from engine._literals import is_assignable, to_literal
 from engine._promise import NodeOutputs, Promise
 from engine._types import (
     dict_key_type,
     dict_value_type,
     fixed_tuple_arity,
-    is_assignable,
     item_type,
     sequence_kind,
     type_repr,
@@ -51,13 +53,31 @@ if TYPE_CHECKING:
     from engine._task import Task
     from engine._workflow import Workflow
 
-__all__ = ["CompileContext", "current_context", "spec_version"]
+__all__ = ["CompileContext", "Entity", "current_context", "spec_version"]
 
 _CURRENT: contextvars.ContextVar[CompileContext | None] = contextvars.ContextVar(
     "slipstream_compile_context", default=None
 )
 
 _VERSION_ENCODER = msgspec.msgpack.Encoder(order="deterministic")
+
+
+class Entity:
+    """Base of what a body calls to add a node: ``Task``, ``Workflow`` and ``MapTask``.
+
+    Passing one where a value is expected (``train(model=fit)`` instead of ``fit()``) is a forgotten
+    call; the compiler recognises it by this base and names it with ``describe``.
+    """
+
+    __slots__ = ()
+
+    def describe(self) -> str:
+        """How messages name it: ``task 'fit'``, ``workflow 'wf'``, ``map_task of 'fit'``.
+
+        Returns:
+            The description.
+        """
+        raise NotImplementedError
 
 
 def current_context() -> CompileContext | None:
@@ -109,14 +129,8 @@ def _contains_promise(value: Any) -> bool:
 
 def _is_uncalled(value: Any) -> str | None:
     """Name a task/workflow/function passed where a value was expected (a forgotten call)."""
-    from engine._map import MapTask
-    from engine._task import Task
-    from engine._workflow import Workflow
-
-    if isinstance(value, (Task, Workflow)):
-        return f"{type(value).__name__.lower()} {value.name!r}"
-    if isinstance(value, MapTask):
-        return f"map_task of {value.task.name!r}"
+    if isinstance(value, Entity):
+        return value.describe()
     if isinstance(value, (types.FunctionType, functools.partial)):
         return f"function {getattr(value, '__name__', repr(value))!r}"
     return None
@@ -364,10 +378,8 @@ class CompileContext:
         kind = "dynamic" if task.is_dynamic else "task"
         inputs = self._bind_call(task.interface, node, args, kwargs, f"{kind} {task.name!r}")
         if task.is_dynamic:
-            from engine._task import dynamic_source_hash
-
             # the version must follow what the dynamic body calls, not only its own source
-            ref = msgspec.structs.replace(task.ref, source_hash=dynamic_source_hash(task))
+            ref = task.node_ref()
             self.nodes.append(DynamicNode(node, ref, inputs, task.interface.typed_outputs(), task.options))
         else:
             self.nodes.append(TaskNode(node, task.ref, inputs, task.interface.typed_outputs(), task.options))

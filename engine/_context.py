@@ -1,8 +1,9 @@
 """`TaskContext`: what a running task knows about itself, via `current_context()`.
 
-Executors bind a context around each task call with `bind_context` (in the worker thread, in the
-worker process, or inside the asyncio task of an async task); a `contextvars.ContextVar` carries it,
-so concurrent tasks on one loop or in one thread pool each see their own.
+``engine.runtime`` binds a context around each task call with `bind_context` (in the worker thread,
+in the worker process, or inside the asyncio task of an async task); a `contextvars.ContextVar`
+carries it, so concurrent tasks on one loop or in one thread pool each see their own. Executors use
+``engine.runtime``, never this module.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class TaskContext(msgspec.Struct, frozen=True, kw_only=True):
         node_id: the node path (``train``, ``prune/train-2``, ``map/17``).
         attempt: the attempt number (1 for the first run).
         gpu_ids: GPU ids assigned to this attempt by the executor (empty when none were reserved).
-        secrets: the task's declared secrets that were found, by name.
+        secrets: the task's declared secrets, by name (an attempt whose declared secret is not set
+            fails before the task runs).
         project: the execution's project.
         domain: the execution's domain.
     """
@@ -84,7 +86,8 @@ def current_context() -> TaskContext:
 def bind_context(context: TaskContext) -> Iterator[TaskContext]:
     """Make ``context`` the `current_context()` for the duration of the ``with`` block.
 
-    For executors. The previous value is restored on exit, so pooled threads carry nothing over.
+    For ``engine.runtime``. The previous value is restored on exit, so pooled threads carry
+    nothing over.
 
     Args:
         context: the attempt's context.
@@ -103,8 +106,7 @@ def read_secrets(names: Sequence[str], environ: Mapping[str, str] | None = None)
     """Resolve a task's declared secrets from the environment of the engine process.
 
     Each name is read from the environment variable of the same name; names that are not set are
-    skipped (the task sees them missing from ``TaskContext.secrets``, and can fail with its own
-    message).
+    left out (``engine.runtime`` then fails the attempt with a message naming them).
 
     Args:
         names: the task's ``secrets`` option.

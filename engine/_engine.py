@@ -31,7 +31,15 @@ from engine.errors import (
 )
 from engine.events import AnyEvent, ExecutionCreated
 from engine.events import ExecutionAborted as ExecutionAbortedEvent
-from engine.interfaces import EventStore, ExecutionSummary, Executor, Service, ServiceContext, ServiceHealth
+from engine.interfaces import (
+    TERMINAL_STATUSES,
+    EventStore,
+    ExecutionSummary,
+    Executor,
+    Service,
+    ServiceContext,
+    ServiceHealth,
+)
 from engine.models import ErrorInfo, WorkflowSpec
 from engine.state import ExecutionState
 
@@ -450,7 +458,7 @@ class Engine:
             summary = await self.store.get_summary(execution_id)
             if summary is None:
                 raise ExecutionNotFound(execution_id)
-            if summary.status in ("succeeded", "failed", "aborted"):
+            if summary.status in TERMINAL_STATUSES:
                 return summary
             # woken when this process records the end; the timeout covers executions that another
             # process runs (or aborts)
@@ -470,7 +478,7 @@ class Engine:
             ExecutionState.fold(await self.store.read(execution_id, after=state.version), state)
             details = details_of(state)
             yield details
-            if details.status in ("succeeded", "failed", "aborted"):
+            if details.status in TERMINAL_STATUSES:
                 return
             with anyio.move_on_after(interval):
                 if self._controller is not None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine._literals import check_type, to_literal
-from engine._types import is_optional, normalize_type, type_repr, unsupported_leaves
+from engine._types import is_namedtuple, is_optional, normalize_type, type_repr, unsupported_leaves
 from engine.errors import CompileError, TypeMismatch
 from engine.models import TypedName
 
@@ -108,10 +108,6 @@ def _hints(fn: Callable[..., Any], what: str, localns: dict[str, Any] | None) ->
         ) from None
 
 
-def _is_namedtuple(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, tuple) and hasattr(tp, "_fields")
-
-
 def outputs_of(
     return_type: Any, what: str, localns: dict[str, Any] | None = None
 ) -> tuple[list[tuple[str, Any]], type | None]:
@@ -128,7 +124,7 @@ def outputs_of(
     return_type = normalize_type(return_type)
     if return_type is type(None):
         return [], None
-    if _is_namedtuple(return_type):
+    if is_namedtuple(return_type):
         try:
             hints = typing.get_type_hints(return_type, localns=localns)
         except NameError as exc:

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from engine._types import (
-    is_assignable,
+    assignable,
     is_optional,
     is_supported,
     normalize_type,
@@ -34,6 +34,7 @@ from engine.errors import CompileError, TypeMismatch
 
 __all__ = [
     "PICKLE_EXT_CODE",
+    "Placeholder",
     "check_type",
     "from_literal",
     "is_assignable",
@@ -48,15 +49,22 @@ __all__ = [
 PICKLE_EXT_CODE = 1
 
 
+class Placeholder:
+    """Base of values that stand for a value not known yet (``engine.Promise``): never a literal.
+
+    The codec refuses to encode one, with a ``CompileError`` that says how to pass it instead. The
+    marker lives here, below the compiler, so that the codec (which workers import) knows no Promise.
+    """
+
+    __slots__ = ()
+
+
 class _PromiseInLiteral(TypeError):
     """Raised by the encoder hook when a Promise hides inside a constant."""
 
 
 def _enc_hook(obj: Any) -> Any:
-    # Imported here: _promise imports this module.
-    from engine._promise import Promise
-
-    if isinstance(obj, Promise):
+    if isinstance(obj, Placeholder):
         raise _PromiseInLiteral(repr(obj))
     import cloudpickle
 
@@ -140,9 +148,7 @@ def check_type(tp: Any, what: str) -> None:
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    from engine._promise import Promise
-
-    if isinstance(value, Promise):
+    if isinstance(value, Placeholder):
         return repr(value)
     try:
         text = repr(value)
@@ -206,3 +212,29 @@ def from_literal(data: bytes, tp: Any) -> Any:
         return _decoder_for(tp).decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise TypeMismatch(f"literal does not hold a {type_repr(tp)}: {exc}") from None
+
+
+def is_assignable(source_tp: Any, target_tp: Any) -> bool:
+    """Whether a producer's output of type ``source_tp`` fits a consumer's input of type ``target_tp``.
+
+    The type system decides (``engine._types.assignable``: exact matches, ``X`` into ``X | None``,
+    ``int`` into ``float``, containers by item type, subclasses into bases, cloudpickled types
+    leniently); the values of a ``Literal[...]`` source fit when this codec encodes them as a
+    ``target_tp``.
+
+    Args:
+        source_tp: the producer's type.
+        target_tp: the consumer's type.
+
+    Returns:
+        ``True`` if every value of ``source_tp`` is a valid ``target_tp``.
+    """
+    return assignable(source_tp, target_tp, _value_fits)
+
+
+def _value_fits(value: Any, tp: Any) -> bool:
+    try:
+        to_literal(value, tp)
+    except CompileError:
+        return False
+    return True

@@ -5,14 +5,14 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from engine._compiler import current_context
+from engine._compiler import Entity, current_context
 from engine._task import Task
 from engine.errors import CompileError, UnknownInput
 
 __all__ = ["MapTask", "map_task"]
 
 
-class MapTask:
+class MapTask(Entity):
     """A task mapped over lists; call it with the mapped list inputs as keywords.
 
     Attributes:
@@ -108,6 +108,14 @@ class MapTask:
                 f"{self.min_success_ratio} allows"
             )
         return results if self.output_type is not None else None
+
+    def describe(self) -> str:
+        """How compile errors name it: ``map_task of 'fit'``.
+
+        Returns:
+            The description.
+        """
+        return f"map_task of {self.task.name!r}"
 
     def __repr__(self) -> str:
         return f"<map_task {self.task.name} concurrency={self.concurrency} min_success_ratio={self.min_success_ratio}>"

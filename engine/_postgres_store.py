@@ -23,9 +23,11 @@ import contextlib
 import hashlib
 import logging
 import re
+import socket
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
@@ -37,7 +39,7 @@ from engine._store_common import (
     page_of,
     plan_projection,
 )
-from engine.errors import ConcurrencyConflict, ConfigError, StoreUnavailable
+from engine.errors import ConcurrencyConflict, ConfigError, SlipstreamError, StoreUnavailable
 from engine.interfaces import (
     EventStore,
     ExecutionPage,
@@ -157,7 +159,10 @@ class PostgresEventStore(EventStore):
         """Open the pool, apply pending migrations and start listening for appends.
 
         Raises:
-            StoreUnavailable: Postgres cannot be reached.
+            StoreUnavailable: Postgres cannot be reached (refused, timed out, unknown host, shutting
+                down, out of connections); starting again later may work.
+            ConfigError: the DSN is malformed, names a database that does not exist, or a user that
+                the server refuses or that may not create the store's tables.
         """
         if self._pool is not None:
             return
@@ -172,19 +177,55 @@ class PostgresEventStore(EventStore):
             )
             # Listening before start returns: no append after start can go unnoticed.
             await self._connect_listener()
-        except asyncpg.ClientConfigurationError as exc:  # a malformed DSN: a setting to fix, not an outage
+        except BaseException as exc:
             if self._pool is not None:
                 self._pool.terminate()
                 self._pool = None
-            raise ConfigError(
-                f"invalid Postgres DSN {self._redacted_dsn()!r}: {exc}; write postgresql://USER@HOST:PORT/DATABASE"
-            ) from exc
-        except _UNAVAILABLE as exc:
-            if self._pool is not None:
-                self._pool.terminate()
-                self._pool = None
-            raise StoreUnavailable(f"cannot open Postgres event store at {self._redacted_dsn()}: {exc}") from exc
+            error = self._start_error(exc)
+            if error is None:
+                raise
+            raise error from exc
         self._listener_task = asyncio.create_task(self._listen_forever(), name="slipstream-store-listener")
+
+    def _start_error(self, exc: BaseException) -> SlipstreamError | None:
+        """The typed error for a driver error met while starting (``None``: not ours to translate)."""
+        dsn = self._redacted_dsn()
+        parts = _dsn_parts(self._dsn)
+        user = f"user {parts['user']!r}" if "user" in parts else "the DSN's user"
+        # ClientConfigurationError is also an InterfaceError (which _UNAVAILABLE holds): test it first.
+        # A plain ValueError is what asyncpg raises for a DSN it cannot parse at all (a bad port).
+        if isinstance(exc, ValueError):
+            return ConfigError(
+                f"invalid Postgres DSN {dsn!r}: {exc}; write postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE"
+            )
+        if isinstance(exc, asyncpg.InvalidCatalogNameError):
+            named = re.search(r'database "(.*)" does not exist', str(exc))
+            database = named.group(1) if named else parts.get("database", "")
+            return ConfigError(
+                f"Postgres database {database!r} does not exist (DSN {dsn}): create it (CREATE DATABASE "
+                f'"{database}"; or `createdb {database}`), or name an existing database in the DSN'
+            )
+        if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):  # unknown role, wrong password
+            return ConfigError(
+                f"Postgres refused {user} (DSN {dsn}): {exc}; fix the user and password in the DSN, "
+                "or the server's roles and pg_hba.conf"
+            )
+        if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+            return ConfigError(
+                f"Postgres {user} may not create the event store in schema {self._schema!r} (DSN {dsn}): "
+                f"{exc}; grant it CREATE on the database, or pass a schema it owns"
+            )
+        if isinstance(exc, _UNAVAILABLE):
+            if isinstance(exc, socket.gaierror):
+                fix = "fix the host name in the DSN (or the DNS)"
+            elif isinstance(exc, asyncpg.exceptions.InsufficientResourcesError):
+                fix = "close idle clients or raise the server's max_connections, then try again"
+            elif isinstance(exc, asyncpg.exceptions.OperatorInterventionError):
+                fix = "the server is starting up or shutting down: try again once it is up"
+            else:
+                fix = "start the server, or fix the host and port in the DSN, then try again"
+            return StoreUnavailable(f"cannot reach Postgres at {dsn}: {_reason(exc)}; {fix}")
+        return None
 
     async def close(self) -> None:
         """Stop listening and close every connection (idempotent)."""
@@ -209,7 +250,9 @@ class PostgresEventStore(EventStore):
                 pool.terminate()
 
     def _redacted_dsn(self) -> str:
-        return re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", self._dsn)
+        """The DSN without its password (in the user part or as a ``password=`` parameter)."""
+        dsn = re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", self._dsn)
+        return re.sub(r"(?i)\b(password=)[^&\s]*", r"\1***", dsn)
 
     # --- migrations --------------------------------------------------------------------------------
 
@@ -565,6 +608,34 @@ class PostgresEventStore(EventStore):
                 delay = 0.05
                 self._changed.set()  # appends may have happened while no listener was up
                 break
+
+
+def _dsn_parts(dsn: str) -> dict[str, str]:
+    """The user and database a URL DSN names, for messages (whatever parses)."""
+    parts: dict[str, str] = {}
+    with contextlib.suppress(ValueError):
+        url = urlsplit(dsn)
+        query = parse_qs(url.query)
+        for key, value in (
+            ("user", url.username or query.get("user", [""])[0]),
+            ("database", url.path.lstrip("/") or query.get("dbname", query.get("database", [""]))[0]),
+        ):
+            if value:
+                parts[key] = unquote(value)
+    return parts
+
+
+def _reason(exc: BaseException) -> str:
+    """A short cause for a connection failure: the OS's words rather than errno tuples."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return f"host name not found ({exc.strerror})"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def _lease_key(execution_id: str) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from engine._literals import Placeholder
 from engine._types import type_repr
 from engine.errors import CompileError
 
@@ -26,10 +27,11 @@ _FIX = (
 )
 
 
-class Promise:
+class Promise(Placeholder):
     """A placeholder for a node output or workflow input, inside a ``@workflow`` or ``@dynamic`` body.
 
     Pass it to other tasks as a keyword argument, put it in a list or dict argument, or return it.
+    The codec refuses to encode it (``Placeholder``), even nested inside a constant.
     """
 
     __slots__ = ("_binding", "_ctx", "_type", "_what")

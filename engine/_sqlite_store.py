@@ -88,19 +88,42 @@ class SqliteEventStore(EventStore):
         """Open the file, switch it to WAL mode and apply pending migrations.
 
         Raises:
-            StoreUnavailable: the file cannot be opened or migrated.
+            ConfigError: the state directory cannot be created or written, or the file is not a
+                SQLite database.
+            StoreUnavailable: the file is locked by another process past ``busy_timeout``, or the
+                disk is full; starting again later may work.
         """
         if self._conn is not None:
             return
         try:
             self._conn = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
-        except OSError as exc:  # the state directory is a file, or not writable: a setting to fix
-            raise ConfigError(
-                f"cannot use {self._path.parent} as the state directory ({exc}); point --state-dir or "
-                "SLIPSTREAM_STATE_DIR at a writable directory"
-            ) from exc
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open SQLite event store {self._path}: {exc}") from exc
+        except (OSError, sqlite3.Error) as exc:
+            raise self._start_error(exc) from exc
+
+    def _start_error(self, exc: OSError | sqlite3.Error) -> ConfigError | StoreUnavailable:
+        """The typed error for a failure to open the store: a setting to fix, or a passing condition."""
+        fix = "point --state-dir or SLIPSTREAM_STATE_DIR (Engine.embedded(state_dir=...)) at a writable directory"
+        if isinstance(exc, OSError):  # creating the directory failed
+            why = exc.strerror or str(exc)
+            if isinstance(exc, FileExistsError | NotADirectoryError):
+                directory = self._path.parent
+                # error path only: a few stat calls to name the file that blocks the directory
+                blocker = next((p for p in (directory, *directory.parents) if p.is_file()), directory)
+                why = f"{blocker} is a file, where a directory should be"
+            return ConfigError(f"cannot use {self._path.parent} as the state directory: {why}; {fix}")
+        name = getattr(exc, "sqlite_errorname", "")
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            return StoreUnavailable(
+                f"SQLite event store {self._path} is locked by another process ({exc}); try again once it is "
+                "done, or raise busy_timeout"
+            )
+        if name == "SQLITE_FULL":
+            return StoreUnavailable(f"SQLite event store {self._path}: {exc}; free disk space and try again")
+        if name == "SQLITE_NOTADB":
+            return ConfigError(
+                f"{self._path} in the state directory is not a SQLite database ({exc}); move it away, or {fix}"
+            )
+        return ConfigError(f"cannot use {self._path} as the SQLite event store ({exc}); {fix}")
 
     def _open(self) -> sqlite3.Connection:
         self._path.parent.mkdir(parents=True, exist_ok=True)

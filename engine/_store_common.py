@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_STATUSES: frozenset[str] = frozenset({"created", "running", "succeeded", "failed", "aborted"})
+_STATUSES: frozenset[str] = frozenset(get_args(ExecutionStatus))
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _SQLITE_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sqlite\.sql$")
 

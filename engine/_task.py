@@ -10,11 +10,13 @@ import inspect
 import sys
 import types
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, overload
+from typing import Any, NoReturn, overload
 
-from engine._compiler import current_context
+import msgspec
+
+from engine._compiler import Entity, current_context
 from engine._interface import Interface, interface_of
-from engine.errors import CompileError
+from engine.errors import CompileError, InvalidResources
 from engine.models import Resources, TaskOptions, TaskRef
 
 __all__ = ["Task", "dynamic", "dynamic_source_hash", "source_hash", "task"]
@@ -112,7 +114,7 @@ def _options(
     if seconds is not None and seconds <= 0:
         raise CompileError(f"{what}: timeout must be positive, got {timeout!r}")
     if resources is not None and not isinstance(resources, Resources):
-        raise CompileError(f"{what}: resources must be engine.Resources(cpu=..., mem=..., gpu=...), got {resources!r}")
+        _reject_resources(what, resources)
     if executor is not None and not isinstance(executor, str):
         raise CompileError(f"{what}: executor must be a plugin name such as 'local' or 'ray', got {executor!r}")
     if isinstance(secrets, str) or isinstance(cache_ignore_inputs, str):
@@ -137,6 +139,28 @@ def _options(
     )
 
 
+def _reject_resources(what: str, resources: object) -> NoReturn:
+    """Raise the error for a ``resources=`` that is not an ``engine.Resources``, naming the call to write.
+
+    A dict is not converted: one spelling, checked where it is written (``Resources(...)`` validates
+    itself), is easier to read and search for than two.
+    """
+    if not isinstance(resources, dict):
+        raise CompileError(f"{what}: resources must be engine.Resources(cpu=..., mem=..., gpu=...), got {resources!r}")
+    unknown = sorted(str(k) for k in resources if k not in Resources.__struct_fields__)
+    if unknown:
+        raise CompileError(
+            f"{what}: resources={resources!r} has unknown key(s) {unknown}; write "
+            "resources=engine.Resources(cpu=..., mem=..., gpu=...) with only those three"
+        )
+    try:
+        Resources(**resources)
+    except InvalidResources as exc:
+        raise CompileError(f"{what}: resources must be engine.Resources(...), not a dict; and {exc}") from exc
+    spelled = ", ".join(f"{k}={v!r}" for k, v in resources.items())
+    raise CompileError(f"{what}: resources must be engine.Resources, not a dict: write resources=Resources({spelled})")
+
+
 def _pickle_by_value(obj: Any) -> bytes:
     """cloudpickle ``obj``, dropping msgspec's per-class caches from classes pickled by value.
 
@@ -159,7 +183,7 @@ def _pickle_by_value(obj: Any) -> bytes:
     return buf.getvalue()
 
 
-class Task:
+class Task(Entity):
     """A typed function that runs as one node of a workflow.
 
     Called inside a ``@workflow``/``@dynamic`` body it adds a node and returns Promises; called
@@ -213,10 +237,27 @@ class Task:
             pickled = None
             if module == "__main__" or "<locals>" in qualname:
                 pickled = _pickle_by_value(self)
-            self._ref = TaskRef(
-                self.name, module, qualname, source_hash(self.fn), pickled, is_async=self.is_async
-            )
+            self._ref = TaskRef(self.name, module, qualname, source_hash(self.fn), pickled, is_async=self.is_async)
         return self._ref
+
+    def node_ref(self) -> TaskRef:
+        """The ref a node of this task records: for a ``@dynamic``, its source hash also covers what its
+        body calls (``dynamic_source_hash``), since its sub-spec is only built at run time.
+
+        Returns:
+            ``ref``, with the dynamic source hash for a ``@dynamic``.
+        """
+        if not self.is_dynamic:
+            return self.ref
+        return msgspec.structs.replace(self.ref, source_hash=dynamic_source_hash(self))
+
+    def describe(self) -> str:
+        """How compile errors name it: ``task 'fit'``.
+
+        Returns:
+            The description.
+        """
+        return f"{type(self).__name__.lower()} {self.name!r}"
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -1,5 +1,9 @@
 """The type system of interfaces: readable names, assignability of producer to consumer types, and which
-types the literal codec supports natively (the rest fall back to cloudpickled leaves)."""
+types the literal codec supports natively (the rest fall back to cloudpickled leaves).
+
+This module sits below the codec (``engine._literals``) and imports nothing of the SDK: where
+assignability needs the codec (the values of a ``Literal[...]``), the codec passes its judgement in.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,17 @@ import functools
 import types
 import typing
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 __all__ = [
+    "assignable",
     "dict_key_type",
     "dict_value_type",
     "fixed_tuple_arity",
-    "is_assignable",
+    "is_namedtuple",
     "is_optional",
     "is_supported",
     "item_type",
@@ -82,7 +88,15 @@ def is_optional(tp: Any) -> bool:
     return _is_union(tp) and any(is_optional(a) for a in typing.get_args(tp))
 
 
-def _is_namedtuple(tp: Any) -> bool:
+def is_namedtuple(tp: Any) -> bool:
+    """Whether ``tp`` is a ``typing.NamedTuple`` (or ``collections.namedtuple``) class.
+
+    Args:
+        tp: a type annotation.
+
+    Returns:
+        ``True`` for a tuple subclass with ``_fields``.
+    """
     return isinstance(tp, type) and issubclass(tp, tuple) and hasattr(tp, "_fields")
 
 
@@ -121,7 +135,7 @@ def _unsupported_leaves(tp: Any, seen: set[int]) -> list[Any]:
     if isinstance(tp, type):
         if issubclass(tp, enum.Enum):
             return []
-        if issubclass(tp, msgspec.Struct) or dataclasses.is_dataclass(tp) or _is_namedtuple(tp) or _is_typeddict(tp):
+        if issubclass(tp, msgspec.Struct) or dataclasses.is_dataclass(tp) or is_namedtuple(tp) or _is_typeddict(tp):
             try:
                 hints = typing.get_type_hints(tp)
             except Exception:
@@ -183,15 +197,18 @@ def _union_args(tp: Any) -> tuple[Any, ...]:
     return tuple(normalize_type(a) for a in typing.get_args(tp)) if _is_union(tp) else (tp,)
 
 
-def is_assignable(source_tp: Any, target_tp: Any) -> bool:
+def assignable(source_tp: Any, target_tp: Any, value_fits: Callable[[Any, Any], bool]) -> bool:
     """Whether a producer's output of type ``source_tp`` fits a consumer's input of type ``target_tp``.
 
     Exact matches fit; ``X`` fits ``X | None``; ``int`` fits ``float``; containers fit when their item
     types do; subclasses fit their bases; ``Any`` and cloudpickle-fallback types are accepted leniently.
+    A ``Literal[...]`` source fits when each of its values does, as judged by ``value_fits``: that is
+    the codec's call, so the codec passes it in (``engine._literals.is_assignable`` binds it).
 
     Args:
         source_tp: the producer's type.
         target_tp: the consumer's type.
+        value_fits: ``value_fits(value, tp)``: whether ``value`` is a valid ``tp``.
 
     Returns:
         ``True`` if every value of ``source_tp`` is a valid ``target_tp``.
@@ -201,15 +218,15 @@ def is_assignable(source_tp: Any, target_tp: Any) -> bool:
     if src is Any or dst is Any or src == dst:
         return True
     if typing.get_origin(src) is typing.Annotated:
-        return is_assignable(typing.get_args(src)[0], dst)
+        return assignable(typing.get_args(src)[0], dst, value_fits)
     if typing.get_origin(dst) is typing.Annotated:
-        return is_assignable(src, typing.get_args(dst)[0])
+        return assignable(src, typing.get_args(dst)[0], value_fits)
     if _is_union(src):
-        return all(is_assignable(s, dst) for s in _union_args(src))
+        return all(assignable(s, dst, value_fits) for s in _union_args(src))
     if _is_union(dst):
-        return any(is_assignable(src, d) for d in _union_args(dst))
+        return any(assignable(src, d, value_fits) for d in _union_args(dst))
     if typing.get_origin(src) is typing.Literal:
-        return all(_value_fits(v, dst) for v in typing.get_args(src))
+        return all(value_fits(v, dst) for v in typing.get_args(src))
     if typing.get_origin(dst) is typing.Literal:
         return False
     if src is int and dst is float:
@@ -217,7 +234,7 @@ def is_assignable(source_tp: Any, target_tp: Any) -> bool:
     s_origin = typing.get_origin(src) or src
     d_origin = typing.get_origin(dst) or dst
     if s_origin in _SEQUENCES or s_origin is dict or d_origin in _SEQUENCES or d_origin is dict:
-        return _containers_assignable(src, dst, s_origin, d_origin)
+        return _containers_assignable(src, dst, s_origin, d_origin, value_fits)
     if isinstance(src, type) and isinstance(dst, type):
         if not is_supported(src) or not is_supported(dst):
             return True  # cloudpickled values are checked when the task runs, not here
@@ -228,18 +245,9 @@ def is_assignable(source_tp: Any, target_tp: Any) -> bool:
     return not is_supported(src) and not is_supported(dst)
 
 
-def _value_fits(value: Any, tp: Any) -> bool:
-    from engine._literals import to_literal
-    from engine.errors import CompileError
-
-    try:
-        to_literal(value, tp)
-    except CompileError:
-        return False
-    return True
-
-
-def _containers_assignable(src: Any, dst: Any, s_origin: Any, d_origin: Any) -> bool:
+def _containers_assignable(
+    src: Any, dst: Any, s_origin: Any, d_origin: Any, value_fits: Callable[[Any, Any], bool]
+) -> bool:
     containers = (*_SEQUENCES, dict)
     if s_origin not in containers or d_origin not in containers:
         return False
@@ -250,7 +258,7 @@ def _containers_assignable(src: Any, dst: Any, s_origin: Any, d_origin: Any) -> 
             return False
         if not s_args or not d_args:
             return True
-        return is_assignable(s_args[0], d_args[0]) and is_assignable(s_args[1], d_args[1])
+        return assignable(s_args[0], d_args[0], value_fits) and assignable(s_args[1], d_args[1], value_fits)
     # list, set, frozenset and tuple all travel as msgpack arrays; allow list <-> tuple, not set
     if (s_origin in (set, frozenset)) != (d_origin in (set, frozenset)):
         return False
@@ -259,12 +267,14 @@ def _containers_assignable(src: Any, dst: Any, s_origin: Any, d_origin: Any) -> 
     s_items = _item_types(s_origin, s_args)
     d_items = _item_types(d_origin, d_args)
     if isinstance(s_items, tuple) and isinstance(d_items, tuple):
-        return len(s_items) == len(d_items) and all(map(is_assignable, s_items, d_items))
+        return len(s_items) == len(d_items) and all(
+            assignable(s, d, value_fits) for s, d in zip(s_items, d_items, strict=True)
+        )
     if isinstance(d_items, tuple):  # a variable-length list into a fixed-size tuple: length unknown
         return False
     if isinstance(s_items, tuple):
-        return all(is_assignable(s, d_items) for s in s_items)
-    return is_assignable(s_items, d_items)
+        return all(assignable(s, d_items, value_fits) for s in s_items)
+    return assignable(s_items, d_items, value_fits)
 
 
 def _item_types(origin: Any, args: tuple[Any, ...]) -> Any:

@@ -8,7 +8,8 @@ from typing import Any, overload
 
 import msgspec
 
-from engine._compiler import CompileContext, current_context
+from engine._compiler import CompileContext, Entity, current_context
+from engine._files import Dir, File
 from engine._interface import Interface, interface_of
 from engine._literals import from_literal, to_literal
 from engine._promise import Promise
@@ -41,7 +42,7 @@ def _parse_json(text: str, tp: Any) -> Any:
         raise
 
 
-class Workflow:
+class Workflow(Entity):
     """A compiled workflow.
 
     Attributes:
@@ -120,6 +121,14 @@ class Workflow:
         from engine._engine import run_locally
 
         return run_locally(self, kwargs)
+
+    def describe(self) -> str:
+        """How compile errors name it: ``workflow 'wf'``.
+
+        Returns:
+            The description.
+        """
+        return f"{type(self).__name__.lower()} {self.name!r}"
 
     def __repr__(self) -> str:
         return f"<workflow {self.fn.__module__}.{self.fn.__qualname__} version={self.spec.version[:12]}>"
@@ -200,8 +209,6 @@ class Workflow:
             UnknownInput: a name is not an input.
             TypeMismatch: a string does not parse as its input's type.
         """
-        from engine._files import Dir, File
-
         what = f"workflow {self.name!r}"
         parsed: dict[str, Any] = {}
         for name, text in raw.items():

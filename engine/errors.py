@@ -5,6 +5,7 @@
     │   ├── TypeMismatch        a value or producer output does not fit an input's type
     │   └── UnknownInput        an argument names no input of the interface
     ├── ConfigError             a setting or backend name is wrong
+    │   └── InvalidResources    a Resources(cpu=, mem=, gpu=) value is invalid (also a ValueError)
     ├── ExecutionNotFound       an execution id is not in the store
     ├── ExecutionNotFinished    an operation needs a finished execution (recover)
     ├── ConcurrencyConflict     another writer appended first (optimistic concurrency)
@@ -24,6 +25,7 @@ __all__ = [
     "ExecutionAborted",
     "ExecutionNotFinished",
     "ExecutionNotFound",
+    "InvalidResources",
     "InvalidTransition",
     "NoTaskContext",
     "SlipstreamError",
@@ -52,6 +54,23 @@ class UnknownInput(CompileError):
 
 class ConfigError(SlipstreamError):
     """A setting, URL or backend name is wrong or missing."""
+
+
+class InvalidResources(ConfigError, ValueError):
+    """A ``Resources(cpu=..., mem=..., gpu=...)`` field holds a value no executor could honour.
+
+    Also a ``ValueError``, so that msgspec reports it as a ``msgspec.ValidationError`` when a stored
+    spec or event holding such a value is decoded (the store then treats the record as corrupt).
+
+    Attributes:
+        field: ``cpu``, ``mem`` or ``gpu``.
+        value: the rejected value.
+    """
+
+    def __init__(self, field: str, value: object, fix: str) -> None:
+        self.field = field
+        self.value = value
+        super().__init__(f"Resources({field}={value!r}): {fix}")
 
 
 class ExecutionNotFound(SlipstreamError):

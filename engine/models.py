@@ -16,7 +16,6 @@ child of the dynamic or subworkflow node ``prune``; ``map/17`` is element 17 of 
 from __future__ import annotations
 
 import fractions
-import functools
 import math
 import re
 from collections.abc import Iterator
@@ -109,14 +108,16 @@ _MEM_MULTIPLIER: dict[str | None, int] = {
     **{p: 1000 ** (i + 1) for i, p in enumerate("kMGTPE")},
 }
 _MEM_MAX = 2**63 - 1  # the most Kubernetes and Ray accept
+_COUNT_MAX = 2**53  # cpu/gpu: beyond, a float (the stored type) no longer holds every integer
 
 
 def _check_count(field: str, value: object) -> None:
     """``cpu``/``gpu``: a finite number >= 0; a string or a bool is a mistake worth naming."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        if math.isfinite(value) and value >= 0:
+        if value >= 0 and value < _COUNT_MAX and math.isfinite(value):
             return
-        raise InvalidResources(field, value, f"{field} must be a finite number >= 0, like 1 or 0.5")
+        too_large = " below 2**53" if value >= _COUNT_MAX else ""
+        raise InvalidResources(field, value, f"{field} must be a finite number >= 0{too_large}, like 1 or 0.5")
     fix = f"{field} must be a number >= 0, like 1 or 0.5"
     if isinstance(value, str):
         text = value.strip()
@@ -130,7 +131,6 @@ def _check_count(field: str, value: object) -> None:
     raise InvalidResources(field, value, fix)
 
 
-@functools.lru_cache(maxsize=256)
 def _memory_bytes(quantity: str) -> int:
     """The number of bytes a memory quantity stands for (see `Resources`), rounded up.
 
@@ -165,7 +165,7 @@ def _memory_mistake(quantity: str) -> str:
     number, unit = found["number"], found["unit"]
     if found["sign"] == "-":
         return f"memory must be positive: write {_MEM_FORMS}"
-    if unit in _MEM_MULTIPLIER or found["sign"]:
+    if unit in _MEM_MULTIPLIER or not unit or found["sign"]:
         return f"write '{number}{unit}', without sign or spaces"
     if unit == "m":
         return (

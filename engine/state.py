@@ -46,6 +46,7 @@ from engine.events import (
     NodeSkipped,
     NodeSucceeded,
 )
+from engine.interfaces import TERMINAL_STATUSES
 from engine.literals import NIL_LITERAL, join_dict_literal, join_list_literal, split_list_literal
 from engine.models import (
     ArrayNode,
@@ -265,7 +266,7 @@ class ExecutionState:
 
     @property
     def is_terminal(self) -> bool:
-        return self.phase in ("succeeded", "failed", "aborted")
+        return self.phase in TERMINAL_STATUSES
 
     @property
     def spec(self) -> WorkflowSpec:

@@ -1,202 +1,274 @@
-"""`LocalExecutor`: runs task attempts in this process (DESIGN section 7, ``local``).
+"""`LocalExecutor`: runs task attempts on this machine (DESIGN section 7, ``local``).
 
-Async tasks run as asyncio tasks on the engine's event loop; sync tasks (and every ``@dynamic``
-expansion) run in a thread pool (``mode="thread"``) or a spawn-started process pool
-(``mode="process"``). Process workers receive the task reference and the input literals, and load the
-task by import; a task whose module cannot be imported there (``__main__``, a notebook) travels
-cloudpickled in ``TaskRef.pickled``.
+Where an attempt runs:
 
-Cancellation (``request.timeout`` is enforced by the control loop, which calls ``cancel``): an async
-task's coroutine is really cancelled. A running thread cannot be killed in
-Python, and a process worker is shared by many attempts: in both cases ``cancel`` forgets the attempt
-and its result is discarded when it arrives; the worker stays busy until the function returns.
-``close`` does not wait for such stuck workers (process workers are terminated).
+- ``async def`` tasks run as asyncio tasks on the engine's event loop, in both modes, with no queue
+  (``starts_on_submit``). A watchdog thread warns, on logger ``slipstream.executor.local``, when one
+  of them blocks the loop (calls blocking code) for longer than ``loop_stall_threshold``.
+- sync tasks and ``@dynamic`` expansions run in daemon worker threads (``mode="thread"``), or in
+  spawn-started worker processes (``mode="process"``) that get the request as msgpack bytes (the
+  task by import, or cloudpickled in ``TaskRef.pickled`` when a fresh process cannot import it).
 
-Resources (cpu, mem, gpu) are not reserved by this executor: attempts get no GPU ids, and the pool
-size bounds concurrency.
+Every attempt reports its start when a worker picks it up (``poll`` then says ``running``) and its
+end. Start gate (``gates_start``): bodies that run in this process (threads, async tasks) wait for
+``release(key)``, so the control loop has recorded the start before user code can take the process
+down. A process worker needs no gate: its death fails only its attempt, as a retryable system
+error, and a fresh worker replaces it.
+
+Cancellation (the control loop enforces ``request.timeout`` by calling ``cancel``):
+
+- async task: really cancelled; its ``finally`` blocks get a bounded grace (CANCEL_GRACE_SECONDS).
+- process: the worker process is terminated (killed after the grace) and replaced.
+- thread: **Python cannot stop a thread.** ``cancel`` forgets the attempt and discards its result;
+  the thread runs the body to its end and then exits, and a fresh thread takes its place in the
+  pool meanwhile. Worker threads are daemons, so a stuck body never keeps the process from exiting.
+  Use ``mode="process"`` for sync tasks that must be stoppable.
+
+Limits: process workers are daemonic (an engine that exits without ``close`` never waits for them),
+so a task running in one cannot start ``multiprocessing`` children (``subprocess`` works). Resources
+(cpu, mem, gpu) are not reserved: attempts get no GPU ids, and ``max_workers`` bounds concurrency.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import collections
 import contextlib
-import functools
-import importlib.util
+import logging
 import multiprocessing
 import os
-import sys
+import queue
+import signal
 import threading
-import traceback
+import time
 from collections.abc import Callable
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, Literal
 
 import msgspec
 
-from engine._context import TaskContext, bind_context, read_secrets
-from engine.errors import CompileError
 from engine.interfaces import Executor, TaskKey, TaskRequest, TaskStatus
 from engine.models import ErrorInfo, TaskRef
-
-if TYPE_CHECKING:
-    from engine._task import Task
+from engine.runtime import can_load, portable_ref, read_secrets, run_attempt, run_attempt_async
 
 __all__ = ["LocalExecutor"]
 
 Mode = Literal["thread", "process"]
 
-# How long `cancel`/`close` wait for a cancelled async task to unwind (its `finally` blocks) before
-# giving up on it; a coroutine that swallows CancelledError must not hang the control loop.
+# How long a cancelled async task may take to unwind, and a terminated process to exit before it
+# is killed; a coroutine that swallows CancelledError must not hang the control loop.
 CANCEL_GRACE_SECONDS = 5.0
 
-
-class _Job(msgspec.Struct, frozen=True):
-    """One attempt as sent to a worker; msgpack-encoded for process workers."""
-
-    key: TaskKey
-    task: TaskRef
-    inputs: dict[str, bytes]
-    kind: Literal["task", "dynamic"]
-    context: TaskContext
+log = logging.getLogger("slipstream.executor.local")
 
 
 @dataclass(eq=False)
 class _Attempt:
-    job: _Job
-    is_async: bool
-    task: Task | None  # loaded in this process; None when loading failed
-    status: TaskStatus | None = None  # set once the attempt reached a final phase
-    driver: asyncio.Task[None] | None = None
-    # Written by the worker thread when it starts (thread mode); plain attribute writes are atomic.
+    """One submitted attempt. Fields are written on the event-loop thread, except where noted."""
+
+    request: TaskRequest
+    handle: str
+    where: Literal["async", "thread", "process"]
+    phase: Literal["queued", "running"] = "queued"
     worker: str = ""
     started_at: datetime | None = None
-    # thread mode: called by the worker thread when it picks the attempt up, so the loop records
-    # the real start (an attempt's timeout counts from there, not from queueing)
-    on_start: Callable[[], None] | None = None
-    submitted_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    final: TaskStatus | None = None  # set once the attempt reached a final phase
+    # Read by worker threads: set before `gate` so that a woken thread sees it.
+    cancelled: bool = False
+    gate: threading.Event = field(default_factory=threading.Event)  # thread bodies wait on it
+    released: asyncio.Event = field(default_factory=asyncio.Event)  # async bodies wait on it
+    driver: asyncio.Task[None] | None = None  # async attempts
+    process: _ProcessWorker | None = None  # process attempts, once dispatched
+    # Thread attempts, guarded by LocalExecutor._lock: whether the body runs, and whether its
+    # thread was given up on (cancelled mid-body: it retires when the body returns).
+    in_body: bool = False
+    abandoned: bool = False
+
+    @property
+    def key(self) -> TaskKey:
+        return self.request.key
 
 
 class LocalExecutor(Executor):
-    """Runs attempts on the event loop (async tasks) and in a local thread or process pool.
+    """Runs attempts on the event loop (async tasks) and in local worker threads or processes.
 
     Args:
-        mode: ``"thread"`` (default; shares memory, cannot kill stuck tasks) or ``"process"``
-            (spawned workers; inputs and outputs cross as literals).
-        max_workers: pool size; Python's default for the pool kind when ``None``.
+        mode: ``"thread"`` (default; shares memory; cannot stop a stuck sync task) or ``"process"``
+            (spawned workers; inputs and outputs cross as literals; cancel terminates).
+        max_workers: how many sync attempts run at once; by default ``min(32, cpus + 4)`` threads or
+            one process per CPU.
+        loop_stall_threshold: warn when an async task blocks the event loop for longer than this
+            many seconds; ``None`` turns the watchdog off.
+
+    Raises:
+        ValueError: an argument is out of range.
     """
 
     name = "local"
+    gates_start = True
 
-    def __init__(self, mode: Mode = "thread", max_workers: int | None = None) -> None:
+    def __init__(
+        self, mode: Mode = "thread", max_workers: int | None = None, *, loop_stall_threshold: float | None = 1.0
+    ) -> None:
         if mode not in ("thread", "process"):
             raise ValueError(f"LocalExecutor(mode={mode!r}): mode must be 'thread' or 'process'")
         if max_workers is not None and max_workers < 1:
             raise ValueError(f"LocalExecutor(max_workers={max_workers}): need at least one worker")
+        if loop_stall_threshold is not None and loop_stall_threshold <= 0:
+            raise ValueError(
+                f"LocalExecutor(loop_stall_threshold={loop_stall_threshold}): give a positive number of seconds, "
+                "or None to turn the watchdog off"
+            )
+        cpus = os.cpu_count() or 1
         self.mode: Mode = mode
-        self.max_workers = max_workers
+        self.max_workers = max_workers or (min(32, cpus + 4) if mode == "thread" else cpus)
+        self.loop_stall_threshold = loop_stall_threshold
         self._attempts: dict[TaskKey, _Attempt] = {}
-        self._pool: concurrent.futures.Executor | None = None
-        self._on_done: Callable[[TaskKey], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._report: Callable[[TaskKey], None] = lambda key: None
+        self._lock = threading.Lock()
+        self._threads: _ThreadPool | None = None
+        self._workers: list[_ProcessWorker] = []
+        self._retired: list[_ProcessWorker] = []  # stopped workers whose process may not have exited yet
+        self._queued: collections.deque[_Attempt] = collections.deque()  # process attempts not dispatched
+        self._spawned = 0
+        self._watchdog: _LoopWatchdog | None = None
+        self._closing = False
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self, on_done: Callable[[TaskKey], None]) -> None:
-        """Create the worker pool and remember ``on_done``.
+    async def start(self, report: Callable[[TaskKey], None]) -> None:
+        """Remember the loop and ``report``; workers start on demand.
 
         Args:
-            on_done: called on the event-loop thread when an attempt succeeded or failed (not when
-                it was cancelled), and in thread mode also when a worker starts it.
+            report: called on the event-loop thread when an attempt starts and when it ends (not
+                when it was cancelled).
         """
         self._loop = asyncio.get_running_loop()
-        self._on_done = on_done
-        if self._pool is None:
-            self._pool = self._new_pool()
+        self._report = report
+        self._closing = False
+        if self.mode == "thread" and self._threads is None:
+            self._threads = _ThreadPool(self.max_workers, self._run_in_thread)
+        if self.loop_stall_threshold is not None and self._watchdog is None:
+            self._watchdog = _LoopWatchdog(self._loop, self.loop_stall_threshold)
 
     async def close(self) -> None:
-        """Cancel every attempt in flight and shut the pool down without waiting for stuck workers."""
+        """Cancel everything in flight, terminate process workers; never waits for stuck threads."""
+        self._closing = True
         attempts = list(self._attempts.values())
         self._attempts.clear()
-        await self._cancel_drivers([a for a in attempts if a.status is None])
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            _shutdown_pool(pool)
+        drivers = [driver for attempt in attempts if (driver := self._stop(attempt)) is not None]
+        if drivers:
+            await asyncio.wait(drivers, timeout=CANCEL_GRACE_SECONDS)
+        self._queued.clear()
+        workers, retired = self._workers, self._retired
+        self._workers, self._retired = [], []
+        for worker in workers:
+            worker.stop()
+        workers += retired
+        if workers:
+            # so that no worker process outlives close(), nor is caught half-spawned at exit
+            await _join_workers(workers, CANCEL_GRACE_SECONDS + 1)
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown()
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.stop()
 
     # --- Executor ------------------------------------------------------------------------------
 
-    async def submit(self, request: TaskRequest) -> None:
-        """Start the attempt, unless ``request.key`` was already submitted and not forgotten.
+    async def submit(self, request: TaskRequest) -> str:
+        """Start the attempt, unless ``request.key`` is in flight or finished (and not forgotten).
 
         Args:
             request: the attempt to run.
 
-        Raises:
-            RuntimeError: if `start` was not awaited first.
-        """
-        if self._loop is None or self._pool is None:
-            raise RuntimeError("LocalExecutor.submit before start(): await executor.start(on_done) first")
-        if request.key in self._attempts:
-            return
-        context = TaskContext(
-            execution_id=request.key.execution_id,
-            node_id=request.key.node_id,
-            attempt=request.key.attempt,
-            gpu_ids=[],
-            secrets=read_secrets(request.secrets),
-            project=request.project,
-            domain=request.domain,
-        )
-        job = _Job(request.key, request.task, request.inputs, request.kind, context)
-        try:
-            task = _load_task(request.task)
-        except Exception as exc:
-            attempt = _Attempt(job, is_async=False, task=None)
-            attempt.status = _failed(job, "user", _not_loadable(request.task, exc), _format(exc), False)
-            self._attempts[request.key] = attempt
-            # Report from a later loop iteration: the caller may still be planning this execution.
-            self._loop.call_soon(self._report, attempt)
-            return
-        if self.mode == "process" and request.task.pickled is None and not _importable_elsewhere(request.task):
-            job = msgspec.structs.replace(job, task=_with_pickled(request.task, task))
-        attempt = _Attempt(job, is_async=bool(task.is_async) and request.kind == "task", task=task)
-        if self.mode == "thread" and not attempt.is_async:
-            attempt.on_start = functools.partial(self._report_start, attempt)
-        self._attempts[request.key] = attempt
-        attempt.driver = self._loop.create_task(
-            self._drive(attempt), name=f"local:{request.key.execution_id}/{request.key.node_id}"
-        )
+        Returns:
+            The attempt's handle, ``local:<pid>:<execution>/<node>/<attempt>``.
 
-    def poll(self, key: TaskKey) -> TaskStatus:
-        """The attempt's status: ``running`` in flight, then ``succeeded``/``failed``; ``lost`` if unknown.
+        Raises:
+            RuntimeError: `start` was not awaited first, or the executor was closed.
+        """
+        loop = self._loop
+        if loop is None or self._closing:
+            raise RuntimeError("LocalExecutor.submit before start() or after close(): await executor.start(report)")
+        key = request.key
+        existing = self._attempts.get(key)
+        if existing is not None:
+            return existing.handle
+        handle = f"local:{os.getpid()}:{key.execution_id}/{key.node_id}/{key.attempt}"
+        if self.starts_on_submit(request):
+            attempt = _Attempt(request, handle, "async", "running", f"{_process_name()}/asyncio", datetime.now(UTC))
+            self._attempts[key] = attempt
+            # The asyncio task's name is what the watchdog reports if this attempt blocks the loop.
+            name = (
+                f"async task {request.task.name!r} (execution {key.execution_id}, node {key.node_id}, "
+                f"attempt {key.attempt})"
+            )
+            attempt.driver = loop.create_task(self._drive_async(attempt), name=name)
+        elif self.mode == "thread":
+            attempt = _Attempt(request, handle, "thread")
+            self._attempts[key] = attempt
+            assert self._threads is not None
+            self._threads.put(attempt)
+        else:
+            request = msgspec.structs.replace(request, task=portable_ref(request.task))
+            attempt = _Attempt(request, handle, "process")
+            self._attempts[key] = attempt
+            self._queued.append(attempt)
+            self._dispatch()
+        return handle
+
+    async def poll(self, key: TaskKey, handle: str = "") -> TaskStatus:
+        """The attempt's status: ``queued``, ``running``, then ``succeeded``/``failed``; ``lost`` if unknown.
+
+        Args:
+            key: the attempt.
+            handle: ignored: attempts live in this process only, and are found by key.
+
+        Returns:
+            The attempt's current `TaskStatus`, with its handle.
+        """
+        return self.status(key)
+
+    def status(self, key: TaskKey) -> TaskStatus:
+        """What `poll` returns, without awaiting.
 
         Args:
             key: the attempt.
 
         Returns:
-            The attempt's current `TaskStatus`.
+            The attempt's current `TaskStatus`; ``lost`` if unknown.
         """
         attempt = self._attempts.get(key)
         if attempt is None:
             return TaskStatus(phase="lost")
-        if attempt.status is not None:
-            return attempt.status
-        return TaskStatus(phase="running", worker=attempt.worker, started_at=attempt.started_at)
+        if attempt.final is not None:
+            return attempt.final
+        return TaskStatus(
+            phase=attempt.phase, worker=attempt.worker, started_at=attempt.started_at, handle=attempt.handle
+        )
 
-    async def cancel(self, key: TaskKey) -> None:
-        """Stop the attempt and forget it; its ``on_done`` is never called. Unknown keys are ignored.
+    async def cancel(self, key: TaskKey, handle: str = "") -> None:
+        """Stop the attempt and forget it; it is never reported. Unknown keys are ignored.
 
-        An async task is cancelled and given a moment to unwind; a thread or process attempt keeps
-        its worker busy until it returns, and its result is discarded.
+        An async task is cancelled and awaited (up to CANCEL_GRACE_SECONDS); a process worker is
+        terminated and replaced; a thread cannot be stopped: its result is discarded.
 
         Args:
             key: the attempt.
+            handle: ignored (see `poll`).
         """
         attempt = self._attempts.pop(key, None)
-        if attempt is not None and attempt.status is None:
-            await self._cancel_drivers([attempt])
+        if attempt is None:
+            return
+        driver = self._stop(attempt)
+        if driver is not None:
+            await asyncio.wait([driver], timeout=CANCEL_GRACE_SECONDS)
 
     def forget(self, key: TaskKey) -> None:
         """Drop a finished attempt's result; an attempt still in flight is left alone.
@@ -205,8 +277,32 @@ class LocalExecutor(Executor):
             key: the attempt.
         """
         attempt = self._attempts.get(key)
-        if attempt is not None and attempt.status is not None:
+        if attempt is not None and attempt.final is not None:
             del self._attempts[key]
+
+    def release(self, key: TaskKey) -> None:
+        """Let the attempt's body run (its start is durable). Unknown keys are ignored.
+
+        Call it on the event-loop thread, like every method but `start`'s ``report``.
+
+        Args:
+            key: the attempt.
+        """
+        attempt = self._attempts.get(key)
+        if attempt is not None:
+            attempt.gate.set()
+            attempt.released.set()
+
+    def starts_on_submit(self, request: TaskRequest) -> bool:
+        """True for ``async def`` tasks: they start on the loop at once, with no queue.
+
+        Args:
+            request: the attempt.
+
+        Returns:
+            Whether its body starts as soon as `submit` returns (after `release`).
+        """
+        return request.kind == "task" and request.task.is_async
 
     def can_run(self, task: TaskRef) -> bool:
         """Whether ``task`` can be loaded here: pickled, or its module importable and holding it.
@@ -217,240 +313,446 @@ class LocalExecutor(Executor):
         Returns:
             True if an attempt of it could start in this process.
         """
-        if task.pickled is not None:
-            return True
-        module = sys.modules.get(task.module)
-        if module is None:
-            try:
-                return importlib.util.find_spec(task.module) is not None
-            except (ImportError, ValueError):
-                return False
-        target: Any = module
-        for part in task.qualname.split("."):  # a different __main__ would not have it
-            target = getattr(target, part, None)
-            if target is None:
-                return False
-        return True
+        return can_load(task)
 
-    # --- internals -----------------------------------------------------------------------------
+    # --- attempts, on the event-loop thread ----------------------------------------------------
 
-    def _new_pool(self) -> concurrent.futures.Executor:
-        if self.mode == "thread":
-            return concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="slipstream-local")
-        # spawn, not fork: forking a process that runs an event loop and threads copies their locks
-        # in whatever state they are, and fork is unavailable on macOS/Windows anyway.
-        return concurrent.futures.ProcessPoolExecutor(self.max_workers, mp_context=multiprocessing.get_context("spawn"))
+    def _stop(self, attempt: _Attempt) -> asyncio.Task[None] | None:
+        """Stop an attempt already removed from ``_attempts``; return an async driver to await."""
+        attempt.cancelled = True
+        attempt.gate.set()  # a thread waiting at the gate wakes, sees `cancelled`, skips the body
+        if attempt.final is not None:
+            return None  # finished: its worker may run another attempt by now
+        if attempt.where == "async":
+            if attempt.driver is not None and not attempt.driver.done():
+                attempt.driver.cancel()
+                return attempt.driver
+        elif attempt.where == "thread":
+            with self._lock:
+                abandon = attempt.in_body and not attempt.abandoned
+                attempt.abandoned = attempt.abandoned or abandon
+            if abandon and self._threads is not None:
+                self._threads.retire_one()
+        elif attempt.process is not None:
+            if attempt.process.attempt is attempt:  # else its end is posted and the worker moved on
+                self._retire_worker(attempt.process)
+        elif attempt in self._queued:
+            self._queued.remove(attempt)
+        return None
 
-    async def _drive(self, attempt: _Attempt) -> None:
-        """Run one attempt to a final status, store it and report it (never for a cancelled attempt)."""
-        try:
-            status = await self._execute(attempt)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug of ours or of the pool: the attempt may run again elsewhere
-            status = _failed(
-                attempt.job, "system", f"local executor error: {type(exc).__name__}: {exc}", _format(exc), True
-            )
-        if self._attempts.get(attempt.job.key) is not attempt:
-            return  # cancelled or closed meanwhile
-        attempt.status = status
-        self._report(attempt)
+    def _started(self, attempt: _Attempt, worker: str, started_at: datetime | None) -> None:
+        if self._attempts.get(attempt.key) is attempt and attempt.final is None:
+            attempt.phase, attempt.worker, attempt.started_at = "running", worker, started_at
+            self._report(attempt.key)
 
-    async def _execute(self, attempt: _Attempt) -> TaskStatus:
-        loop = asyncio.get_running_loop()
-        job, task = attempt.job, attempt.task
-        assert task is not None
-        if attempt.is_async:
-            return await _run_async(job, task)
-        pool = self._pool
-        if pool is None:
-            raise RuntimeError("the executor was closed")
-        if self.mode == "thread":
-            return await loop.run_in_executor(pool, _run_in_thread, job, task, attempt)
-        try:
-            payload = await loop.run_in_executor(pool, _run_in_child, msgspec.msgpack.encode(job))
-        except BrokenProcessPool as exc:
-            # A worker died (killed, segfault, out of memory); every attempt on this pool fails the
-            # same way. Replace the pool once, so that the retries have somewhere to run.
-            if self._pool is pool:
-                self._pool = self._new_pool()
-                _shutdown_pool(pool)
-            return _failed(job, "system", f"local process worker died: {exc}", _format(exc), True)
-        return msgspec.msgpack.decode(payload, type=TaskStatus)
+    def _finish(self, attempt: _Attempt, status: TaskStatus) -> None:
+        if self._attempts.get(attempt.key) is attempt and attempt.final is None:
+            attempt.final = msgspec.structs.replace(status, handle=attempt.handle)
+            self._report(attempt.key)
 
-    def _report_start(self, attempt: _Attempt) -> None:
-        """From a worker thread: tell the loop the attempt started (it polls ``running``)."""
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        """From any thread: run ``fn(*args)`` on the event-loop thread, where all state changes."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._report_if_running, attempt)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
+                self._loop.call_soon_threadsafe(fn, *args)
 
-    def _report_if_running(self, attempt: _Attempt) -> None:
-        if attempt.status is None:
-            self._report(attempt)
-
-    def _report(self, attempt: _Attempt) -> None:
-        if self._on_done is not None and self._attempts.get(attempt.job.key) is attempt:
-            self._on_done(attempt.job.key)
-
-    async def _cancel_drivers(self, attempts: list[_Attempt]) -> None:
-        drivers = [a.driver for a in attempts if a.driver is not None and not a.driver.done()]
-        for driver in drivers:
-            driver.cancel()
-        if drivers:
-            # Pool-backed drivers finish at once (only their wait is cancelled); async tasks get a
-            # bounded moment to run their `finally` blocks.
-            await asyncio.wait(drivers, timeout=CANCEL_GRACE_SECONDS)
-
-
-# --- running an attempt (also in worker threads and processes) ------------------------------------
-
-
-def _load_task(ref: TaskRef) -> Task:
-    from engine._runtime import load_task
-
-    return load_task(ref)
-
-
-def _worker_name() -> str:
-    return f"{multiprocessing.current_process().name}[{os.getpid()}]/{threading.current_thread().name}"
-
-
-def _run_in_thread(job: _Job, task: Task, attempt: _Attempt) -> TaskStatus:
-    attempt.worker = _worker_name()
-    attempt.started_at = datetime.now(UTC)
-    if attempt.on_start is not None:
-        attempt.on_start()
-    return _run_sync(job, task, attempt.worker, attempt.started_at)
-
-
-def _run_in_child(payload: bytes) -> bytes:
-    """Process-pool entry point: bytes in, bytes out, so nothing but literals crosses the boundary."""
-    job = msgspec.msgpack.decode(payload, type=_Job)
-    worker, started_at = _worker_name(), datetime.now(UTC)
-    try:
-        task = _load_task(job.task)
-    except Exception as exc:
-        status = _failed(job, "user", _not_loadable(job.task, exc), _format(exc), False, worker, started_at)
-    else:
-        status = _run_sync(job, task, worker, started_at)
-    return msgspec.msgpack.encode(status)
-
-
-def _run_sync(job: _Job, task: Task, worker: str, started_at: datetime) -> TaskStatus:
-    from engine import _runtime
-
-    def failed(kind: Literal["user", "system"], message: str, tb: str, retryable: bool) -> TaskStatus:
-        return _failed(job, kind, message, tb, retryable, worker, started_at)
-
-    with bind_context(job.context):
+    async def _drive_async(self, attempt: _Attempt) -> None:
+        watchdog = self._watchdog
+        if watchdog is not None:
+            watchdog.enter()
         try:
-            inputs = _runtime.decode_inputs(task, job.inputs)
-        except Exception as exc:
-            return failed("user", f"inputs of task {task.name!r} do not decode: {_describe(exc)}", _format(exc), False)
-        if job.kind == "dynamic":
-            try:
-                spec = _runtime.expand_dynamic(task, inputs)
-            except CompileError as exc:  # the dynamic body builds an invalid workflow: same every time
-                return failed("user", _describe(exc), _format(exc, skip=1), False)
-            except BaseException as exc:
-                return failed("user", _describe(exc), _format(exc, skip=1), True)
-            return TaskStatus(
-                phase="succeeded", dynamic_spec=msgspec.msgpack.encode(spec), worker=worker, started_at=started_at
+            self._report(attempt.key)  # it started at submit
+            await attempt.released.wait()
+            status = await run_attempt_async(attempt.request, worker=attempt.worker, started_at=attempt.started_at)
+        except Exception as exc:  # a bug of ours: the attempt may run again
+            status = _system_failure(attempt, f"local executor error: {type(exc).__name__}: {exc}")
+        finally:
+            if watchdog is not None:
+                watchdog.exit()
+        self._finish(attempt, status)
+
+    # --- threads -------------------------------------------------------------------------------
+
+    def _run_in_thread(self, attempt: _Attempt) -> bool:
+        """In a worker thread: run one attempt; return True if the thread must retire."""
+        if attempt.cancelled:
+            return False
+        worker, started_at = f"{_process_name()}/{threading.current_thread().name}", datetime.now(UTC)
+        self._post(self._started, attempt, worker, started_at)
+        attempt.gate.wait()
+        with self._lock:
+            if attempt.cancelled:
+                return False
+            attempt.in_body = True
+        try:
+            status = run_attempt(attempt.request, worker=worker, started_at=started_at)
+        except BaseException as exc:  # a bug of ours, or KeyboardInterrupt raised by the task
+            status = _system_failure(attempt, f"local executor error: {type(exc).__name__}: {exc}")
+        with self._lock:
+            attempt.in_body = False
+            retire = attempt.abandoned
+        if not retire:
+            self._post(self._finish, attempt, status)
+        return retire
+
+    # --- processes -----------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Hand queued process attempts to idle workers, spawning workers up to ``max_workers``."""
+        while self._queued and not self._closing:
+            worker = next((w for w in self._workers if w.attempt is None), None)
+            if worker is None:
+                if len(self._workers) >= self.max_workers:
+                    return
+                worker = self._new_worker()
+            attempt = self._queued.popleft()
+            attempt.process = worker
+            # Secrets come from the engine's environment, read now: a worker spawned earlier
+            # would not see a variable set since.
+            secrets = read_secrets(attempt.request.secrets)
+            worker.run(attempt, msgspec.msgpack.encode(_Job(attempt.request, secrets)))
+
+    def _new_worker(self) -> _ProcessWorker:
+        self._spawned += 1
+        worker = _ProcessWorker(f"slipstream-local-process-{self._spawned}", self)
+        self._workers.append(worker)
+        worker.start()
+        return worker
+
+    def _retire_worker(self, worker: _ProcessWorker) -> None:
+        """Terminate a worker (its attempt was cancelled) and start its replacement."""
+        if worker in self._workers:
+            self._workers.remove(worker)
+            worker.stop()
+            self._retired = [w for w in self._retired if w.alive] + [worker]
+            if not self._closing:
+                self._new_worker()
+        self._dispatch()
+
+    def _process_started(self, worker: _ProcessWorker, attempt: _Attempt, status: TaskStatus) -> None:
+        self._started(attempt, status.worker, status.started_at)
+
+    def _process_finished(self, worker: _ProcessWorker, attempt: _Attempt, status: TaskStatus) -> None:
+        worker.attempt = None
+        self._finish(attempt, status)
+        self._dispatch()
+
+    def _process_died(self, worker: _ProcessWorker, attempt: _Attempt | None, detail: str, replace: bool) -> None:
+        if worker not in self._workers:
+            return  # we stopped it: its attempt was cancelled, or we are closing
+        self._workers.remove(worker)
+        if attempt is not None:
+            message = (
+                f"local process worker {worker.name} died {detail}; a fresh worker replaces it (a crash, "
+                "os._exit or the out-of-memory killer ends a worker; its stderr may say which)"
             )
+            self._finish(attempt, _system_failure(attempt, message))
+        # A worker that could not even start is not replaced at once (that could loop forever);
+        # queued attempts still spawn workers on demand.
+        if replace and not self._closing:
+            self._new_worker()
+        self._dispatch()
+
+
+def _process_name() -> str:
+    return f"{multiprocessing.current_process().name}[{os.getpid()}]"
+
+
+def _system_failure(attempt: _Attempt, message: str) -> TaskStatus:
+    error = ErrorInfo(kind="system", message=message, retryable=True, node_id=attempt.key.node_id)
+    return TaskStatus(phase="failed", error=error, worker=attempt.worker, started_at=attempt.started_at)
+
+
+# --- the thread pool -------------------------------------------------------------------------------
+
+
+class _ThreadPool:
+    """Daemon threads fed from one queue, started on demand up to ``size``.
+
+    Not `concurrent.futures.ThreadPoolExecutor`: its threads are joined at interpreter exit, so one
+    stuck task would keep the process alive. A thread given up on (`retire_one`) no longer counts
+    against ``size``; it exits when its task returns.
+    """
+
+    def __init__(self, size: int, run: Callable[[_Attempt], bool]) -> None:
+        self._size = size
+        self._run = run  # returns True when the thread must retire
+        self._queue: queue.SimpleQueue[_Attempt | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._live = 0  # threads not given up on
+        self._idle = 0  # live threads waiting for an item
+        self._waiting = 0  # items put and not yet taken
+        self._started = 0
+
+    def put(self, attempt: _Attempt) -> None:
+        with self._lock:
+            self._waiting += 1
+            self._grow()
+        self._queue.put(attempt)
+
+    def retire_one(self) -> None:
+        """A thread is stuck in a cancelled body: stop counting it, and replace it if work waits."""
+        with self._lock:
+            self._live -= 1
+            self._grow()
+
+    def shutdown(self) -> None:
+        """Let idle threads exit; threads stuck in a body are daemons and are left behind."""
+        with self._lock:
+            live, self._size = self._live, 0
+        for _ in range(live):
+            self._queue.put(None)
+
+    def _grow(self) -> None:
+        if self._waiting > self._idle and self._live < self._size:
+            self._live += 1
+            self._idle += 1
+            self._started += 1
+            threading.Thread(target=self._work, name=f"slipstream-local-{self._started}", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            attempt = self._queue.get()
+            if attempt is None:
+                return
+            with self._lock:
+                self._idle -= 1
+                self._waiting -= 1
+            if self._run(attempt):
+                return
+            with self._lock:
+                self._idle += 1
+
+
+# --- process workers -------------------------------------------------------------------------------
+
+
+class _Job(msgspec.Struct, frozen=True):
+    """One attempt as sent to a process worker (msgpack): the request and its secrets' values."""
+
+    request: TaskRequest
+    secrets: dict[str, str]
+
+
+class _ProcessWorker:
+    """One spawn-started worker process, and the daemon thread of ours that talks to it.
+
+    The thread starts the process, sends it jobs through a pipe, and posts what comes back to the
+    executor's loop: a ``running`` status when the child takes the job, then the final status, or
+    the death of the process (EOF on the pipe).
+    """
+
+    def __init__(self, name: str, executor: LocalExecutor) -> None:
+        self.name = name
+        self.attempt: _Attempt | None = None  # written on the loop thread
+        self._executor = executor
+        self._inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._process: BaseProcess | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._serve, name=f"{name}-pipe", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def run(self, attempt: _Attempt, job: bytes) -> None:
+        self.attempt = attempt
+        self._inbox.put(job)
+
+    def stop(self) -> None:
+        """Terminate the process (killed after the grace if it ignores SIGTERM); never blocks."""
+        with self._lock:
+            self._stopping = True
+            process = self._process
+        self._inbox.put(None)
+        if process is not None:
+            _terminate(process)
+
+    def _serve(self) -> None:
+        context = multiprocessing.get_context("spawn")  # fork would copy the loop's threads and locks
+        parent, child = context.Pipe()
+        process = context.Process(target=_child_main, args=(child,), name=self.name, daemon=True)
         try:
-            result = task.fn(**inputs)
-        except BaseException as exc:
-            return failed("user", _describe(exc), _format(exc, skip=1), True)
-        try:
-            outputs = _runtime.encode_outputs(task, result)
+            try:
+                process.start()
+            finally:
+                child.close()  # else the parent holds the child's end open and never sees EOF
         except Exception as exc:
-            return failed("user", f"outputs of task {task.name!r} do not encode: {_describe(exc)}", _format(exc), False)
-    return TaskStatus(phase="succeeded", outputs=outputs, worker=worker, started_at=started_at)
-
-
-async def _run_async(job: _Job, task: Task) -> TaskStatus:
-    """Run an async task in the current asyncio task, whose context is private to it."""
-    from engine import _runtime
-
-    worker, started_at = f"{_worker_name()}/asyncio", datetime.now(UTC)
-
-    def failed(message: str, tb: str, retryable: bool) -> TaskStatus:
-        return _failed(job, "user", message, tb, retryable, worker, started_at)
-
-    with bind_context(job.context):
+            parent.close()
+            self._died(f"at start ({type(exc).__name__}: {exc})", replace=False)
+            return
+        with self._lock:
+            self._process = process
+            stopping = self._stopping
         try:
-            inputs = _runtime.decode_inputs(task, job.inputs)
-        except Exception as exc:
-            return failed(f"inputs of task {task.name!r} do not decode: {_describe(exc)}", _format(exc), False)
+            if stopping:
+                _terminate(process)
+                return
+            while (job := self._inbox.get()) is not None:
+                attempt = self.attempt
+                try:
+                    parent.send_bytes(job)
+                    running = msgspec.msgpack.decode(parent.recv_bytes(), type=TaskStatus)
+                    self._executor._post(self._executor._process_started, self, attempt, running)
+                    final = msgspec.msgpack.decode(parent.recv_bytes(), type=TaskStatus)
+                    self._executor._post(self._executor._process_finished, self, attempt, final)
+                except (EOFError, OSError, msgspec.DecodeError):
+                    if not self._stopping:
+                        process.join(CANCEL_GRACE_SECONDS)  # EOF comes as it exits: get its exit code
+                        _terminate(process)
+                    self._died(f"while running the attempt ({_exit_detail(process)})")
+                    return
+        finally:
+            parent.close()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the pipe thread still runs (it ends once the process is gone)."""
+        return self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the pipe thread to end."""
+        self._thread.join(timeout)
+
+    def _died(self, detail: str, replace: bool = True) -> None:
+        self._executor._post(self._executor._process_died, self, self.attempt, detail, replace)
+
+
+async def _join_workers(workers: list[_ProcessWorker], timeout: float) -> None:
+    """Wait, up to ``timeout`` seconds in all, for workers' pipe threads to end, without blocking the
+    loop (and without the loop's default executor, which ``asyncio.run`` joins at its end)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def join() -> None:
+        deadline = time.monotonic() + timeout
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(_resolve, done, None)
+
+    threading.Thread(target=join, name="slipstream-local-close", daemon=True).start()
+    await done
+
+
+def _resolve(future: asyncio.Future[None], value: None) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _terminate(process: BaseProcess) -> None:
+    if process.exitcode is not None:
+        return
+    process.terminate()
+
+    def reap() -> None:
+        process.join(CANCEL_GRACE_SECONDS)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+
+    threading.Thread(target=reap, name=f"{process.name}-reaper", daemon=True).start()
+
+
+def _exit_detail(process: BaseProcess) -> str:
+    code = process.exitcode
+    if code is None:
+        return "it stopped answering"
+    if code < 0:
         try:
-            result = await task.fn(**inputs)
-        except (Exception, SystemExit) as exc:  # CancelledError propagates: the attempt is cancelled
-            return failed(_describe(exc), _format(exc, skip=1), True)
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _child_main(conn: Connection) -> None:
+    """A worker process: run jobs from ``conn`` one at a time until the parent goes away."""
+    # Ctrl-C reaches the whole process group; the engine decides what stops, and terminates us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker = _process_name()
+    while True:
         try:
-            outputs = _runtime.encode_outputs(task, result)
-        except Exception as exc:
-            return failed(f"outputs of task {task.name!r} do not encode: {_describe(exc)}", _format(exc), False)
-    return TaskStatus(phase="succeeded", outputs=outputs, worker=worker, started_at=started_at)
+            job = msgspec.msgpack.decode(conn.recv_bytes(), type=_Job)
+        except EOFError:
+            return
+        started_at = datetime.now(UTC)
+        conn.send_bytes(msgspec.msgpack.encode(TaskStatus(phase="running", worker=worker, started_at=started_at)))
+        status = run_attempt(job.request, worker=worker, environ=job.secrets, started_at=started_at)
+        conn.send_bytes(msgspec.msgpack.encode(status))
 
 
-def _failed(
-    job: _Job,
-    kind: Literal["user", "system"],
-    message: str,
-    tb: str,
-    retryable: bool,
-    worker: str = "",
-    started_at: datetime | None = None,
-) -> TaskStatus:
-    error = ErrorInfo(kind=kind, message=message, traceback=tb, retryable=retryable, node_id=job.key.node_id)
-    return TaskStatus(phase="failed", error=error, worker=worker, started_at=started_at)
+# --- the event-loop watchdog -----------------------------------------------------------------------
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+class _LoopWatchdog:
+    """Warns, one line per stall, when the event loop stops answering while async tasks run.
+
+    A thread posts a no-op to the loop every ``threshold / 2`` seconds, only while async attempts
+    are in flight (none otherwise: no cost when nothing runs). When the loop has not run it after
+    ``threshold`` seconds, the thread names the asyncio task holding the loop and warns when the
+    loop answers again, or after ``STALL_REPORT_AFTER`` thresholds if it still does not.
+    """
+
+    STALL_REPORT_AFTER = 10
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, threshold: float) -> None:
+        self._loop = loop
+        self._threshold = threshold
+        self._busy = 0  # async attempts in flight; changed on the loop thread only
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def enter(self) -> None:
+        self._busy += 1
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="slipstream-loop-watchdog", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def exit(self) -> None:
+        self._busy -= 1
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+
+    def _watch(self) -> None:
+        while not self._stopped.is_set():
+            self._wake.clear()  # before reading _busy: an enter() after this wakes the wait below
+            if self._busy == 0:
+                self._wake.wait()
+                continue
+            answered = threading.Event()
+            posted = time.monotonic()
+            try:
+                self._loop.call_soon_threadsafe(answered.set)
+            except RuntimeError:  # the loop is closed
+                return
+            if answered.wait(self._threshold):
+                self._stopped.wait(self._threshold / 2)
+                continue
+            culprit = _running_task(self._loop)
+            answered.wait(self._threshold * (self.STALL_REPORT_AFTER - 1))
+            still = "" if answered.is_set() else " and still blocks it"
+            log.warning(
+                "%s blocked the event loop for %.1f s%s (warning threshold %.1f s): it calls blocking code; "
+                "await an async API instead, or make it a sync task",
+                culprit,
+                time.monotonic() - posted,
+                still,
+                self._threshold,
+            )
+            while not answered.wait(self._threshold):  # one line per stall
+                if self._stopped.is_set():
+                    return
 
 
-def _format(exc: BaseException, skip: int = 0) -> str:
-    """The traceback text of ``exc``, without our own ``skip`` outermost frames (the call into user code)."""
-    tb = exc.__traceback__
-    for _ in range(skip):
-        if tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
-
-
-def _not_loadable(ref: TaskRef, exc: BaseException) -> str:
-    return (
-        f"task {ref.name!r} ({ref.module}:{ref.qualname}) could not be loaded: {_describe(exc)}; define the "
-        "task at module level in an importable module, or run it where that module is importable"
-    )
-
-
-def _importable_elsewhere(ref: TaskRef) -> bool:
-    """Whether a spawned worker can import the task's module (it gets this process's ``sys.path``)."""
-    if ref.module in ("__main__", "__mp_main__"):
-        return False
-    module = sys.modules.get(ref.module)
-    if module is not None:
-        # A module built in memory (exec, a notebook cell) has no spec or no file to import from.
-        spec = getattr(module, "__spec__", None)
-        return spec is not None and spec.origin is not None
-    with contextlib.suppress(Exception):
-        return importlib.util.find_spec(ref.module) is not None
-    return False
-
-
-def _with_pickled(ref: TaskRef, task: Any) -> TaskRef:
-    import cloudpickle
-
-    return msgspec.structs.replace(ref, pickled=cloudpickle.dumps(task))
-
-
-def _shutdown_pool(pool: concurrent.futures.Executor) -> None:
-    pool.shutdown(wait=False, cancel_futures=True)
-    if isinstance(pool, concurrent.futures.ProcessPoolExecutor):
-        # Python < 3.14 has no public way to stop a worker stuck in a task; without this, a hung task
-        # keeps its process (and the interpreter's exit) waiting forever.
-        processes = getattr(pool, "_processes", None) or {}
-        for process in list(processes.values()):
-            with contextlib.suppress(Exception):
-                process.terminate()
+def _running_task(loop: asyncio.AbstractEventLoop) -> str:
+    """Which asyncio task holds ``loop`` (read from another thread: a dict lookup, safe)."""
+    task = asyncio.current_task(loop)
+    if task is None:
+        return "a callback outside any asyncio task"
+    name = task.get_name()
+    return name if name.startswith("async task ") else f"asyncio task {name!r}"

@@ -17,7 +17,8 @@ Semantics follow client-go ``util/workqueue`` (``queue.go``, ``delaying_queue.go
 - After ``shutdown``, adds are ignored and timers dropped, but ``get`` still hands out what is
   queued; once the queue is empty it raises `QueueShutDown` (client-go's ``shutdown=true``).
 
-All methods must be called from the event loop's thread, except `add_threadsafe`.
+All methods must be called from the event loop's thread: a caller on another thread (an executor's
+worker) hands its add to the loop with ``loop.call_soon_threadsafe``.
 """
 
 from __future__ import annotations
@@ -91,12 +92,9 @@ class WorkQueue(Generic[T]):
         self._deadlines: dict[T, tuple[float, int]] = {}
         self._seq = itertools.count()
         self._timer_task: asyncio.Task[None] | None = None
+        # Rate-limited adds of each item since its last forget(): the exponent of its back-off.
         self._failures: dict[T, int] = {}
         self._shutting_down = False
-        self._drained: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        with contextlib.suppress(RuntimeError):
-            self._loop = asyncio.get_running_loop()
 
     # --- basic queue ---------------------------------------------------------------------------
 
@@ -117,30 +115,10 @@ class WorkQueue(Generic[T]):
         self._queue.append(item)
         self._wake_one_getter()
 
-    def add_threadsafe(self, item: T) -> None:
-        """`add` from any thread (an executor's worker thread, for instance).
-
-        The add happens on the queue's event loop soon after. If that loop is closed, the add is
-        dropped, as an add after shutdown would be.
-
-        Args:
-            item: a hashable id.
-
-        Raises:
-            RuntimeError: if the queue has not yet been used inside an event loop (build it, or call
-                any method, inside the loop first).
-        """
-        loop = self._loop
-        if loop is None:
-            raise RuntimeError(
-                "WorkQueue.add_threadsafe: the queue is not bound to an event loop yet; create it, or "
-                "call get()/add_after(), inside the loop that runs the workers"
-            )
-        with contextlib.suppress(RuntimeError):  # loop closed: the engine is gone, drop the wake-up
-            loop.call_soon_threadsafe(self.add, item)
-
     def get_nowait(self) -> T:
         """Take the next ready item without waiting; the caller must call `done` with it.
+
+        The decision `get` waits on (client-go's ``Get`` without the condition variable).
 
         Returns:
             The oldest queued item, now marked as processing.
@@ -168,7 +146,6 @@ class WorkQueue(Generic[T]):
         Raises:
             QueueShutDown: once the queue is shut down and empty.
         """
-        self._bind_loop()
         while True:
             try:
                 return self.get_nowait()
@@ -199,28 +176,11 @@ class WorkQueue(Generic[T]):
             # Even after shutdown (client-go does the same): the add happened before it.
             self._queue.append(item)
             self._wake_one_getter()
-        if not self._processing and self._drained is not None:
-            self._drained.set()
 
     def __len__(self) -> int:
         """Number of items ready for a worker (timers that are due count as ready)."""
         self._fire_due_timers()
         return len(self._queue)
-
-    @property
-    def processing(self) -> int:
-        """Number of items workers currently hold."""
-        return len(self._processing)
-
-    @property
-    def waiting(self) -> int:
-        """Number of items parked on a timer (`add_after`, `add_rate_limited`)."""
-        return len(self._deadlines)
-
-    @property
-    def shutting_down(self) -> bool:
-        """Whether `shutdown` or `shutdown_with_drain` was called."""
-        return self._shutting_down
 
     # --- delaying queue ------------------------------------------------------------------------
 
@@ -255,25 +215,15 @@ class WorkQueue(Generic[T]):
         """`add_after` with the item's exponential back-off, and count one more failure.
 
         The n-th call since the last `forget` waits ``base_delay * 2**(n-1)``, at most ``max_delay``.
+        Ignored after `shutdown` (the failure is still counted).
 
         Args:
             item: a hashable id.
-        """
-        self.add_after(item, self.when(item))
-
-    def when(self, item: T) -> float:
-        """Count one more failure of ``item`` and return how long it should back off.
-
-        Args:
-            item: a hashable id.
-
-        Returns:
-            ``base_delay * 2**failures`` (failures before this call), capped at ``max_delay``.
         """
         failures = self._failures.get(item, 0)
         self._failures[item] = failures + 1
         # min() keeps the power finite: 2.0**1100 overflows a float, and the cap is reached long before.
-        return min(self._base_delay * 2.0 ** min(failures, 1000), self._max_delay)
+        self.add_after(item, min(self._base_delay * 2.0 ** min(failures, 1000), self._max_delay))
 
     def forget(self, item: T) -> None:
         """Reset ``item``'s back-off: it was processed successfully.
@@ -282,17 +232,6 @@ class WorkQueue(Generic[T]):
             item: a hashable id.
         """
         self._failures.pop(item, None)
-
-    def num_requeues(self, item: T) -> int:
-        """How many rate-limited adds ``item`` had since its last `forget`.
-
-        Args:
-            item: a hashable id.
-
-        Returns:
-            The failure count (0 for unknown items).
-        """
-        return self._failures.get(item, 0)
 
     # --- shutdown ------------------------------------------------------------------------------
 
@@ -313,23 +252,7 @@ class WorkQueue(Generic[T]):
             if not getter.done():
                 getter.set_result(None)
 
-    async def shutdown_with_drain(self) -> None:
-        """`shutdown`, then wait until workers have called `done` for every item they hold.
-
-        Workers should keep calling `get` until it raises `QueueShutDown`, so items still queued
-        get processed too; this returns when nothing is processing any more.
-        """
-        self.shutdown()
-        if self._drained is None:
-            self._drained = asyncio.Event()
-        if self._processing:
-            await self._drained.wait()
-
     # --- internals -----------------------------------------------------------------------------
-
-    def _bind_loop(self) -> None:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
 
     def _wake_one_getter(self) -> None:
         while self._getters:
@@ -360,7 +283,6 @@ class WorkQueue(Generic[T]):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no loop yet: the first get() starts the timer task
-        self._loop = self._loop or loop
         if self._timer_task is not None:
             self._timer_task.cancel()
         self._timer_task = loop.create_task(self._run_timers(), name=f"workqueue-timers-{self.name}")

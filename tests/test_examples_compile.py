@@ -9,8 +9,8 @@ from types import ModuleType
 
 import pytest
 
-from engine._runtime import expand_dynamic
 from engine.models import ArrayNode, DynamicNode, OutputRef, TaskNode
+from engine.runtime import expand_dynamic
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

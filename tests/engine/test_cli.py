@@ -7,11 +7,15 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from engine._cli import BadInput, input_options
+from engine._cli import _STATUSES, BadInput, input_options
+from engine.interfaces import ExecutionStatus
+from tests.conftest import with_database
 
 FLOWS = textwrap.dedent(
     """
@@ -203,6 +207,25 @@ def test_bad_settings_are_one_line(cli: Cli, tmp_path: Path) -> None:
         cli("executions", "list", "--state-dir", str(a_file / "sub"), state=False), "state directory", "--state-dir"
     )
     assert_one_line_error(cli("executions", "list", "--postgres", "notadsn", state=False), "invalid Postgres DSN")
+
+
+def test_missing_database_is_one_line_and_exit_2(cli: Cli, postgres_dsn: str) -> None:
+    name = f"does_not_exist_{uuid.uuid4().hex[:8]}"
+    dsn = with_database(postgres_dsn, name)
+    result = cli("executions", "list", "--postgres", dsn, state=False)
+    assert_one_line_error(result, f"Postgres database {name!r} does not exist", f'CREATE DATABASE "{name}"')
+
+
+def test_unreachable_postgres_is_one_line_and_exit_2(cli: Cli) -> None:
+    result = cli("executions", "list", "--postgres", "postgresql://postgres:pw@127.0.0.1:1/test", state=False)
+    assert_one_line_error(
+        result, "cannot reach Postgres at postgresql://postgres:***@127.0.0.1:1/test", "connection refused"
+    )
+    assert "pw@" not in result.stderr
+
+
+def test_statuses_are_the_engine_s() -> None:
+    assert _STATUSES == get_args(ExecutionStatus)
 
 
 def test_usage_errors_are_one_line(cli: Cli) -> None:

@@ -195,13 +195,16 @@ async def test_reopened_engine_resumes_unfinished_executions(make_engine: Engine
     async with make_engine() as first:
         handle = await first.launch(wf.abortable)
         await wait_until(lambda: runs(side_effects, "wait_forever_started") >= 1)
-    # the first engine stopped mid-attempt; a new one resubmits the same attempt
+    # the first engine stopped mid-attempt: its start was durable, so the new engine finds it lost
+    # (a system failure, on the system-retry budget) and runs attempt 2
     async with make_engine() as second:
         await wait_until(lambda: runs(side_effects, "wait_forever_started") >= 2)
         await second.abort(handle.execution_id)
         await second.handle(handle.execution_id).wait(timeout=10)
         history = await second.history(handle.execution_id)
-        assert [e.attempt for e in history if type(e).__name__ == "NodeQueued"] == [1]
+        assert [e.attempt for e in history if type(e).__name__ == "NodeQueued"] == [1, 2]
+        lost = [e for e in history if type(e).__name__ == "NodeFailed"]
+        assert len(lost) == 1 and lost[0].error.kind == "system" and "lost" in lost[0].error.message
 
 
 def test_calling_a_workflow_runs_it_locally() -> None:
@@ -246,7 +249,7 @@ async def test_a_second_engine_on_the_same_store_does_not_run_the_attempt_again(
         async with make_engine() as bystander:
             # a round of the bystander's own: it finds the execution owned and leaves it alone
             await bystander.controller.reconcile(handle.execution_id)
-            assert not bystander.controller._in_flight.get(handle.execution_id)
+            assert not bystander.controller.attempts.tracked(handle.execution_id)
         assert runs(side_effects, "wait_forever_started") == 1
         await owner.abort(handle.execution_id)
 

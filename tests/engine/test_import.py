@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_sdk_imports_no_backend() -> None:
     code = (
-        "import sys, engine, engine._task, engine._workflow, engine._map, engine._runtime;"
+        "import sys, engine, engine._task, engine._workflow, engine._map, engine.runtime;"
         "from engine import task, workflow, dynamic, map_task, File, Dir, Promise;"
         "print(sorted(m for m in ('ray', 'asyncpg', 'nats') if m in sys.modules))"
     )

@@ -6,15 +6,16 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from engine._postgres_store import PostgresEventStore
 from engine._store_common import load_migrations
-from engine.errors import ConcurrencyConflict, StoreUnavailable
+from engine.errors import ConcurrencyConflict, ConfigError, SlipstreamError, StoreUnavailable
 from engine.events import NodeQueued, encode_event
+from tests.conftest import with_database
 from tests.engine.test_store_contract import T0, created, lifecycle, new_id, queued
 
 
@@ -132,10 +133,88 @@ async def test_invalid_schema_name_is_rejected() -> None:
         PostgresEventStore("postgresql://x@localhost/db", schema='x"; DROP TABLE events; --')
 
 
-async def test_unreachable_server_raises_store_unavailable() -> None:
-    store = PostgresEventStore("postgresql://postgres@127.0.0.1:1/nothing")
-    with pytest.raises(StoreUnavailable, match="cannot open Postgres event store"):
+# --- start-up errors: one typed error naming the DSN (never its password) and the fix -----------------
+
+
+def with_user(dsn: str, user: str, password: str | None = None) -> str:
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    credentials = user if password is None else f"{user}:{password}"
+    return urlunsplit((parts.scheme, f"{credentials}@{host}", parts.path, parts.query, parts.fragment))
+
+
+async def start_error(dsn: str, **options: object) -> SlipstreamError:
+    store = PostgresEventStore(dsn, **options)  # type: ignore[arg-type]
+    with pytest.raises(SlipstreamError) as info:
         await store.start()
+    assert store._pool is None and store._listener is None  # nothing left open
+    assert info.value.__cause__ is not None  # chained to the driver's error
+    return info.value
+
+
+async def test_unreachable_server_raises_store_unavailable() -> None:
+    error = await start_error("postgresql://postgres:hunter2@127.0.0.1:1/nothing")
+    assert isinstance(error, StoreUnavailable)
+    assert str(error) == (
+        "cannot reach Postgres at postgresql://postgres:***@127.0.0.1:1/nothing: connection refused; "
+        "start the server, or fix the host and port in the DSN, then try again"
+    )
+
+
+async def test_unknown_host_raises_store_unavailable() -> None:
+    error = await start_error("postgresql://postgres@no-such-host.invalid:5432/test")
+    assert isinstance(error, StoreUnavailable)
+    assert "no-such-host.invalid" in str(error) and "host name not found" in str(error)
+    assert "fix the host name in the DSN" in str(error)
+
+
+async def test_missing_database_is_a_config_error(postgres_database: str) -> None:
+    name = f"slipstream_missing_{uuid.uuid4().hex[:8]}"
+    dsn = with_database(postgres_database, name)
+    error = await start_error(dsn)
+    assert isinstance(error, ConfigError)
+    assert str(error).startswith(f"Postgres database {name!r} does not exist (DSN {dsn}): ")
+    assert f'CREATE DATABASE "{name}"' in str(error) and "name an existing database" in str(error)
+
+
+async def test_refused_user_is_a_config_error_without_the_password(postgres_database: str) -> None:
+    role = f"slipstream_nobody_{uuid.uuid4().hex[:8]}"
+    error = await start_error(with_user(postgres_database, role, "s3cret"))
+    assert isinstance(error, ConfigError)
+    assert f"Postgres refused user {role!r}" in str(error) and "fix the user and password in the DSN" in str(error)
+    assert "s3cret" not in str(error) and ":***@" in str(error)
+
+
+async def test_a_user_without_create_rights_is_a_config_error(postgres_database: str, postgres_schema: str) -> None:
+    role = f"slipstream_reader_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(postgres_database)
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        try:
+            error = await start_error(with_user(postgres_database, role), schema=postgres_schema)
+        finally:
+            await admin.execute(f'DROP ROLE "{role}"')
+    finally:
+        await admin.close()
+    assert isinstance(error, ConfigError)
+    assert f"Postgres user {role!r} may not create the event store in schema {postgres_schema!r}" in str(error)
+    assert "grant it CREATE on the database" in str(error)
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    ["notadsn", "mysql://root@localhost/db", "postgresql://postgres@127.0.0.1:notaport/test"],
+)
+async def test_malformed_dsn_is_a_config_error(dsn: str) -> None:
+    error = await start_error(dsn)
+    assert isinstance(error, ConfigError)
+    assert str(error).startswith(f"invalid Postgres DSN {dsn!r}: ")
+    assert "write postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE" in str(error)
+
+
+def test_password_parameter_is_redacted_too() -> None:
+    store = PostgresEventStore("postgresql://127.0.0.1/test?user=u&password=hunter2&sslmode=disable")
+    assert store._redacted_dsn() == "postgresql://127.0.0.1/test?user=u&password=***&sslmode=disable"
 
 
 async def test_recovers_after_connections_are_killed(store: PostgresEventStore, postgres_database: str) -> None:
@@ -234,7 +313,7 @@ async def test_unix_socket_dsn(postgres_database: str, postgres_schema: str) -> 
             eid = new_id()
             await store.append(eid, 0, [created(eid)])
             assert await store.current_version(eid) == 1
-    except StoreUnavailable as exc:  # pg_hba may not allow local socket connections
+    except (StoreUnavailable, ConfigError) as exc:  # pg_hba may not allow local socket connections
         pytest.skip(f"unix socket refused: {exc}")
 
 

@@ -25,7 +25,6 @@ from engine import (
     workflow,
 )
 from engine._literals import from_literal, to_literal
-from engine._runtime import decode_inputs, encode_outputs, expand_dynamic, load_task, load_workflow
 from engine._task import Task
 from engine.models import (
     ArrayNode,
@@ -39,6 +38,7 @@ from engine.models import (
     TaskOptions,
     TypedName,
 )
+from engine.runtime import decode_inputs, encode_outputs, expand_dynamic, load_task
 
 
 class Stats(NamedTuple):
@@ -411,9 +411,6 @@ def test_load_errors() -> None:
         load_task(TaskRef("t", __name__, "no_such_task", "h"))
     with pytest.raises(ConfigError, match="not a @task"):
         load_task(TaskRef("t", __name__, "Blob", "h"))
-    assert load_workflow(__name__, "inner") is inner
-    with pytest.raises(ConfigError, match="not a @workflow"):
-        load_workflow(__name__, "double")
 
 
 def test_decode_inputs_and_encode_outputs() -> None:

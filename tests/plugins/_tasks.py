@@ -1,94 +1,55 @@
-"""Tasks for the local executor tests; a real module so that process workers can import it."""
+"""Tasks for the LocalExecutor tests; a real module, so that process workers can import it.
+
+The generic tasks of every executor are in tests/contract/_tasks.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
-from typing import Any
+import time
 
-from engine._context import current_context
-from engine._task import dynamic, task
+from engine import task
+from tests.contract._probe import hold, tell
 
-# Side effects the tests observe (thread mode only: process workers have their own copies).
-CALLS: dict[str, int] = {}
+# Set by `sleep_forever` when its body runs (thread mode: the same process as the test).
 STARTED = threading.Event()
-RELEASE = threading.Event()
-ASYNC_EVENTS: list[str] = []
 
 
 @task
-def add(a: int, b: int) -> int:
-    return a + b
+async def block_loop(seconds: float) -> int:
+    time.sleep(seconds)  # noqa: ASYNC251 - the bug the watchdog reports: blocking code in an async task
+    return 1
 
 
 @task
-def count_calls(name: str) -> int:
-    CALLS[name] = CALLS.get(name, 0) + 1
-    return CALLS[name]
+async def well_behaved(x: int) -> int:
+    await asyncio.sleep(0)
+    return x
 
 
 @task
-def boom(x: int) -> int:
-    raise ValueError(f"bad x {x}")  # the raising line the traceback must show
-
-
-@task
-def wrong_output(x: int) -> int:
-    result: Any = f"not an int: {x}"
-    return result
-
-
-@task
-def context_ids() -> list[str]:
-    ctx = current_context()
-    ctx.logger.info("running")
-    return [ctx.execution_id, ctx.node_id, str(ctx.attempt), ctx.project, ctx.domain, ",".join(sorted(ctx.secrets))]
-
-
-@task
-def blocking(x: int) -> int:
+def sleep_forever(x: int) -> int:
     STARTED.set()
-    RELEASE.wait(10)
+    time.sleep(3600)  # far past any timeout: only cancel (or the process ending) stops waiting for it
     return x
 
 
 @task
-async def async_double(x: int) -> int:
-    await asyncio.sleep(0)
-    return 2 * x
+def pid() -> int:
+    return os.getpid()
 
 
 @task
-async def async_context() -> str:
-    await asyncio.sleep(0)
-    ctx = current_context()
-    return f"{ctx.execution_id}/{ctx.node_id}/{ctx.attempt}"
+def hold_and_tell_pid(probe: str, name: str) -> int:
+    tell(probe, f"{name}:pid={os.getpid()}")
+    hold(probe, name)
+    return os.getpid()
 
 
 @task
-async def async_forever(x: int) -> int:
-    ASYNC_EVENTS.append("started")
-    try:
-        await asyncio.Event().wait()
-    except asyncio.CancelledError:
-        ASYNC_EVENTS.append("cancelled")
-        raise
-    return x
+def segfault() -> int:
+    import ctypes
 
-
-@task
-async def async_boom(x: int) -> int:
-    await asyncio.sleep(0)
-    raise RuntimeError(f"async bad {x}")
-
-
-@task
-def die(x: int) -> int:
-    import os
-
-    os._exit(3)  # the process worker dies mid-task
-
-
-@dynamic
-def fan_out(n: int) -> list[int]:
-    return [add(a=i, b=1) for i in range(n)]
+    return len(ctypes.string_at(0))  # reads address 0: the worker process dies of SIGSEGV

@@ -1,102 +1,68 @@
-"""LocalExecutor against real tasks (tests/plugins/_tasks.py), in thread and process mode."""
+"""What is LocalExecutor's own, beyond the executor contract (tests/contract): its options, its
+worker threads and processes, the event-loop watchdog, and a process that must be able to exit."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
 import plugins
-from engine._literals import from_literal, to_literal
-from engine.interfaces import Executor, TaskKey, TaskRequest, TaskStatus
-from engine.models import TaskRef, WorkflowSpec
+from engine import task
+from engine.interfaces import Executor, TaskRequest, TaskStatus
+from engine.models import TaskRef
 from plugins.local import LocalExecutor
+from tests.contract import _tasks as contract_tasks
+from tests.contract._harness import FINAL, Harness, output, request
+from tests.contract._probe import WAIT, Probe
 from tests.plugins import _tasks
 
-WAIT = 60  # seconds; a guard against hangs, never a wait for time to pass
+ROOT = Path(__file__).resolve().parents[2]
+MODES = pytest.mark.parametrize("mode", ["thread", "process"])
 
-
-class Harness:
-    """An executor plus the on_done notifications it sent."""
-
-    def __init__(self, executor: LocalExecutor) -> None:
-        self.executor = executor
-        self.done: list[TaskKey] = []  # notifications of attempts in a final phase
-        self.started: list[TaskKey] = []  # notifications of attempts a worker picked up
-        self._changed = asyncio.Event()
-
-    def on_done(self, key: TaskKey) -> None:
-        if self.executor.poll(key).phase in ("succeeded", "failed"):
-            self.done.append(key)
-        else:
-            self.started.append(key)
-        self._changed.set()
-
-    async def wait_done(self, key: TaskKey) -> TaskStatus:
-        async def until_done() -> None:
-            while key not in self.done:
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(until_done(), WAIT)
-        return self.executor.poll(key)
-
-    async def wait_started(self, key: TaskKey) -> None:
-        async def until_started() -> None:
-            while key not in self.started:
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(until_started(), WAIT)
-
-    async def run(self, request: TaskRequest) -> TaskStatus:
-        await self.executor.submit(request)
-        return await self.wait_done(request.key)
-
-
-def request(task: Any, node: str = "n", attempt: int = 1, kind: str = "task", **inputs: Any) -> TaskRequest:
-    literals = {name: to_literal(value, task.interface.inputs[name].type) for name, value in inputs.items()}
-    return TaskRequest(
-        key=TaskKey("exec-1", node, attempt),
-        task=task.ref,
-        inputs=literals,
-        kind=kind,  # type: ignore[arg-type]
-    )
-
-
-def output(status: TaskStatus, task: Any, name: str = "o0") -> Any:
-    assert status.phase == "succeeded", status
-    types = dict(task.interface.outputs)
-    return from_literal(status.outputs[name], types[name])
-
-
-async def start(mode: str) -> Harness:
-    harness = Harness(LocalExecutor(mode=mode, max_workers=2))  # type: ignore[arg-type]
-    await harness.executor.start(harness.on_done)
-    return harness
+Start = Callable[..., Awaitable[Harness]]
 
 
 @pytest.fixture
-async def local() -> AsyncIterator[Harness]:
-    harness = await start("thread")
-    yield harness
-    await harness.executor.close()
+async def start() -> AsyncIterator[Start]:
+    """Start LocalExecutors with the given options; all are closed after the test."""
+    started: list[Harness] = []
+
+    async def make(**options: Any) -> Harness:
+        harness = Harness(LocalExecutor(**options))
+        await harness.start()
+        started.append(harness)
+        return harness
+
+    yield make
+    for harness in started:
+        await harness.executor.close()
 
 
 @pytest.fixture
-async def proc() -> AsyncIterator[Harness]:
-    harness = await start("process")
-    yield harness
-    await harness.executor.close()
+async def probe() -> AsyncIterator[Probe]:
+    probe = Probe()
+    await probe.start()
+    yield probe
+    await probe.close()
+
+
+# --- options and interface -------------------------------------------------------------------------
 
 
 def test_exports() -> None:
     assert plugins.__all__ == ["LocalExecutor"]
     assert issubclass(LocalExecutor, Executor)
-    assert LocalExecutor.name == "local"
+    assert (LocalExecutor.name, LocalExecutor.gates_start) == ("local", True)
 
 
 def test_bad_arguments() -> None:
@@ -104,196 +70,140 @@ def test_bad_arguments() -> None:
         LocalExecutor(mode="fork")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at least one worker"):
         LocalExecutor(max_workers=0)
+    with pytest.raises(ValueError, match="positive number of seconds, or None"):
+        LocalExecutor(loop_stall_threshold=0)
 
 
-async def test_submit_before_start() -> None:
-    with pytest.raises(RuntimeError, match=r"await executor.start\(on_done\) first"):
-        await LocalExecutor().submit(request(_tasks.add, a=1, b=2))
+async def test_submit_before_start_or_after_close(start: Start) -> None:
+    with pytest.raises(RuntimeError, match=r"await executor.start\(report\)"):
+        await LocalExecutor().submit(request(contract_tasks.add, a=1, b=2))
+    harness = await start()
+    await harness.executor.close()
+    with pytest.raises(RuntimeError, match="after close"):
+        await harness.executor.submit(request(contract_tasks.add, a=1, b=2))
 
 
-# --- thread mode -------------------------------------------------------------------------------
+async def test_handle_names_the_process_and_the_attempt(start: Start) -> None:
+    harness = await start()
+    handle = await harness.submit(request(contract_tasks.add, "node", 2, a=1, b=2))
+    assert handle == f"local:{os.getpid()}:exec-1/node/2"
 
 
-async def test_sync_task_succeeds(local: Harness) -> None:
-    status = await local.run(request(_tasks.add, a=2, b=3))
-    assert output(status, _tasks.add) == 5
-    assert "slipstream-local" in status.worker
-    assert status.started_at is not None
-    assert local.done == [TaskKey("exec-1", "n", 1)]
+@MODES
+def test_only_async_tasks_start_on_submit(mode: str) -> None:
+    executor = LocalExecutor(mode=mode)  # type: ignore[arg-type]
+    assert executor.starts_on_submit(request(contract_tasks.async_add, a=1, b=2))
+    assert not executor.starts_on_submit(request(contract_tasks.add, a=1, b=2))
+    assert not executor.starts_on_submit(request(contract_tasks.fan_out, kind="dynamic", n=1))
 
 
-async def test_user_exception_fails_with_traceback(local: Harness) -> None:
-    status = await local.run(request(_tasks.boom, x=7))
-    assert status.phase == "failed" and status.error is not None
-    assert status.error.kind == "user"
-    assert status.error.retryable is True
-    assert status.error.message == "ValueError: bad x 7"
-    assert status.error.node_id == "n"
-    assert 'raise ValueError(f"bad x {x}")' in status.error.traceback
-    assert "_tasks.py" in status.error.traceback
-    assert "plugins/local.py" not in status.error.traceback, "our own call frame is trimmed"
+def test_can_run() -> None:
+    executor = LocalExecutor()
+    assert executor.can_run(contract_tasks.add.ref)
+    assert not executor.can_run(TaskRef("ghost", "tests.plugins.no_such_module", "ghost", "h"))
+    assert not executor.can_run(TaskRef("ghost", "tests.plugins._tasks", "no_such_task", "h"))
+    assert executor.can_run(TaskRef("ghost", "__main__", "ghost", "h", pickled=b"x"))
 
 
-async def test_output_type_mismatch_is_not_retryable(local: Harness) -> None:
-    status = await local.run(request(_tasks.wrong_output, x=1))
-    assert status.phase == "failed" and status.error is not None
-    assert (status.error.kind, status.error.retryable) == ("user", False)
-    assert "outputs of task" in status.error.message and "do not encode" in status.error.message
+# --- workers -------------------------------------------------------------------------------------
 
 
-async def test_input_that_does_not_decode_is_not_retryable(local: Harness) -> None:
-    req = request(_tasks.add, a=1, b=2)
-    req = msgspec.structs.replace(req, inputs={"a": to_literal("x", str), "b": req.inputs["b"]})
-    status = await local.run(req)
-    assert status.phase == "failed" and status.error is not None
-    assert (status.error.kind, status.error.retryable) == ("user", False)
-    assert "do not decode" in status.error.message
+@MODES
+async def test_an_attempt_waits_for_a_free_worker_and_reports_its_real_start(
+    start: Start, probe: Probe, mode: str
+) -> None:
+    """So that the loop records NodeRunning, and starts the timeout clock, at the real start."""
+    harness = await start(mode=mode, max_workers=1)
+    first = request(contract_tasks.wait_for_go, "first", probe=probe.address, name="first")
+    second = request(contract_tasks.add, "second", a=1, b=1)
+    await harness.submit(first)
+    await harness.wait(first.key, ["running"])
+    harness.executor.release(first.key)
+    await probe.reached("first")
+    await harness.submit(second)
+    assert (await harness.executor.poll(second.key)).phase == "queued"
+    assert second.key not in harness.reports
+    probe.let_go("first")
+    await harness.wait(second.key, ["running", *FINAL])
+    assert second.key in harness.reports
+    harness.executor.release(second.key)
+    assert output(await harness.wait(second.key, FINAL), contract_tasks.add) == 2
 
 
-async def test_unloadable_task_is_not_retryable(local: Harness) -> None:
-    ref = TaskRef(name="ghost", module="tests.plugins.no_such_module", qualname="ghost", source_hash="x")
-    req = TaskRequest(key=TaskKey("exec-1", "ghost", 1), task=ref, inputs={})
-    status = await local.run(req)
-    assert status.phase == "failed" and status.error is not None
-    assert (status.error.kind, status.error.retryable) == ("user", False)
-    assert "could not be loaded" in status.error.message and "ghost" in status.error.message
+@MODES
+async def test_async_tasks_run_on_the_loop_in_both_modes(start: Start, mode: str) -> None:
+    harness = await start(mode=mode)
+    status = await harness.run(request(contract_tasks.async_add, a=20, b=22))
+    assert output(status, contract_tasks.async_add) == 42
+    assert status.worker == f"MainProcess[{os.getpid()}]/asyncio"
 
 
-async def test_submit_is_idempotent(local: Harness) -> None:
-    req = request(_tasks.count_calls, name="idem")
-    await local.executor.submit(req)
-    await local.executor.submit(req)  # in flight
-    status = await local.wait_done(req.key)
-    await local.executor.submit(req)  # finished
-    await asyncio.sleep(0)
-    assert output(status, _tasks.count_calls) == 1
-    assert _tasks.CALLS["idem"] == 1
-    assert local.done == [req.key]
+async def test_thread_cancel_gives_up_the_thread_and_a_fresh_one_takes_its_place(start: Start, probe: Probe) -> None:
+    harness = await start(mode="thread", max_workers=1)
+    stuck = request(contract_tasks.wait_for_go, "stuck", probe=probe.address, name="stuck")
+    running = await _start_body(harness, stuck)
+    await probe.reached("stuck")
+    await harness.executor.cancel(stuck.key)
+    # The only thread is still in the cancelled body, yet the next attempt runs: on a new thread.
+    after = await harness.run(request(contract_tasks.add, "after", a=1, b=1))
+    assert output(after, contract_tasks.add) == 2
+    assert after.worker != running.worker and "slipstream-local-" in after.worker
+    probe.let_go("stuck")
+    await probe.gone("stuck")
+    await harness.run(request(contract_tasks.add, "later", a=1, b=1))
+    assert harness.reports.count(stuck.key) == 1, "its result is discarded"
 
 
-async def test_poll_unknown_key_is_lost(local: Harness) -> None:
-    assert local.executor.poll(TaskKey("nope", "n", 1)) == TaskStatus(phase="lost")
+async def test_process_cancel_terminates_the_worker_and_replaces_it(start: Start, probe: Probe) -> None:
+    harness = await start(mode="process", max_workers=1)
+    first = await harness.run(request(_tasks.pid, "pid1"))
+    held = request(_tasks.hold_and_tell_pid, "held", probe=probe.address, name="held")
+    await harness.submit(held)
+    await probe.reached("held")
+    assert f"held:pid={output(first, _tasks.pid)}" in probe.seen, "the attempt ran on the existing worker"
+    await harness.executor.cancel(held.key)
+    await probe.gone("held")  # its process died without being let go
+    second = await harness.run(request(_tasks.pid, "pid2"))
+    assert output(second, _tasks.pid) != output(first, _tasks.pid)
+    assert second.worker != first.worker
 
 
-async def test_forget_drops_finished_result(local: Harness) -> None:
-    req = request(_tasks.add, a=1, b=1)
-    await local.run(req)
-    local.executor.forget(req.key)
-    assert local.executor.poll(req.key).phase == "lost"
-    local.executor.forget(req.key)  # unknown: ignored
+@MODES
+async def test_cancel_of_a_finished_attempt_leaves_its_worker_alone(start: Start, probe: Probe, mode: str) -> None:
+    harness = await start(mode=mode, max_workers=1)
+    done = request(contract_tasks.add, "done", a=1, b=1)
+    await harness.run(done)
+    held = request(contract_tasks.wait_for_go, "held", probe=probe.address, name="held")
+    await _start_body(harness, held)
+    await probe.reached("held")
+    await harness.executor.cancel(done.key)  # the loop may cancel an attempt that just ended
+    probe.let_go("held")
+    assert output(await harness.wait(held.key, FINAL), contract_tasks.wait_for_go) == 1
 
 
-async def test_context_inside_task(local: Harness) -> None:
-    req = request(_tasks.context_ids, node="ctx", attempt=3)
-    req = msgspec.structs.replace(req, project="proj", domain="staging", secrets=("SLIP_TEST_SECRET", "SLIP_MISSING"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SLIP_TEST_SECRET", "s3cret")
-        mp.delenv("SLIP_MISSING", raising=False)
-        status = await local.run(req)
-    assert output(status, _tasks.context_ids) == ["exec-1", "ctx", "3", "proj", "staging", "SLIP_TEST_SECRET"]
-
-
-async def test_thread_cancel_ignores_result(local: Harness) -> None:
-    _tasks.STARTED.clear()
-    _tasks.RELEASE.clear()
-    req = request(_tasks.blocking, x=1)
-    await local.executor.submit(req)
-    assert await asyncio.to_thread(_tasks.STARTED.wait, WAIT)
-    assert local.executor.poll(req.key).phase == "running"
-    assert "slipstream-local" in local.executor.poll(req.key).worker
-    await local.executor.cancel(req.key)
-    assert local.executor.poll(req.key).phase == "lost"
-    _tasks.RELEASE.set()  # the thread finishes; its result must be dropped
-    follow = await local.run(request(_tasks.add, node="after", a=1, b=1))
-    assert output(follow, _tasks.add) == 2
-    assert local.done == [TaskKey("exec-1", "after", 1)]
-    await local.executor.cancel(TaskKey("nope", "n", 1))  # unknown: ignored
-
-
-# --- async tasks -------------------------------------------------------------------------------
-
-
-async def test_async_task_runs_on_loop(local: Harness) -> None:
-    status = await local.run(request(_tasks.async_double, x=21))
-    assert output(status, _tasks.async_double) == 42
-    assert status.worker.endswith("/asyncio")
-
-
-async def test_async_task_context_and_failure(local: Harness) -> None:
-    status = await local.run(request(_tasks.async_context, node="actx", attempt=2))
-    assert output(status, _tasks.async_context) == "exec-1/actx/2"
-    failed = await local.run(request(_tasks.async_boom, node="aboom", x=1))
-    assert failed.error is not None and failed.error.message == "RuntimeError: async bad 1"
-    assert 'raise RuntimeError(f"async bad {x}")' in failed.error.traceback
-
-
-async def test_async_task_cancel_really_cancels(local: Harness) -> None:
-    _tasks.ASYNC_EVENTS.clear()
-    req = request(_tasks.async_forever, x=1)
-    await local.executor.submit(req)
-    for _ in range(20):  # let the asyncio task start
-        await asyncio.sleep(0)
-    assert _tasks.ASYNC_EVENTS == ["started"]
-    await local.executor.cancel(req.key)
-    assert _tasks.ASYNC_EVENTS == ["started", "cancelled"]
-    assert local.executor.poll(req.key).phase == "lost"
-    assert local.done == []
-
-
-async def test_close_cancels_in_flight_async(local: Harness) -> None:
-    _tasks.ASYNC_EVENTS.clear()
-    await local.executor.submit(request(_tasks.async_forever, x=1))
-    for _ in range(20):
-        await asyncio.sleep(0)
-    await local.executor.close()
-    assert _tasks.ASYNC_EVENTS == ["started", "cancelled"]
-
-
-# --- dynamic -----------------------------------------------------------------------------------
-
-
-async def test_dynamic_request_returns_spec(local: Harness) -> None:
-    status = await local.run(request(_tasks.fan_out, kind="dynamic", n=3))
-    assert status.phase == "succeeded", status
-    assert status.dynamic_spec is not None
-    spec = msgspec.msgpack.decode(status.dynamic_spec, type=WorkflowSpec)
-    assert len(spec.nodes) == 3
-
-
-# --- process mode ------------------------------------------------------------------------------
-
-
-async def test_process_mode_success_failure_context(proc: Harness) -> None:
-    ok, bad, ctx = await asyncio.gather(
-        proc.run(request(_tasks.add, node="a", a=40, b=2)),
-        proc.run(request(_tasks.boom, node="b", x=1)),
-        proc.run(request(_tasks.context_ids, node="c", attempt=5)),
+@pytest.mark.parametrize(
+    ("crash", "detail"),
+    [
+        (request(contract_tasks.die, "die", x=1), "exit code 1"),
+        (request(_tasks.segfault, "die"), "killed by signal SIGSEGV"),
+    ],
+    ids=["exit", "segfault"],
+)
+async def test_a_dead_process_worker_is_replaced(start: Start, crash: TaskRequest, detail: str) -> None:
+    harness = await start(mode="process", max_workers=1)
+    first = await harness.run(request(_tasks.pid, "pid1"))
+    died = await harness.run(crash)
+    assert died.error is not None and (died.error.kind, died.error.retryable) == ("system", True)
+    assert re.match(
+        rf"local process worker slipstream-local-process-\d+ died while running the attempt \({detail}\)",
+        died.error.message,
     )
-    assert output(ok, _tasks.add) == 42
-    assert "SpawnProcess" in ok.worker
-    assert bad.error is not None and bad.error.message == "ValueError: bad x 1"
-    assert 'raise ValueError(f"bad x {x}")' in bad.error.traceback
-    assert output(ctx, _tasks.context_ids)[:3] == ["exec-1", "c", "5"]
+    second = await harness.run(request(_tasks.pid, "pid2"))
+    assert output(second, _tasks.pid) != output(first, _tasks.pid)
 
 
-async def test_process_mode_dynamic(proc: Harness) -> None:
-    status = await proc.run(request(_tasks.fan_out, kind="dynamic", n=2))
-    spec = msgspec.msgpack.decode(status.dynamic_spec or b"", type=WorkflowSpec)
-    assert len(spec.nodes) == 2
-
-
-async def test_process_mode_dead_worker_is_system_error_and_pool_recovers(proc: Harness) -> None:
-    status = await proc.run(request(_tasks.die, node="die", x=1))
-    assert status.phase == "failed" and status.error is not None
-    assert (status.error.kind, status.error.retryable) == ("system", True)
-    assert "worker died" in status.error.message
-    after = await proc.run(request(_tasks.add, node="after", a=1, b=2))
-    assert output(after, _tasks.add) == 3
-
-
-async def test_process_mode_runs_a_task_that_is_not_importable(proc: Harness) -> None:
-    from engine._task import task
-
+async def test_process_mode_runs_a_task_that_is_not_importable(start: Start) -> None:
+    harness = await start(mode="process", max_workers=1)
     offset = 100
 
     @task
@@ -301,24 +211,138 @@ async def test_process_mode_runs_a_task_that_is_not_importable(proc: Harness) ->
         return x + offset
 
     assert local_add.ref.pickled is not None
-    status = await proc.run(request(local_add, node="local", x=1))
-    assert output(status, local_add) == 101
+    assert output(await harness.run(request(local_add, "local", x=1)), local_add) == 101
 
 
-async def test_thread_mode_reports_when_a_worker_starts_the_attempt() -> None:
-    """So the loop records NodeRunning, and starts the timeout clock, at the real start."""
-    local = Harness(LocalExecutor(mode="thread", max_workers=1))
-    await local.executor.start(local.on_done)
-    _tasks.STARTED.clear()
-    _tasks.RELEASE.clear()
+# --- close ---------------------------------------------------------------------------------------
+
+
+async def test_close_cancels_everything_and_never_waits_for_a_stuck_thread(start: Start, probe: Probe) -> None:
+    harness = await start(mode="thread", max_workers=2)
+    stuck = request(contract_tasks.wait_for_go, "stuck", probe=probe.address, name="stuck")
+    gated = request(contract_tasks.touch, "gated", probe=probe.address, name="gated")
+    slow = request(contract_tasks.async_wait_for_go, "slow", probe=probe.address, name="slow")
+    await _start_body(harness, stuck)
+    await harness.submit(gated)
+    await harness.wait(gated.key, ["running"])  # waits at the gate, never released
+    await harness.submit(slow)
+    await probe.reached("stuck")
+    await probe.reached("slow")
+    await harness.executor.close()
+    assert "slow:cancelled" in probe.seen, "the async task was cancelled and unwound"
+    assert "gated" not in probe.seen
+    for key in (stuck.key, gated.key, slow.key):
+        assert (await harness.executor.poll(key)).phase == "lost"
+
+
+async def test_close_terminates_process_workers(start: Start, probe: Probe) -> None:
+    harness = await start(mode="process", max_workers=1)
+    held = request(_tasks.hold_and_tell_pid, "held", probe=probe.address, name="held")
+    await harness.submit(held)
+    await probe.reached("held")
+    await harness.executor.close()
+    await probe.gone("held")
+
+
+@pytest.mark.parametrize("close", [True, False], ids=["closed", "not-closed"])
+def test_a_stuck_sync_task_never_keeps_the_process_from_exiting(close: bool) -> None:
+    script = f"""
+import asyncio, threading
+from engine.interfaces import TaskKey, TaskRequest
+from engine import to_literal
+from plugins.local import LocalExecutor
+from tests.plugins import _tasks
+
+async def main():
+    loop = asyncio.get_running_loop()
+    executor = LocalExecutor(mode="thread")
+    await executor.start(lambda key: None)
+    key = TaskKey("e", "stuck", 1)
+    inputs = {{"x": to_literal(1, int)}}
+    await executor.submit(TaskRequest(key=key, task=_tasks.sleep_forever.ref, inputs=inputs, timeout=0.1))
+    executor.release(key)
+    started = loop.create_future()
+    def wait_started():
+        _tasks.STARTED.wait({WAIT})
+        loop.call_soon_threadsafe(started.set_result, None)
+    threading.Thread(target=wait_started, daemon=True).start()
+    await started
+    await executor.cancel(key)  # what the control loop does when the timeout passes
+    if {close}:
+        await executor.close()
+
+asyncio.run(main())
+print("main returned", flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "main returned"
+
+
+# --- the event-loop watchdog ---------------------------------------------------------------------
+
+
+class _Records(logging.Handler):
+    """Collects warnings; the watchdog logs from its own thread."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+        self.arrived = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.arrived.set()
+
+
+async def test_watchdog_warns_once_naming_an_async_task_that_blocks_the_loop(start: Start) -> None:
+    harness = await start(mode="thread", loop_stall_threshold=0.1)
+    logger = logging.getLogger("slipstream.executor.local")
+    handler = _Records()
+    logger.addHandler(handler)
     try:
-        held = request(_tasks.blocking, node="held", x=1)
-        await local.executor.submit(held)
-        await local.wait_started(held.key)
-        assert local.executor.poll(held.key).phase == "running"
-        assert local.done == []
-        _tasks.RELEASE.set()
-        assert (await local.wait_done(held.key)).phase == "succeeded"
+        await harness.run(request(_tasks.well_behaved, "fine", x=1))
+        assert handler.records == []
+        status = await harness.run(request(_tasks.block_loop, "stall", seconds=0.5))
+        assert status.phase == "succeeded"
+        assert await _to_thread_wait(handler.arrived), "no warning"
     finally:
-        _tasks.RELEASE.set()
-        await local.executor.close()
+        logger.removeHandler(handler)
+    (record,) = handler.records
+    message = record.getMessage()
+    assert "async task 'block_loop' (execution exec-1, node stall, attempt 1)" in message
+    stalled = re.search(r"blocked the event loop for (\d+\.\d) s", message)
+    assert stalled is not None and float(stalled.group(1)) >= 0.1, message
+    assert "\n" not in message
+
+
+async def test_watchdog_costs_nothing_without_async_tasks(start: Start) -> None:
+    before = set(threading.enumerate())
+    harness = await start(mode="thread", loop_stall_threshold=0.1)
+    await harness.run(request(contract_tasks.add, a=1, b=1))
+    new = {t.name for t in set(threading.enumerate()) - before}
+    assert "slipstream-loop-watchdog" not in new
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+async def _start_body(harness: Harness, req: TaskRequest) -> TaskStatus:
+    """Submit, wait until running, release: the body runs."""
+    await harness.submit(req)
+    running = await harness.wait(req.key, ["running"])
+    harness.executor.release(req.key)
+    return running
+
+
+async def _to_thread_wait(event: threading.Event) -> bool:
+    """Wait for a `threading.Event` set by another thread without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bool] = loop.create_future()
+
+    def wait() -> None:
+        result = event.wait(WAIT)
+        loop.call_soon_threadsafe(done.set_result, result)
+
+    threading.Thread(target=wait, daemon=True).start()
+    return await done

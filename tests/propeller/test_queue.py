@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 
 import pytest
 from hypothesis import given, settings
@@ -53,7 +52,8 @@ async def test_fifo_order() -> None:
     assert len(queue) == 3
     assert [await queue.get(), await queue.get(), await queue.get()] == ["a", "b", "c"]
     assert len(queue) == 0
-    assert queue.processing == 3
+    queue.add("a")
+    assert len(queue) == 0, "an item being processed is not queued again before done()"
 
 
 async def test_add_while_queued_is_deduplicated() -> None:
@@ -76,7 +76,9 @@ async def test_add_while_processing_requeues_once_after_done() -> None:
     assert len(queue) == 1
     assert await queue.get() == "a"
     queue.done("a")
-    assert len(queue) == 0 and queue.processing == 0
+    assert len(queue) == 0
+    queue.add("a")  # nobody holds it any more: queued at once
+    assert len(queue) == 1
 
 
 async def test_done_without_readd_does_not_requeue() -> None:
@@ -120,11 +122,11 @@ async def test_add_after_fires_at_deadline() -> None:
     clock = FakeClock()
     queue: WorkQueue[str] = WorkQueue(clock=clock)
     queue.add_after("a", 10)
-    assert len(queue) == 0 and queue.waiting == 1
+    assert len(queue) == 0
     clock.advance(9.999)
     assert len(queue) == 0
     clock.advance(0.001)
-    assert len(queue) == 1 and queue.waiting == 0
+    assert len(queue) == 1
     assert queue.get_nowait() == "a"
 
 
@@ -164,7 +166,6 @@ async def test_add_after_earliest_deadline_wins() -> None:
     await settle()
     queue.add_after("a", 3)  # earlier: replaces the 10 s timer
     queue.add_after("a", 7)  # later than the current 3 s: ignored
-    assert queue.waiting == 1
     await settle()
     assert clock.next_deadline == 3
     clock.advance(3)
@@ -208,39 +209,37 @@ def test_add_after_before_loop_starts_fires_once_a_getter_waits() -> None:
 # --- rate limiting -----------------------------------------------------------------------------
 
 
+def assert_backs_off(queue: WorkQueue[str], clock: FakeClock, item: str, delay: float, early: float) -> None:
+    """``add_rate_limited(item)`` parks ``item`` for ``delay``: not ready ``early`` before, ready ``early`` after."""
+    queue.add_rate_limited(item)
+    clock.advance(delay - early)
+    assert len(queue) == 0, f"{item!r} ready before its back-off of {delay}s"
+    clock.advance(2 * early)  # past the deadline, whatever the rounding of the clock's float sums
+    assert queue.get_nowait() == item
+    queue.done(item)
+
+
 def test_rate_limited_backoff_grows_caps_and_forgets() -> None:
-    queue: WorkQueue[str] = WorkQueue(clock=FakeClock(), base_delay=0.01, max_delay=1.0)
-    delays = [queue.when("a") for _ in range(10)]
-    assert delays == [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0, 1.0, 1.0]
-    assert queue.num_requeues("a") == 10
-    assert queue.num_requeues("b") == 0
-    queue.forget("a")
-    assert queue.num_requeues("a") == 0
-    assert queue.when("a") == 0.01
-
-
-def test_rate_limited_backoff_is_per_item_and_never_overflows() -> None:
-    queue: WorkQueue[str] = WorkQueue(clock=FakeClock())
-    for _ in range(3):
-        queue.when("a")
-    assert queue.when("b") == pytest.approx(0.005)
-    for _ in range(5000):
-        queue.when("a")
-    assert queue.when("a") == 60.0
-
-
-async def test_add_rate_limited_parks_item_for_backoff() -> None:
     clock = FakeClock()
-    queue: WorkQueue[str] = WorkQueue(clock=clock, base_delay=1.0, max_delay=8.0)
-    expected_delays = [1.0, 2.0, 4.0, 8.0, 8.0]
-    for delay in expected_delays:
+    # powers of two: the fake clock's sums stay exact
+    queue: WorkQueue[str] = WorkQueue(clock=clock, base_delay=0.125, max_delay=4.0)
+    for delay in [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0]:
+        assert_backs_off(queue, clock, "a", delay, early=1 / 1024)
+    assert_backs_off(queue, clock, "b", 0.125, early=1 / 1024)  # per item
+    queue.forget("a")
+    assert_backs_off(queue, clock, "a", 0.125, early=1 / 1024)
+
+
+def test_rate_limited_backoff_never_overflows() -> None:
+    clock = FakeClock()
+    queue: WorkQueue[str] = WorkQueue(clock=clock)  # defaults: 5 ms, at most 60 s
+    for _ in range(5000):  # 2.0**4999 would overflow a float
         queue.add_rate_limited("a")
-        clock.advance(delay - 0.001)
-        assert len(queue) == 0
-        clock.advance(0.001)
-        assert queue.get_nowait() == "a"
-        queue.done("a")
-    assert queue.num_requeues("a") == len(expected_delays)
+    clock.advance(1)  # the first (earliest) deadline wins; later ones only counted failures
+    assert drain_ready(queue) == ["a"]
+    queue.done("a")
+    assert_backs_off(queue, clock, "a", 60.0, early=0.5)
+    assert_backs_off(queue, clock, "b", 0.005, early=0.001)
 
 
 def test_invalid_delays_rejected() -> None:
@@ -287,7 +286,7 @@ async def test_shutdown_drops_timers_and_ignores_later_timers() -> None:
         await asyncio.wait_for(getter, 5)
     clock.advance(100)
     await settle()
-    assert len(queue) == 0 and queue.waiting == 0
+    assert len(queue) == 0
 
 
 async def test_readd_during_processing_survives_shutdown() -> None:
@@ -299,41 +298,6 @@ async def test_readd_during_processing_survives_shutdown() -> None:
     queue.shutdown()
     queue.done(item)
     assert await queue.get() == "a"
-
-
-async def test_shutdown_with_drain_waits_for_processing() -> None:
-    queue: WorkQueue[str] = WorkQueue()
-    queue.add("a")
-    item = await queue.get()
-    drain = asyncio.create_task(queue.shutdown_with_drain())
-    await settle()
-    assert not drain.done()
-    queue.done(item)
-    await asyncio.wait_for(drain, 5)
-
-
-async def test_shutdown_with_drain_returns_at_once_when_idle() -> None:
-    queue: WorkQueue[str] = WorkQueue()
-    await asyncio.wait_for(queue.shutdown_with_drain(), 5)
-    assert queue.shutting_down
-
-
-# --- threads -----------------------------------------------------------------------------------
-
-
-async def test_add_threadsafe_from_another_thread() -> None:
-    queue: WorkQueue[str] = WorkQueue()
-    getter = asyncio.create_task(queue.get())
-    thread = threading.Thread(target=queue.add_threadsafe, args=("from-thread",))
-    thread.start()
-    thread.join()
-    assert await asyncio.wait_for(getter, 5) == "from-thread"
-
-
-def test_add_threadsafe_needs_a_loop() -> None:
-    queue: WorkQueue[str] = WorkQueue()
-    with pytest.raises(RuntimeError, match="not bound to an event loop"):
-        queue.add_threadsafe("a")
 
 
 # --- concurrency -------------------------------------------------------------------------------
@@ -461,8 +425,6 @@ class QueueModel(RuleBasedStateMachine):
     def same_sizes(self) -> None:
         self._model_fire()
         assert len(self.queue) == len(self.model_queue)
-        assert self.queue.processing == len(self.model_processing)
-        assert self.queue.waiting == len(self.model_timers)
 
 
 TestQueueModel = QueueModel.TestCase
