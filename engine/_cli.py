@@ -463,16 +463,7 @@ async def _specs_of(engine: Engine, execution_id: str) -> list[WorkflowSpec]:
 
 def _check_importable(specs: list[WorkflowSpec]) -> None:
     """Fail early, naming ``--path``, when a task module of the recovered execution cannot be imported."""
-    from engine.models import SubworkflowNode
-
-    modules: set[str] = set()
-    pending = list(specs)
-    while pending:
-        spec = pending.pop()
-        pending.extend(spec.subworkflows.values())
-        for node in spec.nodes:
-            if not isinstance(node, SubworkflowNode) and node.task.pickled is None:
-                modules.add(node.task.module)
+    modules = {node.task.module for spec in specs for node in spec.task_nodes() if node.task.pickled is None}
     missing = []
     for module in sorted(modules):
         try:

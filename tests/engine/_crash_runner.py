@@ -1,8 +1,9 @@
 """Runs `crashable` in an engine of its own process, for the crash tests.
 
-    python -m tests.engine._crash_runner sqlite:PATH|postgres:DSN#SCHEMA launch|resume EXECUTION_ID
+    python -m tests.engine._crash_runner sqlite:PATH|postgres:DSN#SCHEMA launch|resume EXECUTION_ID [WORKFLOW]
 
-``launch`` starts the execution with the given id, ``resume`` only opens the engine (which resumes
+``launch`` starts the execution with the given id (of ``WORKFLOW`` in ``_workflows``, default
+``crashable``), ``resume`` only opens the engine (which resumes
 unfinished executions); both wait for it and print its outputs. ``SLIPSTREAM_TEST_FAULT`` set to
 ``<point>:<n>`` SIGKILLs this process the n-th time a round reaches ``point``: ``before_append`` or
 ``after_append`` (of a round's events), ``after_submit``. The fault points are wrappers around the
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from engine import Engine
+from engine import Engine, TaskFailed
 from engine.events import Event, ExecutionCreated
 from engine.interfaces import EventStore, TaskRequest
 from plugins.local import LocalExecutor
@@ -80,14 +81,18 @@ def open_engine(target: str) -> Engine:
     return Engine(store, [FaultyExecutor()], retry_delay=0.05)
 
 
-async def main(target: str, mode: str, execution_id: str) -> None:
+async def main(target: str, mode: str, execution_id: str, workflow: str = "crashable") -> None:
     async with open_engine(target) as engine:
         if mode == "launch":
-            handle = await engine.launch(wf.crashable, execution_id=execution_id, n=6)
+            inputs = {"n": 6} if workflow == "crashable" else {}
+            handle = await engine.launch(getattr(wf, workflow), execution_id=execution_id, **inputs)
         else:
             handle = engine.handle(execution_id)
-        print(await handle.outputs(timeout=60), flush=True)
+        try:
+            print(await handle.outputs(timeout=60), flush=True)
+        except TaskFailed as exc:
+            print(f"failed: {exc}", flush=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    asyncio.run(main(*sys.argv[1:5]))

@@ -229,3 +229,26 @@ def crashable(n: int = 6) -> int:
     c = chain(n=n)
     m = map_task(step)(x=[10, 20, 30, 40])
     return add(a=c, b=total(xs=m))
+
+
+@task
+def kill_the_process(x: int) -> int:
+    """Ends the whole process, as a segfault or an `os._exit` in a C extension would."""
+    record("kill_the_process")
+    os._exit(1)
+
+
+@workflow
+def process_killer(x: int = 1) -> int:
+    return kill_the_process(x=x)
+
+
+@task
+async def kill_the_process_async(x: int) -> int:
+    record("kill_the_process_async")
+    os._exit(1)
+
+
+@workflow
+def process_killer_async(x: int = 1) -> int:
+    return kill_the_process_async(x=x)

@@ -24,9 +24,11 @@ NODES = {f"step_{i}": "chain/step" + (f"-{i + 1}" if i else "") for i in range(6
 }
 
 
-def run_engine(target: str, mode: str, execution_id: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_engine(
+    target: str, mode: str, execution_id: str, env: dict[str, str], workflow: str = "crashable"
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tests.engine._crash_runner", target, mode, execution_id],
+        [sys.executable, "-m", "tests.engine._crash_runner", target, mode, execution_id, workflow],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -83,3 +85,29 @@ async def test_killed_engine_finishes_after_restart(target: str, fault: str, sid
         assert runs(side_effects, name) >= 1, f"{node_id} never ran"
         if node_id in done_before:
             assert runs(side_effects, name) == 1, f"{node_id} had succeeded before the crash but ran again"
+
+
+@pytest.mark.parametrize("workflow", ["process_killer", "process_killer_async"])
+async def test_a_task_that_kills_its_process_fails_after_the_system_budget(
+    target: str, workflow: str, side_effects: Path
+) -> None:
+    """The start is durable before the body runs, so each restart finds the attempt started and
+    lost: a system failure on the node's budget (3 retries), not a crash loop."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("SLIPSTREAM_TEST_FAULT", None)
+    runs_seen = []
+    result = run_engine(target, "launch", "killer-1", env, workflow)
+    for _ in range(8):
+        runs_seen.append(result.returncode)
+        if result.returncode == 0:
+            break
+        assert result.returncode == 1, result.stderr  # the task's os._exit(1)
+        result = run_engine(target, "resume", "killer-1", env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("failed:"), result.stdout
+    state = ExecutionState.fold(await read_log(target, "killer-1"))
+    node_id = workflow.replace("process_killer", "kill_the_process")
+    node = state.nodes[node_id]
+    assert state.phase == "failed" and node.phase == "failed"
+    assert node.system_failures == 4 and node.error is not None and "lost" in node.error.message
+    assert runs_seen == [1, 1, 1, 1, 0]  # four deaths (the first run and three retries), then the end
