@@ -224,7 +224,8 @@ def test_every_execution_whose_attempts_end_terminates(spec: WorkflowSpec, data:
     nothing running once the execution ends."""
     sim = Sim(spec, behaviour=terminating_behaviour(data), config=PlannerConfig(retry_delay=0))
     state = sim.run(max_rounds=300)
-    assert state.is_terminal, f"stuck after {sim.rounds} rounds: {sorted((n.node_id, n.phase) for n in state.nodes.values())}"
+    phases = sorted((node.node_id, node.phase) for node in state.nodes.values())
+    assert state.is_terminal, f"stuck after {sim.rounds} rounds: {phases}"
     succeeded = [e.node_id for e in sim.events if type(e).__name__ == "NodeSucceeded"]
     assert len(succeeded) == len(set(succeeded))
     assert not sim.in_flight  # every attempt ended or was cancelled
