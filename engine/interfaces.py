@@ -302,7 +302,8 @@ class Executor(abc.ABC):
     - ``start(report)`` is awaited once before use. ``report(key)`` is called (from the event-loop
       thread or any other thread; it must be cheap and thread-safe) when an attempt starts and when
       it reaches a final phase, so that the loop polls it and records ``NodeRunning`` (the attempt's
-      timeout counts from its real start) and its end.
+      timeout counts from its real start) and its end. Attempts for which ``starts_on_submit`` is
+      True need no start report: the round that submits them records their start.
     - ``submit`` is idempotent per ``request.key``: submitting a key that is in flight or finished
       does not start it again. It returns the attempt's durable handle (``""`` if it has none).
     - ``poll(key, handle)`` never raises for an unknown attempt: it returns phase ``lost``. After a

@@ -163,7 +163,7 @@ class NodeState:
     failed_at: datetime | None = None
     executor: str = ""
     worker: str = ""
-    gpu_ids: list[str] = field(default_factory=list)
+    gpu_ids: tuple[str, ...] = ()
     handle: str = ""  # the executor's durable id of the current attempt, once it started
     source: str = ""  # "cache:<artifact>" or "recovered:<execution id>"
 
@@ -190,7 +190,7 @@ class NodeState:
             self.finished_at,
             self.executor,
             self.worker,
-            tuple(self.gpu_ids),
+            self.gpu_ids,
             self.handle,
             self.source,
         )
@@ -376,7 +376,7 @@ class ExecutionState:
         node.queued_at = event.at
         node.started_at = None
         node.executor = node.worker = node.handle = ""
-        node.gpu_ids = []
+        node.gpu_ids = ()
         spec = node.spec
         if isinstance(spec, SubworkflowNode):
             assert node.scope is not None
@@ -393,7 +393,7 @@ class ExecutionState:
         node.started_at = event.at
         node.executor = event.executor
         node.worker = event.worker
-        node.gpu_ids = list(event.gpu_ids)
+        node.gpu_ids = tuple(event.gpu_ids)
         node.handle = event.handle
         self._push_deadline(node, event.at)
 

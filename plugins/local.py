@@ -42,7 +42,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -65,6 +65,13 @@ CANCEL_GRACE_SECONDS = 5.0
 log = logging.getLogger("slipstream.executor.local")
 
 
+def _open_gate(attempt: _Attempt) -> None:
+    if attempt.gate is not None:
+        attempt.gate.set()
+    if attempt.released is not None:
+        attempt.released.set()
+
+
 @dataclass(eq=False)
 class _Attempt:
     """One submitted attempt. Fields are written on the event-loop thread, except where noted."""
@@ -78,8 +85,10 @@ class _Attempt:
     final: TaskStatus | None = None  # set once the attempt reached a final phase
     # Read by worker threads: set before `gate` so that a woken thread sees it.
     cancelled: bool = False
-    gate: threading.Event = field(default_factory=threading.Event)  # thread bodies wait on it
-    released: asyncio.Event = field(default_factory=asyncio.Event)  # async bodies wait on it
+    # The start gate, made only for the kind of body that waits on it: a map of 100k async
+    # elements must not pay for 100k unused thread events.
+    gate: threading.Event | None = None  # thread bodies wait on it
+    released: asyncio.Event | None = None  # async bodies wait on it
     driver: asyncio.Task[None] | None = None  # async attempts
     process: _ProcessWorker | None = None  # process attempts, once dispatched
     # Thread attempts, guarded by LocalExecutor._lock: whether the body runs, and whether its
@@ -128,6 +137,7 @@ class LocalExecutor(Executor):
         self.loop_stall_threshold = loop_stall_threshold
         self._attempts: dict[TaskKey, _Attempt] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle = f"local:{os.getpid()}"  # attempts live in this process only, found by key
         self._report: Callable[[TaskKey], None] = lambda key: None
         self._lock = threading.Lock()
         self._threads: _ThreadPool | None = None
@@ -153,7 +163,7 @@ class LocalExecutor(Executor):
         if self.mode == "thread" and self._threads is None:
             self._threads = _ThreadPool(self.max_workers, self._run_in_thread)
         if self.loop_stall_threshold is not None and self._watchdog is None:
-            self._watchdog = _LoopWatchdog(self._loop, self.loop_stall_threshold)
+            self._watchdog = _LoopWatchdog(self._loop, self.loop_stall_threshold, self._describe_driver)
 
     async def close(self) -> None:
         """Cancel everything in flight, terminate process workers; never waits for stuck threads."""
@@ -188,7 +198,7 @@ class LocalExecutor(Executor):
             request: the attempt to run.
 
         Returns:
-            The attempt's handle, ``local:<pid>:<execution>/<node>/<attempt>``.
+            The attempt's handle, ``local:<pid>``: the process that holds it (attempts are found by key).
 
         Raises:
             RuntimeError: `start` was not awaited first, or the executor was closed.
@@ -200,18 +210,16 @@ class LocalExecutor(Executor):
         existing = self._attempts.get(key)
         if existing is not None:
             return existing.handle
-        handle = f"local:{os.getpid()}:{key.execution_id}/{key.node_id}/{key.attempt}"
+        handle = self._handle
         if self.starts_on_submit(request):
             attempt = _Attempt(request, handle, "async", "running", f"{_process_name()}/asyncio", datetime.now(UTC))
+            attempt.released = asyncio.Event()
             self._attempts[key] = attempt
-            # The asyncio task's name is what the watchdog reports if this attempt blocks the loop.
-            name = (
-                f"async task {request.task.name!r} (execution {key.execution_id}, node {key.node_id}, "
-                f"attempt {key.attempt})"
-            )
-            attempt.driver = loop.create_task(self._drive_async(attempt), name=name)
+            # unnamed: a name per attempt costs memory in a 100k-element map; the watchdog finds
+            # the attempt by its driver when it has to name one
+            attempt.driver = loop.create_task(self._drive_async(attempt))
         elif self.mode == "thread":
-            attempt = _Attempt(request, handle, "thread")
+            attempt = _Attempt(request, handle, "thread", gate=threading.Event())
             self._attempts[key] = attempt
             assert self._threads is not None
             self._threads.put(attempt)
@@ -290,8 +298,7 @@ class LocalExecutor(Executor):
         """
         attempt = self._attempts.get(key)
         if attempt is not None:
-            attempt.gate.set()
-            attempt.released.set()
+            _open_gate(attempt)
 
     def starts_on_submit(self, request: TaskRequest) -> bool:
         """True for ``async def`` tasks: they start on the loop at once, with no queue.
@@ -320,7 +327,7 @@ class LocalExecutor(Executor):
     def _stop(self, attempt: _Attempt) -> asyncio.Task[None] | None:
         """Stop an attempt already removed from ``_attempts``; return an async driver to await."""
         attempt.cancelled = True
-        attempt.gate.set()  # a thread waiting at the gate wakes, sees `cancelled`, skips the body
+        _open_gate(attempt)  # a thread waiting at the gate wakes, sees `cancelled`, skips the body
         if attempt.final is not None:
             return None  # finished: its worker may run another attempt by now
         if attempt.where == "async":
@@ -356,13 +363,30 @@ class LocalExecutor(Executor):
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
                 self._loop.call_soon_threadsafe(fn, *args)
 
+    def _describe_driver(self, task: asyncio.Task[Any]) -> str | None:
+        """From the watchdog's thread, while the loop is stalled (so nothing mutates the map):
+        the attempt that ``task`` drives, described for a warning; None if it drives none."""
+        try:
+            attempts = list(self._attempts.values())
+        except RuntimeError:  # changed under us after all: skip this report
+            return None
+        for attempt in attempts:
+            if attempt.driver is task:
+                key = attempt.key
+                return (
+                    f"async task {attempt.request.task.name!r} (execution {key.execution_id}, node {key.node_id}, "
+                    f"attempt {key.attempt})"
+                )
+        return None
+
     async def _drive_async(self, attempt: _Attempt) -> None:
         watchdog = self._watchdog
         if watchdog is not None:
             watchdog.enter()
         try:
-            self._report(attempt.key)  # it started at submit
-            await attempt.released.wait()
+            # no start report: the loop recorded the start in the round that submitted it
+            if attempt.released is not None:
+                await attempt.released.wait()
             status = await run_attempt_async(attempt.request, worker=attempt.worker, started_at=attempt.started_at)
         except Exception as exc:  # a bug of ours: the attempt may run again
             status = _system_failure(attempt, f"local executor error: {type(exc).__name__}: {exc}")
@@ -379,6 +403,7 @@ class LocalExecutor(Executor):
             return False
         worker, started_at = f"{_process_name()}/{threading.current_thread().name}", datetime.now(UTC)
         self._post(self._started, attempt, worker, started_at)
+        assert attempt.gate is not None
         attempt.gate.wait()
         with self._lock:
             if attempt.cancelled:
@@ -696,8 +721,14 @@ class _LoopWatchdog:
 
     STALL_REPORT_AFTER = 10
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, threshold: float) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        threshold: float,
+        describe: Callable[[asyncio.Task[Any]], str | None],
+    ) -> None:
         self._loop = loop
+        self._describe = describe
         self._threshold = threshold
         self._busy = 0  # async attempts in flight; changed on the loop thread only
         self._wake = threading.Event()
@@ -733,7 +764,13 @@ class _LoopWatchdog:
             if answered.wait(self._threshold):
                 self._stopped.wait(self._threshold / 2)
                 continue
-            culprit = _running_task(self._loop)
+            task = asyncio.current_task(self._loop)  # read from this thread: a dict lookup, safe
+            culprit = self._describe(task) if task is not None else None
+            if culprit is None:
+                # the engine's own work (a long planning round), not a task's: no advice to give
+                log.debug("the event loop did not answer for %.1f s", time.monotonic() - posted)
+                answered.wait()
+                continue
             answered.wait(self._threshold * (self.STALL_REPORT_AFTER - 1))
             still = "" if answered.is_set() else " and still blocks it"
             log.warning(
@@ -747,12 +784,3 @@ class _LoopWatchdog:
             while not answered.wait(self._threshold):  # one line per stall
                 if self._stopped.is_set():
                     return
-
-
-def _running_task(loop: asyncio.AbstractEventLoop) -> str:
-    """Which asyncio task holds ``loop`` (read from another thread: a dict lookup, safe)."""
-    task = asyncio.current_task(loop)
-    if task is None:
-        return "a callback outside any asyncio task"
-    name = task.get_name()
-    return name if name.startswith("async task ") else f"asyncio task {name!r}"

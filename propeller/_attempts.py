@@ -27,7 +27,7 @@ _FINAL_PHASES = frozenset({"succeeded", "failed"})
 _LOST = TaskStatus(phase="lost")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Tracked:
     """An attempt in flight: the executor that holds it and its durable handle there."""
 
@@ -50,6 +50,9 @@ class Attempts:
         self._in_flight: dict[str, dict[TaskKey, Tracked]] = {}
         self._synthetic: dict[TaskKey, TaskStatus] = {}  # failures of submit() itself
         self._owed_cancels: dict[str, list[Cancel]] = {}  # cancels that raised: tried again
+        # one Tracked per (executor, handle): executors whose handle names a process or a pool
+        # share it across a 100k-element map instead of holding one object per element
+        self._entries: dict[tuple[str, str], Tracked] = {}
 
     def tracked(self, execution_id: str) -> dict[TaskKey, Tracked]:
         """The execution's attempts in flight (a live view)."""
@@ -68,7 +71,7 @@ class Attempts:
             node = state.nodes[node_id]
             key = TaskKey(state.execution_id, node_id, node.attempt)
             if node.phase == "running" and key not in tracked:
-                tracked[key] = Tracked(node.executor or node.options.executor or default_executor, node.handle)
+                tracked[key] = self._entry(node.executor or node.options.executor or default_executor, node.handle)
                 adopted.add(key)
         return adopted
 
@@ -135,15 +138,15 @@ class Attempts:
     async def _submit(self, execution_id: str, action: Submit) -> None:
         key = action.request.key
         executor = self.executors.get(action.executor)
-        entry = Tracked(action.executor)
-        self.tracked(execution_id)[key] = entry
+        tracked = self.tracked(execution_id)
+        tracked[key] = self._entry(action.executor, "")
         try:
             if executor is None:
                 raise ConfigError(
                     f"node {key.node_id!r} asks for executor {action.executor!r}, which is not configured; "
                     f"configured: {sorted(self.executors)}. Install the plugin or change the task's executor="
                 )
-            entry.handle = await executor.submit(action.request)
+            tracked[key] = self._entry(action.executor, await executor.submit(action.request))
         except Exception as exc:
             # a submit that cannot even start is reported like a failed attempt, so the planner
             # applies the retry budgets instead of the loop spinning on it
@@ -151,6 +154,14 @@ class Attempts:
             error = ErrorInfo(kind=kind, message=f"{type(exc).__name__}: {exc}", retryable=kind == "system")
             self._synthetic[key] = TaskStatus(phase="failed", error=error)
             self._report(key)
+
+    def _entry(self, executor: str, handle: str) -> Tracked:
+        entry = self._entries.get((executor, handle))
+        if entry is None:
+            entry = Tracked(executor, handle)
+            if len(self._entries) < 10_000:  # handles unique per attempt are not worth keeping
+                self._entries[executor, handle] = entry
+        return entry
 
     async def _cancel(self, execution_id: str, action: Cancel) -> None:
         tracked = self.tracked(execution_id)

@@ -19,6 +19,7 @@ class Harness:
     def __init__(self, executor: Executor) -> None:
         self.executor = executor
         self.reports: list[TaskKey] = []
+        self._started_on_submit: set[TaskKey] = set()
         self._changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -38,8 +39,13 @@ class Harness:
     async def submit(self, request: TaskRequest, *, release: bool = True) -> str:
         """Submit; like the loop, release at once an attempt that starts on submit."""
         handle = await self.executor.submit(request)
-        if release and self.executor.starts_on_submit(request):
-            self.executor.release(request.key)
+        if self.executor.starts_on_submit(request) and request.key not in self._started_on_submit:
+            # the loop records this start in the submitting round, so the executor reports none:
+            # count it here, once, as the loop knows it
+            self._started_on_submit.add(request.key)
+            self._note(request.key)
+            if release:
+                self.executor.release(request.key)
         return handle
 
     async def wait(self, key: TaskKey, phases: Iterable[str]) -> TaskStatus:

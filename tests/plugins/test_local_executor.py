@@ -83,10 +83,10 @@ async def test_submit_before_start_or_after_close(start: Start) -> None:
         await harness.executor.submit(request(contract_tasks.add, a=1, b=2))
 
 
-async def test_handle_names_the_process_and_the_attempt(start: Start) -> None:
+async def test_handle_names_the_process_that_holds_the_attempt(start: Start) -> None:
     harness = await start()
     handle = await harness.submit(request(contract_tasks.add, "node", 2, a=1, b=2))
-    assert handle == f"local:{os.getpid()}:exec-1/node/2"
+    assert handle == f"local:{os.getpid()}"  # attempts live and die with this process; found by key
 
 
 @MODES
