@@ -10,9 +10,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "BlobNotFound",
+    "BlobStoreUnavailable",
     "CompileError",
     "ConcurrencyConflict",
     "ConfigError",
+    "CorruptBlob",
     "Dir",
     "Engine",
     "ExecutionAborted",
@@ -22,6 +25,7 @@ __all__ = [
     "ExecutionNotFound",
     "ExecutionSummary",
     "File",
+    "InvalidBlobAddress",
     "InvalidResources",
     "InvalidTransition",
     "NoTaskContext",
@@ -45,6 +49,10 @@ __all__ = [
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
+    "BlobNotFound": "engine.errors",
+    "BlobStoreUnavailable": "engine.errors",
+    "CorruptBlob": "engine.errors",
+    "InvalidBlobAddress": "engine.errors",
     "CompileError": "engine.errors",
     "ConcurrencyConflict": "engine.errors",
     "ConfigError": "engine.errors",
@@ -89,12 +97,16 @@ if TYPE_CHECKING:
     from engine._task import dynamic, task
     from engine._workflow import workflow
     from engine.errors import (
+        BlobNotFound,
+        BlobStoreUnavailable,
         CompileError,
         ConcurrencyConflict,
         ConfigError,
+        CorruptBlob,
         ExecutionAborted,
         ExecutionNotFinished,
         ExecutionNotFound,
+        InvalidBlobAddress,
         InvalidResources,
         InvalidTransition,
         NoTaskContext,

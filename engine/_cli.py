@@ -1,19 +1,24 @@
-"""The ``slipstream`` command line (DESIGN section 11): ``run`` and ``executions ...``.
+"""The ``slipstream`` command line (DESIGN section 11): ``run``, ``serve``, ``executions ...``,
+``events tail`` and ``lineage run``.
 
 Only typer and the standard library are imported up front, so that ``slipstream --help`` stays quick;
 the engine, rich and the rendering in ``engine._cli_view`` are imported by the commands that use them.
 
 Exit codes: 0 success (or nothing to do), 1 the execution failed or was aborted, 2 bad input or a
 store that cannot be used (one line on stderr that names the problem and the fix, never a traceback),
-130 interrupted.
+130 interrupted. ``serve``, ``events tail`` and ``lineage run`` install their own SIGTERM and SIGINT
+handlers: the first signal stops them gracefully (exit 0), a second one ends the process at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
+import signal
 import sys
-from collections.abc import AsyncIterator, Iterable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +29,7 @@ import typer
 if TYPE_CHECKING:
     from engine._details import ExecutionDetails
     from engine._engine import Engine, ExecutionHandle
+    from engine._subscribe import Subscription
     from engine._workflow import Workflow
     from engine.models import WorkflowSpec
 
@@ -51,6 +57,12 @@ executions_app = typer.Typer(
     help="List, inspect, abort and recover executions.", no_args_is_help=True, add_completion=False
 )
 app.add_typer(executions_app, name="executions")
+events_app = typer.Typer(help="Follow the stream of committed events.", no_args_is_help=True, add_completion=False)
+app.add_typer(events_app, name="events")
+lineage_app = typer.Typer(
+    help="Emit OpenLineage run events for node runs.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(lineage_app, name="lineage")
 
 StateDir = Annotated[
     str | None,
@@ -67,6 +79,15 @@ Postgres = Annotated[
         "--postgres",
         envvar="SLIPSTREAM_POSTGRES_DSN",
         help="Server mode: Postgres DSN of the event store (overrides --state-dir).",
+        show_default=False,
+    ),
+]
+Nats = Annotated[
+    str | None,
+    typer.Option(
+        "--nats",
+        envvar="SLIPSTREAM_NATS_URL",
+        help="NATS JetStream URL of the event stream (server mode).",
         show_default=False,
     ),
 ]
@@ -108,31 +129,238 @@ def run(
 def serve(
     state_dir: StateDir = None,
     postgres: Postgres = None,
+    nats: Nats = None,
     path: Annotated[
         list[str] | None,
         typer.Option("--path", help="A directory to import task modules from (repeatable)."),
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Concurrent reconcile workers.")] = 8,
+    sink: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sink",
+            help="Run an event sink (entry point in slipstream.event_sinks) as NAME or NAME=ARG, e.g. "
+            "openlineage=file:/var/log/lineage.jsonl (repeatable).",
+        ),
+    ] = None,
+    grace: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds a stop signal leaves running attempts to finish before cancelling them."),
+    ] = 30.0,
+    resync_interval: Annotated[
+        float,
+        typer.Option(min=0.1, help="Seconds between sweeps for unfinished executions (handed back by others)."),
+    ] = 30.0,
 ) -> None:
-    """Run the control loop until interrupted.
+    """Run the control loop (and the relay with --nats) until stopped by SIGTERM or Ctrl-C.
 
     Resumes every unfinished execution of the store whose tasks can be imported here, and runs
     those that clients (`Engine(..., run_loop=False)`, other engines) launch. Several `serve`
     processes may share one store: each execution is leased to one of them at a time.
+
+    On SIGTERM or SIGINT it stops gracefully: it starts no new attempt, lets the running ones
+    finish (up to --grace seconds; those still running then are cancelled and retried by the other
+    servers), hands its executions back, stops the relay and the sinks, and exits 0. A second
+    signal exits at once.
     """
     for directory in reversed(path or []):
         sys.path.insert(0, str(Path(directory).expanduser().resolve()))
+    services = _sinks(sink or [])
 
     async def body() -> int:
-        import anyio
-
-        async with _make_engine(state_dir, postgres, workers=workers):
+        signals = _Signals()
+        engine = _make_engine(
+            state_dir, postgres, nats, workers=workers, services=services, resync_interval=resync_interval
+        )
+        async with engine:
             where = "Postgres" if postgres else f"state dir {state_dir or '(default)'}"
-            _note(f"serving executions of {where} with {workers} workers; Ctrl-C to stop")
-            await anyio.sleep_forever()
+            _note(f"serving executions of {where} with {workers} workers; SIGTERM or Ctrl-C to stop")
+            await signals.stop.wait()
+            _note(
+                f"{signals.name}: stopping; waiting up to {grace:g}s for running attempts "
+                "(a second signal exits at once)"
+            )
+            signals.exit_after(grace + _SHUTDOWN_MARGIN)
+            if not await engine.controller.drain(grace):
+                _note("grace period over: cancelling the attempts still running; the other servers retry them")
+        _note("stopped")
         return 0
 
     raise typer.Exit(_run_async(body))
+
+
+def _sinks(specs: list[str]) -> list[Any]:
+    """The event sinks named by ``--sink NAME[=ARG]``, built from their entry points."""
+    from engine._wiring import backend
+
+    built = []
+    for spec in specs:
+        name, eq, arg = spec.partition("=")
+        if not name:
+            raise BadInput(f"--sink {spec!r} names no sink: write NAME or NAME=ARG, e.g. --sink openlineage")
+        cls = backend("slipstream.event_sinks", name.strip(), "--sink")
+        try:
+            built.append(cls(arg) if eq else cls())
+        except TypeError as exc:
+            raise BadInput(f"--sink {spec!r}: {exc}; give the sink's argument as NAME=ARG") from exc
+    return built
+
+
+@events_app.command("tail")
+def events_tail(
+    execution: Annotated[str | None, typer.Option("--execution", help="Only this execution's events.")] = None,
+    kinds: Annotated[
+        str | None, typer.Option("--kinds", help="Only these event kinds, comma-separated (e.g. NodeSucceeded).")
+    ] = None,
+    project: Annotated[str | None, typer.Option(help="Only this project's executions.")] = None,
+    domain: Annotated[str | None, typer.Option(help="Only this domain's executions.")] = None,
+    from_start: Annotated[
+        bool, typer.Option("--from-start", help="Print the whole log first, then follow (default: new events only).")
+    ] = False,
+    durable: Annotated[
+        str | None,
+        typer.Option(help="Resume after the events this named subscription printed last time (and remember)."),
+    ] = None,
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+    nats: Nats = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line.")] = False,
+) -> None:
+    """Follow committed events and print one line per event, until SIGTERM or Ctrl-C.
+
+    Reads from JetStream with --nats, else from the event store (--state-dir or --postgres).
+    """
+
+    async def body() -> int:
+        from engine._subscribe import open_subscription
+
+        filters: dict[str, Any] = {
+            "project": project,
+            "domain": domain,
+            "execution_id": execution,
+            "kinds": kinds,
+            "durable": durable,
+            "from_start": from_start,
+        }
+        signals = _Signals()
+        if nats:  # the stream needs no store
+            await signals.until_stopped(_print_events(open_subscription(None, nats, **filters), as_json))
+            return 0
+        async with _open_store(state_dir, postgres) as engine:
+            await signals.until_stopped(_print_events(engine.subscribe(**filters), as_json))
+        return 0
+
+    raise typer.Exit(_run_async(body))
+
+
+async def _print_events(subscription: Subscription, as_json: bool) -> None:
+    if as_json:
+        from engine.events import encode_event_json
+
+        render: Any = lambda event: encode_event_json(event).decode()  # noqa: E731
+    else:
+        from engine._cli_view import event_line
+
+        render = event_line
+    async with subscription:
+        async for delivery in subscription:
+            try:
+                _write(render(delivery.event))
+            except BrokenPipeError:  # `slipstream events tail | head`: the reader is gone
+                sys.stderr.close()
+                os._exit(0)
+            await delivery.ack()
+
+
+@lineage_app.command("run")
+def lineage_run(
+    transport: Annotated[
+        str | None,
+        typer.Option(
+            help="Where RunEvents go: console, file:PATH, http(s)://URL, kafka://BROKERS/TOPIC, "
+            "nats://HOST:PORT/SUBJECT; default: the OpenLineage client's own configuration "
+            "(openlineage.yml, OPENLINEAGE_URL, OPENLINEAGE__TRANSPORT__*).",
+            show_default=False,
+        ),
+    ] = None,
+    durable: Annotated[str, typer.Option(help="The name under which the position in the log is kept.")] = "openlineage",
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+) -> None:
+    """Turn node runs into OpenLineage RunEvents, from where it stopped last time, until stopped."""
+
+    async def body() -> int:
+        from engine._wiring import backend
+        from engine.interfaces import ServiceContext
+
+        cls = backend("slipstream.event_sinks", "openlineage", "lineage (pip install 'slipstream[openlineage]')")
+        sink = cls(transport, durable=durable)
+        signals = _Signals()
+        async with _open_store(state_dir, postgres) as engine:
+            await sink.start(ServiceContext(store=engine.store, wake=_ignore))
+            try:
+                _note(f"emitting OpenLineage events through {sink.describe()}; SIGTERM or Ctrl-C to stop")
+                await signals.until_stopped(sink.run())
+            finally:
+                await sink.stop()
+        return 0
+
+    raise typer.Exit(_run_async(body))
+
+
+def _ignore(execution_id: str) -> None:
+    return None
+
+
+# -- signals ----------------------------------------------------------------------------------------
+
+# seconds after the grace period for the services, executors and store to close before a hard exit
+_SHUTDOWN_MARGIN = 15.0
+
+
+class _Signals:
+    """SIGTERM and SIGINT handlers of our own, installed whatever the process inherited (a service
+    manager or a shell may start it with SIGINT ignored): the first signal sets `stop`, a second
+    ends the process at once (exit status 128 + signal number). Build it inside the event loop."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.name = ""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._received, signum)
+
+    def _received(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self.stop.is_set():
+            _note(f"{name} again: exiting now")
+            os._exit(128 + signum)
+        self.name = name
+        self.stop.set()
+
+    def exit_after(self, seconds: float) -> None:
+        """End the process (exit status 1) if it is still shutting down ``seconds`` from now."""
+
+        def expire() -> None:
+            _note(f"still shutting down {seconds:g}s after {self.name}: exiting now")
+            os._exit(1)
+
+        timer = threading.Timer(seconds, expire)
+        timer.daemon = True
+        timer.start()
+
+    async def until_stopped(self, work: Awaitable[Any]) -> None:
+        """Run ``work`` until it ends (its error is raised) or a signal arrives (it is cancelled)."""
+        task = asyncio.ensure_future(work)
+        stopper = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (task, stopper):
+                pending.cancel()
+            await asyncio.gather(task, stopper, return_exceptions=True)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
 
 @executions_app.command("list")
@@ -419,11 +647,16 @@ def parse_inputs(workflow: Workflow, args: Iterable[str]) -> dict[str, Any]:
 # -- engines ----------------------------------------------------------------------------------------
 
 
-def _make_engine(state_dir: str | None, postgres: str | None, **options: Any) -> Engine:
+def _make_engine(state_dir: str | None, postgres: str | None, nats: str | None = None, **options: Any) -> Engine:
     from engine._engine import Engine
 
     if postgres:
-        return Engine.connect(postgres=postgres, **options)
+        return Engine.connect(postgres=postgres, nats=nats, **options)
+    if nats:
+        raise BadInput(
+            f"--nats {nats!r} (or SLIPSTREAM_NATS_URL) needs --postgres: the relay publishes the server store's "
+            "events; drop --nats for an embedded state dir"
+        )
     return Engine.embedded(state_dir, **options)
 
 

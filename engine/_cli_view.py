@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "details_table",
     "elapsed",
+    "event_line",
     "event_payload",
     "executions_table",
     "format_duration",
@@ -261,6 +262,15 @@ def event_payload(event: AnyEvent) -> str:
             return " ".join(
                 f"{k}={_short(v)}" for k, v in fields.items() if k not in _ENVELOPE and v not in ("", [], {})
             )
+
+
+def event_line(event: AnyEvent) -> str:
+    """One line per event for ``slipstream events tail``: time, execution, version, kind, node, payload."""
+    kind = type(event).__name__
+    node = f" node={event.node_id}#{event.attempt}" if event.node_id else ""
+    payload = event_payload(event)
+    at = event.at.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return f"{at} {event.execution_id} v{event.version} {kind}{node}" + (f" {payload}" if payload else "")
 
 
 def _kind_style(kind: str) -> str:

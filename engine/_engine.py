@@ -44,6 +44,7 @@ from engine.models import ErrorInfo, WorkflowSpec
 from engine.state import ExecutionState
 
 if TYPE_CHECKING:
+    from engine._subscribe import Subscription
     from engine._workflow import Workflow
     from propeller import Controller
 
@@ -145,6 +146,7 @@ class Engine:
         resync_interval: float = 30.0,
         revisit_interval: float = 2.0,
         run_loop: bool = True,
+        nats: str | None = None,
         id_factory: Callable[[], str] | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
@@ -160,6 +162,8 @@ class Engine:
                 one, else the first.
             workers, retry_delay, resync_interval, revisit_interval: control-loop tunables.
             run_loop: False for a client engine, which runs no executions itself.
+            nats: the NATS JetStream URL the relay publishes committed events to; `subscribe` then
+                reads from JetStream instead of the event store (`connect` sets it from ``nats=``).
             id_factory, clock: execution ids and event timestamps, injectable for tests.
 
         Raises:
@@ -181,6 +185,7 @@ class Engine:
         self._resync_interval = resync_interval
         self._revisit_interval = revisit_interval
         self._run_loop = run_loop
+        self.nats_url = nats
         self._id_factory = id_factory or (lambda: uuid.uuid4().hex[:20])
         self._clock = clock or (lambda: datetime.now(UTC))
         self._controller: Controller | None = None
@@ -251,11 +256,12 @@ class Engine:
             raise ConfigError(
                 "Engine.connect needs a Postgres DSN: pass postgres='postgresql://...' or set SLIPSTREAM_POSTGRES_DSN"
             )
-        stream = event_stream_services(nats or os.environ.get("SLIPSTREAM_NATS_URL"))
+        nats = nats or os.environ.get("SLIPSTREAM_NATS_URL") or None
+        stream = event_stream_services(nats)
         address = ray_address or os.environ.get("SLIPSTREAM_RAY_ADDRESS")
         built = build_executors(executors if executors is not None else [executor], executor_options, address)
         store = backend("slipstream.stores", "postgres", "the server event log")(dsn)
-        return cls(store, built, services=[*stream, *services], default_executor=executor, **options)
+        return cls(store, built, services=[*stream, *services], default_executor=executor, nats=nats, **options)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -446,6 +452,53 @@ class Engine:
         if self._controller is not None:  # else the next engine to open this store runs it
             self._controller.enqueue(new_id)
         return ExecutionHandle(self, new_id, self._workflows.get(source.spec.name))
+
+    def subscribe(
+        self,
+        project: str | None = None,
+        domain: str | None = None,
+        execution_id: str | None = None,
+        kinds: str | Sequence[str] | None = None,
+        durable: str | None = None,
+        from_start: bool = False,
+    ) -> Subscription:
+        """Committed events as they happen: an async iterator of deliveries with ``ack``.
+
+        ::
+
+            async with eng.subscribe(project="ml", kinds=["NodeSucceeded"], durable="audit") as sub:
+                async for delivery in sub:
+                    print(delivery.event)  # a typed engine.events class
+                    await delivery.ack()
+
+        Events come in commit order (each execution's in version order), at least once; an ack is
+        cumulative (it covers every event delivered before). Read from JetStream when the engine
+        has a ``nats`` URL, else from the event store (the engine must be open). See
+        ``engine._subscribe`` for the full semantics.
+
+        Args:
+            project, domain, execution_id: only the events of these executions.
+            kinds: only these event kinds (class names, or one comma-separated string).
+            durable: a name under which the position is kept: the subscription resumes after its
+                last ack, and starts at the beginning of the log the first time.
+            from_start: a non-durable subscription reads the whole log instead of only new events.
+
+        Raises:
+            ConfigError: an unknown kind, ``from_start`` with ``durable``, or a NATS URL whose
+                backend is not installed. Connecting to NATS happens when the subscription opens.
+        """
+        from engine._subscribe import open_subscription
+
+        return open_subscription(
+            self.store,
+            self.nats_url,
+            project=project,
+            domain=domain,
+            execution_id=execution_id,
+            kinds=kinds,
+            durable=durable,
+            from_start=from_start,
+        )
 
     async def _state(self, execution_id: str) -> ExecutionState:
         events = await self.store.read(execution_id)

@@ -5,7 +5,8 @@
     │   ├── TypeMismatch        a value or producer output does not fit an input's type
     │   └── UnknownInput        an argument names no input of the interface
     ├── ConfigError             a setting or backend name is wrong
-    │   └── InvalidResources    a Resources(cpu=, mem=, gpu=) value is invalid (also a ValueError)
+    │   ├── InvalidResources    a Resources(cpu=, mem=, gpu=) value is invalid (also a ValueError)
+    │   └── InvalidBlobAddress  a blob address is not ``sha256/<64 lowercase hex>`` (also a ValueError)
     ├── ExecutionNotFound       an execution id is not in the store
     ├── ExecutionNotFinished    an operation needs a finished execution (recover)
     ├── ConcurrencyConflict     another writer appended first (optimistic concurrency)
@@ -13,18 +14,25 @@
     ├── NoTaskContext           current_context() outside a running task (also a LookupError)
     ├── StoreUnavailable        the event store cannot be reached
     ├── TaskFailed              an execution failed; carries the node id and remote traceback
+    ├── BlobNotFound            no blob at this address in the blob store
+    ├── CorruptBlob             a blob's bytes do not hash to its address
+    ├── BlobStoreUnavailable    the blob store could not be reached or failed mid-operation
     └── ExecutionAborted        an execution was aborted
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BlobNotFound",
+    "BlobStoreUnavailable",
     "CompileError",
     "ConcurrencyConflict",
     "ConfigError",
+    "CorruptBlob",
     "ExecutionAborted",
     "ExecutionNotFinished",
     "ExecutionNotFound",
+    "InvalidBlobAddress",
     "InvalidResources",
     "InvalidTransition",
     "NoTaskContext",
@@ -173,3 +181,76 @@ class ExecutionAborted(SlipstreamError):
         self.execution_id = execution_id
         self.reason = reason
         super().__init__(f"execution {execution_id!r} was aborted" + (f": {reason}" if reason else ""))
+
+
+class InvalidBlobAddress(ConfigError, ValueError):
+    """A blob address is malformed: only ``sha256/<64 lowercase hex digits>`` (or its URL form
+    ``blob://sha256/...``) names a blob, so that no address can name a path outside the store.
+
+    Also a ``ValueError``, so that msgspec reports it as a validation error when a stored literal
+    holding such an address is decoded.
+
+    Attributes:
+        address: the rejected text.
+    """
+
+    def __init__(self, address: object, why: str) -> None:
+        self.address = address
+        shown = address if not isinstance(address, str) or len(address) <= 120 else address[:117] + "..."
+        super().__init__(
+            f"invalid blob address {shown!r}: {why}; a blob address is 'sha256/' followed by 64 lowercase hex "
+            "digits (or 'blob://sha256/<hex>'), as returned by BlobStore.put"
+        )
+
+
+class BlobNotFound(SlipstreamError):
+    """No blob with this address is in the blob store.
+
+    Attributes:
+        address: the blob's address (``sha256/<hex>``).
+        store: a description of the store that was asked (its directory or URL).
+    """
+
+    def __init__(self, address: str, store: str, detail: str = "") -> None:
+        self.address = address
+        self.store = store
+        why = f" ({detail})" if detail else ""
+        super().__init__(
+            f"blob {address} not found in blob store {store}{why}: it was never stored there or was deleted; "
+            "check that the engine uses the same blob store (state directory or URL) as the run that wrote it"
+        )
+
+
+class CorruptBlob(SlipstreamError):
+    """A blob's bytes do not hash to its address: the stored object was damaged or overwritten.
+
+    Attributes:
+        address: the address that was read.
+        actual: the address its bytes hash to.
+        store: a description of the store.
+    """
+
+    def __init__(self, address: str, actual: str, store: str) -> None:
+        self.address = address
+        self.actual = actual
+        self.store = store
+        super().__init__(
+            f"blob {address} in blob store {store} is corrupt: its bytes hash to {actual}; delete it "
+            "(BlobStore.delete) and store the value again, or restore it from a copy"
+        )
+
+
+class BlobStoreUnavailable(SlipstreamError):
+    """The blob store could not be reached, or failed mid-operation (I/O error, permissions, network).
+
+    Attributes:
+        store: a description of the store.
+    """
+
+    def __init__(self, store: str, operation: str, cause: object) -> None:
+        self.store = store
+        self.operation = operation
+        super().__init__(
+            f"blob store {store} failed to {operation}: {cause}; check that it is reachable and writable "
+            "(path, permissions, credentials, free space) and retry"
+        )

@@ -17,7 +17,11 @@ __all__ = [
     "TERMINAL_EXECUTION_KINDS",
     "AnyEvent",
     "ArrayExpanded",
+    "ChunkFinished",
+    "ChunkQueued",
     "DynamicExpanded",
+    "ElementResult",
+    "ElementsReused",
     "Event",
     "ExecutionAborted",
     "ExecutionCreated",
@@ -145,6 +149,46 @@ class ArrayExpanded(Event, frozen=True, tag="ArrayExpanded"):
     size: int
 
 
+class ElementResult(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """The outcome of one map element's attempt, inside a batch event.
+
+    ``output`` is the element's output literal when it succeeded (``None`` for a task without
+    outputs: the map then collects nil); ``error`` is set when it failed.
+    """
+
+    index: int
+    attempt: int
+    output: bytes | None = None
+    error: ErrorInfo | None = None
+
+
+class ChunkQueued(Event, frozen=True, tag="ChunkQueued"):
+    """Elements of a map go to an executor as one job, a chunk: ``node_id`` is ``<map>/c<n>``
+    (chunks of a map are numbered 1, 2, 3...), attempt 1.
+
+    ``NodeRunning`` on the chunk's id records its start, ``ChunkFinished`` its per-element results,
+    ``NodeFailed`` a failure of the whole job (every element in it fails with that error, each on
+    its own retry budget). ``attempts[i]`` is the attempt of element ``elements[i]``.
+    """
+
+    elements: list[int]
+    attempts: list[int]
+
+
+class ChunkFinished(Event, frozen=True, tag="ChunkFinished"):
+    """The chunk ``node_id`` (``<map>/c<n>``) ended: one result per element, in any order."""
+
+    results: list[ElementResult]
+
+
+class ElementsReused(Event, frozen=True, tag="ElementsReused"):
+    """Elements of the map ``node_id`` take outputs they had elsewhere instead of running:
+    ``source`` is ``recovered:<execution id>`` or ``cache:<artifact>``."""
+
+    source: str
+    results: list[ElementResult]
+
+
 AnyEvent = (
     ExecutionCreated
     | ExecutionStarted
@@ -160,6 +204,9 @@ AnyEvent = (
     | NodeRecovered
     | DynamicExpanded
     | ArrayExpanded
+    | ChunkQueued
+    | ChunkFinished
+    | ElementsReused
 )
 
 TERMINAL_EXECUTION_KINDS: frozenset[str] = frozenset({"ExecutionSucceeded", "ExecutionFailed", "ExecutionAborted"})

@@ -1,4 +1,4 @@
-"""The interfaces the control loop is written against: event store, executor and service.
+"""The interfaces the control loop is written against: event store, executor, service, blob store.
 
 `propeller` reaches storage and executors only through these; `Engine` fills them with concrete
 backends found by entry point (DESIGN section 8).
@@ -7,16 +7,20 @@ backends found by entry point (DESIGN section 8).
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+import hashlib
+import re
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Literal
 
 import anyio
 import msgspec
 
+from engine.errors import CorruptBlob, InvalidBlobAddress
 from engine.events import (
     TERMINAL_EXECUTION_KINDS,
     AnyEvent,
+    ElementResult,
     Event,
     ExecutionCreated,
     decode_event,
@@ -25,7 +29,10 @@ from engine.events import (
 from engine.models import ErrorInfo, Resources, TaskRef
 
 __all__ = [
+    "BLOB_URL_PREFIX",
+    "DEFAULT_BLOB_CHUNK_SIZE",
     "TERMINAL_STATUSES",
+    "BlobStore",
     "EventStore",
     "ExecutionPage",
     "ExecutionSummary",
@@ -38,6 +45,9 @@ __all__ = [
     "TaskKey",
     "TaskRequest",
     "TaskStatus",
+    "blob_address",
+    "blob_url",
+    "parse_blob_address",
     "status_after",
 ]
 
@@ -262,6 +272,13 @@ class TaskRequest(msgspec.Struct, frozen=True, omit_defaults=True):
 
     ``kind`` is ``task`` (run the function, return output literals) or ``dynamic`` (run the
     ``@dynamic`` function in compile mode, return the encoded sub-spec in ``TaskStatus.dynamic_spec``).
+
+    A chunk request (``elements`` not empty) runs the task once per map element: element
+    ``elements[i]`` (its attempt ``element_attempts[i]``) gets ``inputs`` (the broadcast ones) plus
+    ``mapped[name][i]`` for each mapped input, and runs as node ``<map>/<index>``. The executor runs
+    it as one job (``engine.runtime.run_attempt`` does the loop, or the gather for async tasks) and
+    reports one `ElementResult` per element in ``TaskStatus.elements``; the chunk's own phase is
+    ``succeeded`` when every element has a result, whatever those results are.
     """
 
     key: TaskKey
@@ -273,6 +290,9 @@ class TaskRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     project: str = "default"
     domain: str = "development"
     secrets: tuple[str, ...] = ()
+    elements: list[int] = []
+    element_attempts: list[int] = []
+    mapped: dict[str, list[bytes]] = {}
 
 
 class TaskStatus(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -293,6 +313,7 @@ class TaskStatus(msgspec.Struct, frozen=True, omit_defaults=True):
     gpu_ids: list[str] = []
     started_at: datetime | None = None
     handle: str = ""
+    elements: list[ElementResult] = []  # a chunk's per-element results
 
 
 class Executor(abc.ABC):
@@ -415,3 +436,218 @@ class Service(abc.ABC):
     def health(self) -> ServiceHealth:
         """Whether the service is working; the default reports healthy."""
         return ServiceHealth()
+
+
+# --- blob store ------------------------------------------------------------------------------------
+
+BLOB_URL_PREFIX = "blob://"
+# The one accepted spelling of an address: no other algorithm, no upper case, nothing else. Backends
+# build paths from addresses, so this pattern is what keeps every name inside its store.
+_BLOB_ADDRESS = re.compile(r"sha256/[0-9a-f]{64}")
+DEFAULT_BLOB_CHUNK_SIZE = 1 << 20
+
+
+def parse_blob_address(text: str) -> str:
+    """The canonical address ``sha256/<64 lowercase hex>`` named by ``text``.
+
+    Args:
+        text: an address (``sha256/<hex>``) or its URL form (``blob://sha256/<hex>``).
+
+    Returns:
+        The address, without the ``blob://`` prefix.
+
+    Raises:
+        InvalidBlobAddress: anything else: another algorithm, upper-case or short hex, path
+            separators or ``..``, an absolute path, surrounding whitespace, a non-string.
+    """
+    if not isinstance(text, str):
+        raise InvalidBlobAddress(text, f"expected a string, got {type(text).__name__}")
+    address = text[len(BLOB_URL_PREFIX) :] if text.startswith(BLOB_URL_PREFIX) else text
+    if _BLOB_ADDRESS.fullmatch(address) is None:
+        algorithm, slash, _ = address.partition("/")
+        if address.startswith("/") or "\\" in address or ".." in address or address.count("/") > 1:
+            why = "it names a path, not a content hash"
+        elif not slash:
+            why = "it lacks the 'sha256/' prefix"
+        elif algorithm != "sha256":
+            why = f"algorithm {algorithm!r} is not supported (only sha256)"
+        else:
+            why = "the digest must be exactly 64 lowercase hex digits"
+        raise InvalidBlobAddress(text, why)
+    return address
+
+
+def blob_url(address: str) -> str:
+    """The URL form ``blob://sha256/<hex>`` of a blob address (validated)."""
+    return BLOB_URL_PREFIX + parse_blob_address(address)
+
+
+def blob_address(data: bytes | bytearray | memoryview) -> str:
+    """The content address ``sha256/<hex>`` of ``data`` (pure; what `BlobStore.put` returns for it)."""
+    return "sha256/" + hashlib.sha256(data).hexdigest()
+
+
+class BlobStore(abc.ABC):
+    """Content-addressed storage for values too big to travel inside events.
+
+    A blob's address is ``sha256/<64 lowercase hex>`` of its bytes, and its URL form is
+    ``blob://sha256/<hex>`` (`blob_url`). Every backend passes
+    ``tests/contract/test_blobstore_contract.py``.
+
+    Contract:
+    - ``start`` must be awaited before use and ``close`` after; both are idempotent.
+    - ``put`` and ``put_stream`` return the address of the bytes they were given. They are
+      idempotent and deduplicated: storing bytes that are already stored keeps one copy and returns
+      the same address. They are atomic: a reader never sees part of a blob, and a put that fails
+      or is cancelled midway leaves no blob (at most a temporary object that the store removes).
+      Concurrent puts of the same bytes, from one process or several, are safe.
+    - ``put_stream`` takes the bytes as chunks (an iterable or an async iterable) and holds about
+      one chunk in memory, for values too big to hold twice.
+    - Reads (``get``, ``open``, ``read_range``, ``size``) of an address that holds no blob raise
+      `BlobNotFound`. ``open`` yields the bytes in chunks of at most ``chunk_size`` bytes.
+    - Verification: with ``verify`` on, ``get`` re-hashes the bytes and raises `CorruptBlob` on a
+      mismatch, and ``open`` hashes as it yields and raises `CorruptBlob` after the last chunk (so a
+      streaming reader must not act on the bytes before the iterator is exhausted). ``read_range``
+      is never verified. ``verify=None`` uses the store's ``verify_reads``: off for a local
+      directory (the store wrote each file itself, atomically, and hashed it on the way in; reads
+      are the hot path), on for stores reached over a network or written by other clients.
+    - Names never escape the store: every method accepts only addresses that `parse_blob_address`
+      accepts (anything else is `InvalidBlobAddress`, raised before any I/O), and a backend on a
+      file system never follows a symbolic link planted inside its directory.
+    - ``delete`` removes a blob (for eviction) and returns whether it was there. The caller must
+      know the blob is no longer referenced: a put of the same bytes racing the delete may return
+      an address whose blob is then gone.
+    - Failures to reach the store are `BlobStoreUnavailable`.
+    Backends implement ``put``, ``put_stream`` and the ``_``-prefixed methods, which receive
+    addresses already validated; this base class validates and verifies.
+    """
+
+    name: str = ""
+    verify_reads: bool = False
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Create or connect to the store."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what ``start`` acquired."""
+
+    async def __aenter__(self) -> BlobStore:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def put(self, data: bytes | bytearray | memoryview) -> str:
+        """Store ``data``; return its address ``sha256/<hex>`` (deduplicated, atomic)."""
+
+    @abc.abstractmethod
+    async def put_stream(self, chunks: AsyncIterable[bytes] | Iterable[bytes]) -> str:
+        """Store the concatenation of ``chunks``, hashing while writing; return its address.
+
+        If iterating ``chunks`` raises, or the call is cancelled, nothing is stored and the error
+        propagates.
+        """
+
+    async def get(self, address: str, *, verify: bool | None = None) -> bytes:
+        """The bytes of the blob at ``address``.
+
+        Args:
+            address: ``sha256/<hex>`` or ``blob://sha256/<hex>``.
+            verify: re-hash the bytes (``None``: the store's ``verify_reads``).
+
+        Raises:
+            InvalidBlobAddress: a malformed address.
+            BlobNotFound: no blob there.
+            CorruptBlob: with verification on, the bytes do not hash to ``address``.
+        """
+        address = parse_blob_address(address)
+        data = await self._get(address)
+        if self.verify_reads if verify is None else verify:
+            actual = await anyio.to_thread.run_sync(blob_address, data)
+            if actual != address:
+                raise CorruptBlob(address, actual, str(self))
+        return data
+
+    def open(
+        self, address: str, *, chunk_size: int = DEFAULT_BLOB_CHUNK_SIZE, verify: bool | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """Stream the blob at ``address`` in chunks of at most ``chunk_size`` bytes.
+
+        The address is checked now; the blob is opened at the first iteration (`BlobNotFound` is
+        raised there). Wrap it in ``contextlib.aclosing`` to release the handle promptly when
+        stopping early.
+
+        Raises:
+            InvalidBlobAddress: a malformed address.
+            ValueError: ``chunk_size`` below 1.
+        """
+        address = parse_blob_address(address)
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1 byte, got {chunk_size}")
+        chunks = self._open(address, chunk_size)
+        if not (self.verify_reads if verify is None else verify):
+            return chunks
+        return self._verified(address, chunks)
+
+    async def read_range(self, address: str, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes of the blob from ``offset`` (fewer at its end; never verified).
+
+        Raises:
+            InvalidBlobAddress: a malformed address.
+            BlobNotFound: no blob there.
+            ValueError: a negative ``offset`` or ``length``.
+        """
+        address = parse_blob_address(address)
+        if offset < 0 or length < 0:
+            raise ValueError(f"read_range needs offset >= 0 and length >= 0, got {offset} and {length}")
+        return await self._read_range(address, offset, length)
+
+    async def exists(self, address: str) -> bool:
+        """Whether a blob is stored at ``address`` (`InvalidBlobAddress` for a malformed one)."""
+        return await self._exists(parse_blob_address(address))
+
+    async def size(self, address: str) -> int:
+        """The blob's length in bytes (`BlobNotFound` if absent)."""
+        return await self._size(parse_blob_address(address))
+
+    async def delete(self, address: str) -> bool:
+        """Remove the blob; True if it was there, False if it was not (see the contract's caveat)."""
+        return await self._delete(parse_blob_address(address))
+
+    async def _verified(self, address: str, chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+        hasher = hashlib.sha256()
+        try:
+            async for chunk in chunks:
+                await anyio.to_thread.run_sync(hasher.update, chunk)
+                yield chunk
+        finally:
+            await chunks.aclose()
+        actual = "sha256/" + hasher.hexdigest()
+        if actual != address:
+            raise CorruptBlob(address, actual, str(self))
+
+    @abc.abstractmethod
+    async def _get(self, address: str) -> bytes:
+        """The blob's bytes, or `BlobNotFound`."""
+
+    @abc.abstractmethod
+    def _open(self, address: str, chunk_size: int) -> AsyncGenerator[bytes, None]:
+        """An async generator of the blob's bytes in chunks of at most ``chunk_size``."""
+
+    @abc.abstractmethod
+    async def _read_range(self, address: str, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``offset``, or `BlobNotFound`."""
+
+    @abc.abstractmethod
+    async def _exists(self, address: str) -> bool:
+        """Whether the blob is stored."""
+
+    @abc.abstractmethod
+    async def _size(self, address: str) -> int:
+        """The blob's length, or `BlobNotFound`."""
+
+    @abc.abstractmethod
+    async def _delete(self, address: str) -> bool:
+        """Remove the blob; whether it was there."""

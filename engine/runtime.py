@@ -31,7 +31,7 @@ import importlib.util
 import inspect
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -43,7 +43,8 @@ from engine._context import TaskContext, bind_context, read_secrets
 from engine._literals import from_literal, to_literal
 from engine._task import Task, _pickle_by_value
 from engine.errors import CompileError, ConfigError, TypeMismatch, UnknownInput
-from engine.interfaces import TaskRequest, TaskStatus
+from engine.events import ElementResult
+from engine.interfaces import TaskKey, TaskRequest, TaskStatus
 from engine.models import ErrorInfo, TaskRef, WorkflowSpec
 
 __all__ = [
@@ -76,6 +77,7 @@ def run_attempt(
     gpu_ids: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
     started_at: datetime | None = None,
+    task: Task | None = None,
 ) -> TaskStatus:
     """Run one attempt of a sync task, or expand a ``@dynamic`` (``request.kind == "dynamic"``).
 
@@ -90,16 +92,29 @@ def run_attempt(
             default. An executor whose workers do not share the engine's environment passes the
             engine's values (see `read_secrets`).
         started_at: when the attempt started (a worker picked it up); now by default.
+        task: ``request.task`` already loaded (a chunk loads it once for all its elements).
 
     Returns:
         A ``succeeded`` status with ``outputs`` (or ``dynamic_spec``), or a ``failed`` one with a
-        ``user`` error (see the module docstring for which are retryable).
+        ``user`` error (see the module docstring for which are retryable). For a chunk request
+        (``request.elements``), a ``succeeded`` status with one `ElementResult` per element: the
+        elements run one after the other here (async ones concurrently in `run_attempt_async`).
 
     Raises:
         RuntimeError: an ``async def`` task was given while an event loop runs in this thread.
     """
+    if request.elements:
+        started = started_at or datetime.now(UTC)
+        loaded = _load_once(request, task)
+        results = [
+            _element_result(
+                element, run_attempt(element, worker=worker, gpu_ids=gpu_ids, environ=environ, task=loaded)
+            )
+            for element in _elements(request)
+        ]
+        return _chunk_done(results, worker, gpu_ids, started)
     run = _Run(request, worker, gpu_ids, started_at)
-    prepared = run.prepare(environ)
+    prepared = run.prepare(environ, task)
     if isinstance(prepared, TaskStatus):
         return prepared
     task, inputs, context = prepared
@@ -128,6 +143,7 @@ async def run_attempt_async(
     gpu_ids: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
     started_at: datetime | None = None,
+    task: Task | None = None,
 ) -> TaskStatus:
     """Run one attempt of an ``async def`` task in the current asyncio task.
 
@@ -142,15 +158,28 @@ async def run_attempt_async(
         gpu_ids: GPUs reserved for the attempt.
         environ: where declared secrets are looked up (see `run_attempt`).
         started_at: when the attempt started; now by default.
+        task: ``request.task`` already loaded.
 
     Returns:
-        The attempt's final status, as `run_attempt` returns it.
+        The attempt's final status, as `run_attempt` returns it (a chunk's elements are gathered).
 
     Raises:
         asyncio.CancelledError: the calling task was cancelled.
     """
+    if request.elements:
+        started = started_at or datetime.now(UTC)
+        elements = list(_elements(request))
+        loaded = _load_once(request, task)
+        statuses = await asyncio.gather(
+            *(
+                run_attempt_async(element, worker=worker, gpu_ids=gpu_ids, environ=environ, task=loaded)
+                for element in elements
+            )
+        )
+        results = [_element_result(element, status) for element, status in zip(elements, statuses, strict=True)]
+        return _chunk_done(results, worker, gpu_ids, started)
     run = _Run(request, worker, gpu_ids, started_at)
-    prepared = run.prepare(environ)
+    prepared = run.prepare(environ, task)
     if isinstance(prepared, TaskStatus):
         return prepared
     task, inputs, context = prepared
@@ -171,6 +200,49 @@ async def run_attempt_async(
         return run.encode(task, result)
 
 
+def _elements(request: TaskRequest) -> Iterator[TaskRequest]:
+    """The attempts of a chunk request, one per map element (node ``<map>/<index>``)."""
+    array_id = request.key.node_id.rpartition("/")[0]
+    for position, index in enumerate(request.elements):
+        inputs = dict(request.inputs)
+        for name, values in request.mapped.items():
+            inputs[name] = values[position]
+        yield TaskRequest(
+            key=TaskKey(request.key.execution_id, f"{array_id}/{index}", request.element_attempts[position]),
+            task=request.task,
+            inputs=inputs,
+            kind=request.kind,
+            resources=request.resources,
+            timeout=request.timeout,
+            project=request.project,
+            domain=request.domain,
+            secrets=request.secrets,
+        )
+
+
+def _load_once(request: TaskRequest, task: Task | None) -> Task | None:
+    """The chunk's task, loaded once (unpickling it per element would dominate small elements);
+    None if it does not load, so that each element reports the load error itself."""
+    if task is not None:
+        return task
+    try:
+        return load_task(request.task)
+    except Exception:
+        return None
+
+
+def _element_result(element: TaskRequest, status: TaskStatus) -> ElementResult:
+    index = int(element.key.node_id.rpartition("/")[2])
+    if status.phase == "succeeded":
+        return ElementResult(index, element.key.attempt, status.outputs.get("o0"))
+    return ElementResult(index, element.key.attempt, error=status.error)
+
+
+def _chunk_done(results: list[ElementResult], worker: str, gpu_ids: Sequence[str], started: datetime) -> TaskStatus:
+    """A chunk succeeded as a job once every element has a result, whatever the results are."""
+    return TaskStatus(phase="succeeded", elements=results, worker=worker, gpu_ids=list(gpu_ids), started_at=started)
+
+
 class _Run:
     """The steps both runners share; each failure step returns the attempt's final status."""
 
@@ -180,11 +252,13 @@ class _Run:
         self.gpu_ids = list(gpu_ids)
         self.started_at = started_at or datetime.now(UTC)
 
-    def prepare(self, environ: Mapping[str, str] | None) -> tuple[Task, dict[str, Any], TaskContext] | TaskStatus:
+    def prepare(
+        self, environ: Mapping[str, str] | None, task: Task | None = None
+    ) -> tuple[Task, dict[str, Any], TaskContext] | TaskStatus:
         """Load the task, resolve its secrets and decode its inputs, or fail (not retryable)."""
         request, ref = self.request, self.request.task
         try:
-            task = load_task(ref)
+            task = task or load_task(ref)
         except Exception as exc:
             return self.failed(
                 f"task {ref.name!r} ({ref.module}:{ref.qualname}) could not be loaded: {_describe(exc)}; define "

@@ -28,11 +28,15 @@ from typing import Any, Literal, NoReturn
 
 import msgspec
 
+from engine._array_state import FAILED, IN_FLIGHT, RETRYING, SUCCEEDED, WAITING, ArrayState, ChunkState
 from engine.errors import InvalidTransition
 from engine.events import (
     AnyEvent,
     ArrayExpanded,
+    ChunkFinished,
+    ChunkQueued,
     DynamicExpanded,
+    ElementsReused,
     ExecutionAborted,
     ExecutionCreated,
     ExecutionFailed,
@@ -47,7 +51,7 @@ from engine.events import (
     NodeSucceeded,
 )
 from engine.interfaces import TERMINAL_STATUSES
-from engine.literals import NIL_LITERAL, join_dict_literal, join_list_literal, split_list_literal
+from engine.literals import join_dict_literal, join_list_literal, split_list_literal
 from engine.models import (
     ArrayNode,
     Binding,
@@ -66,7 +70,13 @@ from engine.models import (
 )
 
 __all__ = [
+    "FAILED",
+    "IN_FLIGHT",
+    "RETRYING",
+    "SUCCEEDED",
+    "WAITING",
     "ArrayState",
+    "ChunkState",
     "ExecutionState",
     "NodePhase",
     "NodeState",
@@ -119,31 +129,6 @@ class Scope:
 
 
 @dataclass(slots=True, eq=False)
-class ArrayState:
-    """A map node's elements, tracked by counters so no round rescans them."""
-
-    size: int
-    mapped: dict[str, list[bytes]]  # input name -> element literals
-    broadcast: dict[str, bytes]
-    next_index: int = 0  # elements below it were queued at least once
-    in_flight: int = 0  # elements queued, running or retrying
-    succeeded: int = 0
-    failed: int = 0
-    outputs: list[bytes | None] = field(default_factory=list)
-    first_failure: ErrorInfo | None = None
-
-    @property
-    def finished(self) -> int:
-        return self.succeeded + self.failed
-
-    def element_inputs(self, index: int) -> dict[str, bytes]:
-        inputs = dict(self.broadcast)
-        for name, elements in self.mapped.items():
-            inputs[name] = elements[index]
-        return inputs
-
-
-@dataclass(slots=True, eq=False)
 class NodeState:
     """One node's (or map element's) progress."""
 
@@ -166,6 +151,7 @@ class NodeState:
     gpu_ids: tuple[str, ...] = ()
     handle: str = ""  # the executor's durable id of the current attempt, once it started
     source: str = ""  # "cache:<artifact>" or "recovered:<execution id>"
+    chunk: ChunkState | None = None  # a chunk of map elements (node id `<map>/c<n>`)
 
     @property
     def options(self) -> TaskOptions:
@@ -193,6 +179,7 @@ class NodeState:
             self.gpu_ids,
             self.handle,
             self.source,
+            None if self.chunk is None else (tuple(self.chunk.elements), tuple(self.chunk.attempts)),
         )
 
 
@@ -251,6 +238,9 @@ class ExecutionState:
         self.to_skip: dict[str, None] = {}
         self.active: dict[str, None] = {}  # leaf attempts queued or running
         self.retrying: dict[str, None] = {}
+        # elements in open chunks beyond one per chunk: `active` holds a chunk once, but
+        # max_parallelism counts its elements
+        self.chunked_elements = 0
         self.failures: list[ErrorInfo] = []  # final node failures, in order
         self.marks = PlannerMarks()
 
@@ -294,11 +284,9 @@ class ExecutionState:
             tuple(sorted(self.active)),
             tuple(sorted(self.retrying)),
             tuple(sorted(self.to_skip)),
+            self.chunked_elements,
             tuple(self.failures),
-            tuple(
-                (key, a.size, a.next_index, a.in_flight, a.succeeded, a.failed, tuple(a.outputs), a.first_failure)
-                for key, a in sorted(self.arrays.items())
-            ),
+            tuple((key, array.snapshot()) for key, array in sorted(self.arrays.items())),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -399,6 +387,8 @@ class ExecutionState:
 
     def _on_node_succeeded(self, event: NodeSucceeded) -> None:
         node = self._node(event)
+        if node.chunk is not None:
+            self._invalid(event, "a chunk ends with ChunkFinished")
         if self._is_composite(node):
             if node.phase != "running" or not (node.node_id in self.scopes or node.node_id in self.arrays):
                 self._invalid(event, f"node is {node.phase}; its children have not run")
@@ -408,6 +398,9 @@ class ExecutionState:
 
     def _on_node_failed(self, event: NodeFailed) -> None:
         node = self._node(event)
+        if node.chunk is not None:
+            self._fail_chunk(node, event)
+            return
         composite = self._is_composite(node)
         if composite:
             if node.phase not in ("queued", "running"):
@@ -481,6 +474,88 @@ class ExecutionState:
         node.phase = "running"
         node.started_at = event.at
         self._expand_array(node, event)
+
+    def _on_chunk_queued(self, event: ChunkQueued) -> None:
+        array_id, _, label = event.node_id.rpartition("/")
+        array = self.arrays.get(array_id)
+        if array is None or self.nodes[array_id].phase != "running":
+            self._invalid(event, "no running map expanded under this id")
+        if label != f"c{array.chunks + 1}" or event.attempt != 1:
+            self._invalid(event, f"the map's next chunk is {array_id}/c{array.chunks + 1}, attempt 1")
+        if not event.elements or len(event.elements) != len(event.attempts):
+            self._invalid(event, "a chunk needs elements, each with its attempt")
+        for index, attempt in zip(event.elements, event.attempts, strict=True):
+            why = array.claim(index, attempt)
+            if why:
+                self._invalid(event, why)
+        node = NodeState(
+            node_id=event.node_id,
+            spec=self.nodes[array_id].spec,
+            scope=None,
+            array_parent=array_id,
+            phase="queued",
+            attempt=1,
+            queued_at=event.at,
+            chunk=ChunkState(list(event.elements), list(event.attempts)),
+        )
+        self.nodes[event.node_id] = node
+        self.active[event.node_id] = None
+        self._push_deadline(node, event.at)
+        array.chunks += 1
+        array.open_chunks += 1
+        self.chunked_elements += len(event.elements) - 1
+
+    def _on_chunk_finished(self, event: ChunkFinished) -> None:
+        node = self._attempt_node(event, ("queued", "running"))
+        chunk = node.chunk
+        if chunk is None:
+            self._invalid(event, "not a chunk")
+        array = self.arrays[node.array_parent or ""]
+        if sorted(result.index for result in event.results) != sorted(chunk.elements):
+            self._invalid(event, "a chunk's results must cover each of its elements once")
+        for result in event.results:
+            why = array.check(chunk, result.index, result.attempt)
+            if why:
+                self._invalid(event, why)
+        for result in event.results:
+            if result.error is None:
+                array.succeed(result.index, result.output)
+            else:
+                element_id = f"{node.array_parent}/{result.index}"
+                array.fail(result.index, result.error, event.at, node.options, element_id)
+        array.measure((event.at - (node.started_at or event.at)).total_seconds(), len(chunk.elements))
+        self._close_chunk(node)
+
+    def _fail_chunk(self, node: NodeState, event: NodeFailed) -> None:
+        """The whole job failed (lost, timed out, its worker died): so did each of its elements."""
+        self._attempt_node(event, ("queued", "running"))
+        assert node.chunk is not None
+        if event.error.kind == "timeout":
+            self._abandon(node)
+        array = self.arrays[node.array_parent or ""]
+        for index in node.chunk.elements:
+            array.fail(index, event.error, event.at, node.options, f"{node.array_parent}/{index}")
+        self._close_chunk(node)
+
+    def _close_chunk(self, node: NodeState) -> None:
+        assert node.chunk is not None
+        array = self.arrays[node.array_parent or ""]
+        array.open_chunks -= 1
+        self.chunked_elements -= len(node.chunk.elements) - 1
+        self.active.pop(node.node_id, None)
+        del self.nodes[node.node_id]  # a finished chunk leaves nothing to know
+        self.marks.changed_arrays[node.array_parent or ""] = None
+
+    def _on_elements_reused(self, event: ElementsReused) -> None:
+        node = self._node(event)
+        array = self.arrays.get(node.node_id)
+        if array is None or node.phase != "running":
+            self._invalid(event, "only a running, expanded map reuses elements")
+        for result in event.results:
+            why = array.reuse(result.index, result.output)
+            if why:
+                self._invalid(event, why)
+        self.marks.changed_arrays[node.node_id] = None
 
     # -- helpers -------------------------------------------------------------------------------------
 
@@ -557,9 +632,7 @@ class ExecutionState:
                     self._invalid(event, f"mapped input {name!r} has {len(mapped[name])} elements")
             else:
                 broadcast[name] = literal
-        self.arrays[node.node_id] = ArrayState(
-            size=event.size, mapped=mapped, broadcast=broadcast, outputs=[None] * event.size
-        )
+        self.arrays[node.node_id] = ArrayState.new(event.size, mapped, broadcast)
         self.marks.changed_arrays[node.node_id] = None
 
     def _push_deadline(self, node: NodeState, since: datetime) -> None:
@@ -580,16 +653,11 @@ class ExecutionState:
         return None if timeout is None or since is None else since + timedelta(seconds=timeout)
 
     def _claim_element(self, node: NodeState) -> None:
-        """A map element leaves ``waiting``; the launch cursor moves past every claimed element."""
+        """A map element of a log written before chunks leaves ``waiting`` (one event per element)."""
         array = self.arrays[node.array_parent or ""]
-        array.in_flight += 1
+        index = int(node.node_id.rpartition("/")[2])
+        array.claim(index, array.attempts[index] + 1)
         node.phase = "queued"  # claimed; the caller sets the final phase
-        prefix = f"{node.array_parent}/"
-        while array.next_index < array.size:
-            following = self.nodes.get(f"{prefix}{array.next_index}")
-            if following is None or following.phase == "waiting":
-                break
-            array.next_index += 1
 
     def _is_composite(self, node: NodeState) -> bool:
         """Array and subworkflow nodes, and dynamic nodes once expanded: their children do the work."""
@@ -611,18 +679,18 @@ class ExecutionState:
         self._finished(node, success=True)
 
     def _finished(self, node: NodeState, *, success: bool) -> None:
-        if node.array_parent is not None:
+        if node.array_parent is not None:  # an element of a log written before chunks
             array = self.arrays[node.array_parent]
-            array.in_flight -= 1
             index = int(node.node_id.rpartition("/")[2])
             if success:
-                array.succeeded += 1
-                outputs = node.outputs or {}
-                array.outputs[index] = outputs.get("o0", NIL_LITERAL)
+                array.succeed(index, (node.outputs or {}).get("o0"))
             else:
+                array.phases[index] = FAILED
+                array.in_flight -= 1
                 array.failed += 1
-                if array.first_failure is None and node.error is not None:
-                    array.first_failure = node.error
+                if node.error is not None:
+                    array.errors[index] = node.error
+                    array.first_failure = array.first_failure or node.error
             self.marks.changed_arrays[node.array_parent] = None
             return
         if node.node_id in self.arrays or node.node_id in self.scopes:
@@ -655,7 +723,10 @@ class ExecutionState:
         of theirs still in flight are abandoned (cancelled)."""
         prefix = node_id + "/"
         for child in [key for key in self.active if key.startswith(prefix)]:
-            self._abandon(self.nodes[child])
+            child_node = self.nodes[child]
+            self._abandon(child_node)
+            if child_node.chunk is not None:
+                self.chunked_elements -= len(child_node.chunk.elements) - 1
         for index in (self.active, self.retrying, self.ready, self.to_skip):
             for child in [key for key in index if key.startswith(prefix)]:
                 del index[child]
@@ -732,4 +803,7 @@ _APPLY: dict[type, Callable[[ExecutionState, Any], None]] = {
     NodeRecovered: ExecutionState._on_node_reused,
     DynamicExpanded: ExecutionState._on_dynamic_expanded,
     ArrayExpanded: ExecutionState._on_array_expanded,
+    ChunkQueued: ExecutionState._on_chunk_queued,
+    ChunkFinished: ExecutionState._on_chunk_finished,
+    ElementsReused: ExecutionState._on_elements_reused,
 }

@@ -23,6 +23,7 @@ import anyio
 from engine.errors import ConcurrencyConflict, StoreUnavailable
 from engine.interfaces import EventStore, Executor, TaskKey, TaskRequest
 from engine.state import ExecutionState
+from propeller._actions import Submit
 from propeller._attempts import Attempts
 from propeller._clock import Clock, MonotonicClock
 from propeller._group_commit import GroupCommit
@@ -92,6 +93,10 @@ class Controller:
         self._declined: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
+        # graceful shutdown (drain): no new claims or submits; set after every round
+        self._draining = False
+        self._rounds = 0
+        self._round_ended = asyncio.Event()
 
     # -- wake-ups ------------------------------------------------------------------------------------
 
@@ -216,6 +221,7 @@ class Controller:
                 execution_id = await self.queue.get()
             except QueueShutDown:
                 return
+            self._rounds += 1
             try:
                 await self.reconcile(execution_id)
             except ConcurrencyConflict:
@@ -230,6 +236,45 @@ class Controller:
                 self.queue.forget(execution_id)
             finally:
                 self.queue.done(execution_id)
+                self._rounds -= 1
+                self._round_ended.set()
+
+    # -- graceful shutdown ---------------------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop taking work and hand back the executions this loop holds (a graceful shutdown).
+
+        From the call on, rounds claim no execution and submit no attempt; an execution is
+        released as soon as none of its attempts is in flight here (its attempts queued meanwhile
+        are submitted by the loop that takes it over, as after a restart). Attempts in flight run
+        on, and the rounds that record their ends still run. Then the work queue is shut down and
+        the rounds in progress are awaited. Call it once, then cancel `run` (leave the engine).
+
+        Args:
+            timeout: seconds to wait in all; attempts still in flight then are cancelled when their
+                executors close, and the loops that take the executions over retry them.
+
+        Returns:
+            True if everything was handed back in time, False if the timeout cut it short.
+        """
+        self._draining = True
+        for execution_id in list(self._cache):  # idle executions: hand them back now
+            self.queue.add(execution_id)
+        with anyio.move_on_after(timeout) as scope:
+            while self.attempts.busy():
+                self._round_ended.clear()
+                await self._round_ended.wait()
+            self.queue.shutdown()  # what is queued still gets its (handing-back) round
+            while self._rounds or len(self.queue):
+                self._round_ended.clear()
+                await self._round_ended.wait()
+        self.queue.shutdown()
+        return not scope.cancelled_caught
+
+    async def _hand_back(self, execution_id: str) -> None:
+        self._cache.pop(execution_id, None)
+        self._reported.pop(execution_id, None)
+        await self.store.release(execution_id)
 
     # -- a round -------------------------------------------------------------------------------------
 
@@ -237,6 +282,8 @@ class Controller:
         await self.timer.sleep_until(self.timer.now() + seconds)
 
     def _starts_on_submit(self, executor: str, request: TaskRequest) -> bool:
+        if self._draining:  # its submit will be dropped: do not record a start that never happens
+            return False
         found = self.executors.get(executor)
         return found is not None and found.starts_on_submit(request)
 
@@ -254,6 +301,9 @@ class Controller:
 
     async def reconcile(self, execution_id: str) -> None:
         """One round for one execution. Raises ``ConcurrencyConflict`` if another writer won."""
+        if self._draining and self.attempts.done_with(execution_id):
+            await self._hand_back(execution_id)
+            return
         if not await self.store.claim(execution_id):
             # another process runs it; if we lost the lease while running attempts, stop ours
             self._cache.pop(execution_id, None)
@@ -287,15 +337,17 @@ class Controller:
             raise
         self._cache[execution_id] = state
         self.attempts.forget_finished(execution_id, statuses)
-        await self.attempts.dispatch(execution_id, plan.actions)
+        actions = plan.actions
+        if self._draining:  # start nothing new: whoever takes the execution over submits it
+            actions = [action for action in actions if not isinstance(action, Submit)]
+        await self.attempts.dispatch(execution_id, actions)
         if plan.wake_at is not None:
             delay = (plan.wake_at - observations.now).total_seconds()
             self.queue.add_after(execution_id, max(delay, 0.0))
         if plan.events or state.is_terminal:  # terminal: maybe ended by another writer (an abort)
             self._signal_changed(execution_id, finished=state.is_terminal)
-        if state.is_terminal and self.attempts.done_with(execution_id):
-            self._cache.pop(execution_id, None)
-            await self.store.release(execution_id)
+        if (state.is_terminal or self._draining) and self.attempts.done_with(execution_id):
+            await self._hand_back(execution_id)
 
     def _can_run(self, state: ExecutionState) -> bool:
         """Whether this process has the code of every task the execution has planned so far.

@@ -30,7 +30,9 @@ class PlannerConfig:
     """Tunables of the planner.
 
     The delay before retry ``n`` (1-based) is ``retry_delay * 2 ** (n - 1)``, capped at
-    ``retry_delay_max``. ``starts_on_submit(executor, request)`` tells whether that executor starts
+    ``retry_delay_max``. Map elements go out in chunks sized to take about ``chunk_seconds`` each
+    (measured from the chunks that finished), at most ``chunk_max`` elements.
+    ``starts_on_submit(executor, request)`` tells whether that executor starts
     the attempt's body as soon as it is submitted (`Executor.starts_on_submit`): the planner then
     records ``NodeRunning`` in the round that submits it.
     """
@@ -39,6 +41,12 @@ class PlannerConfig:
     retry_delay: float = 1.0
     retry_delay_max: float = 60.0
     starts_on_submit: Callable[[str, TaskRequest], bool] = _never
+    # map chunks: how many a map keeps in flight when `concurrency` does not say, how long one
+    # should take (chunks grow while elements are fast), and their bounds
+    map_chunks_in_flight: int = 16
+    chunk_seconds: float = 0.05
+    first_chunk_max: int = 32
+    chunk_max: int = 4096
 
     def backoff(self, failures: int) -> timedelta:
         return timedelta(seconds=min(self.retry_delay * 2 ** max(failures - 1, 0), self.retry_delay_max))
@@ -118,10 +126,18 @@ class Round:
     def executor_of(self, node: NodeState) -> str:
         return node.options.executor or self.config.default_executor
 
+    def capacity(self) -> int | None:
+        """How many more attempts (map elements count one each) ``max_parallelism`` allows
+        in flight; None when it is unbounded."""
+        limit = self.created.spec.max_parallelism
+        if limit is None:
+            return None
+        return max(limit - len(self.state.active) - self.state.chunked_elements, 0)
+
     def has_capacity(self) -> bool:
         """Whether ``max_parallelism`` allows one more attempt in flight."""
-        limit = self.created.spec.max_parallelism
-        return limit is None or len(self.state.active) < limit
+        capacity = self.capacity()
+        return capacity is None or capacity > 0
 
     def submit(self, node: NodeState) -> None:
         """Hand the node's current (queued) attempt to its executor."""
@@ -129,16 +145,26 @@ class Round:
         key = self.key(node)
         task = getattr(node.spec, "task", None)
         assert task is not None, f"node {node.node_id!r} names no task"
+        chunk = node.chunk
+        if chunk is None:
+            inputs, mapped = self.state.node_inputs(node), {}
+        else:
+            array = self.state.arrays[node.array_parent or ""]
+            inputs = array.broadcast
+            mapped = {name: [values[i] for i in chunk.elements] for name, values in array.mapped.items()}
         request = TaskRequest(
             key=key,
             task=task,
-            inputs=self.state.node_inputs(node),
+            inputs=inputs,
             kind=node.spec.request_kind,  # type: ignore[arg-type]
             resources=options.resources,
             timeout=options.timeout,
             project=self.created.project,
             domain=self.created.domain,
             secrets=options.secrets,
+            elements=list(chunk.elements) if chunk else [],
+            element_attempts=list(chunk.attempts) if chunk else [],
+            mapped=mapped,
         )
         executor = self.executor_of(node)
         self.actions.append(Submit(request, executor))

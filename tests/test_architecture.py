@@ -30,6 +30,7 @@ FLOOR = (
     "engine.events",
     "engine.literals",
     "engine.state",
+    "engine._array_state",
     "engine.interfaces",
     "engine.testing",
 )

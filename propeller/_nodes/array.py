@@ -1,27 +1,43 @@
-"""Map nodes (``map_task``): split the mapped inputs into elements, run them within ``concurrency``
-and ``max_parallelism``, and join their outputs; ``min_success_ratio`` decides when it fails.
+"""Map nodes (``map_task``): split the mapped inputs into elements, run them in chunks within
+``concurrency`` and ``max_parallelism``, and join their outputs; ``min_success_ratio`` decides when
+the map fails.
 
-The fold keeps a map's elements as counters and arrays (`engine.state.ArrayState`), and marks the
-map when an element ends, so that a round costs the elements that moved, not the map's size.
+Elements go to executors in chunks (``ChunkQueued``): one job runs many elements and reports one
+result each (``ChunkFinished``), so a map's log holds a few events per chunk, not three per element.
+Chunks start small and grow while elements are fast (``PlannerConfig.chunk_seconds``); a task with
+a timeout runs one element per chunk, since a timeout cancels one attempt. Each element keeps its
+own attempts and retry budgets. Logs written before chunks (one ``NodeQueued`` per element) still
+fold, and their elements in flight finish the old way.
 """
 
 from __future__ import annotations
 
 import math
 
-from engine.events import ArrayExpanded, NodeFailed, NodeQueued, NodeSucceeded
+from engine.events import (
+    ArrayExpanded,
+    ChunkFinished,
+    ChunkQueued,
+    ElementResult,
+    ElementsReused,
+    NodeFailed,
+    NodeQueued,
+    NodeSucceeded,
+)
 from engine.interfaces import TaskStatus
 from engine.literals import NIL_LITERAL, join_list_literal, split_list_literal
 from engine.models import ArrayNode, ErrorInfo
-from engine.state import NodeState
+from engine.state import SUCCEEDED, WAITING, ArrayState, NodeState
 from propeller._nodes._base import Recovery, observe_leaf, succeed_leaf
 from propeller._round import Round
 
 __all__ = ["ArrayHandler"]
 
+_REUSED_PER_EVENT = 10_000  # recovered elements per ElementsReused event
+
 
 class ArrayHandler:
-    """The map node itself runs nothing; its elements are leaf attempts routed here too."""
+    """The map node itself runs nothing; its chunks (and legacy elements) are routed here too."""
 
     def launch(self, rnd: Round, node: NodeState) -> bool:
         spec = node.spec
@@ -44,35 +60,106 @@ class ArrayHandler:
         return True
 
     def observe(self, rnd: Round, node: NodeState, status: TaskStatus) -> None:
-        # ``node`` is an element: it runs like a task
-        if observe_leaf(rnd, node, status):
-            succeed_leaf(rnd, node, status)
+        if node.chunk is None:  # an element of a log written before chunks: it runs like a task
+            if observe_leaf(rnd, node, status):
+                succeed_leaf(rnd, node, status)
+            return
+        if not observe_leaf(rnd, node, status):
+            return
+        results = {result.index: result for result in status.elements}
+        chunk = node.chunk
+        missing = ErrorInfo(kind="system", message="the executor reported no result for this element", retryable=True)
+        rnd.emit(
+            ChunkFinished,
+            node.node_id,
+            node.attempt,
+            results=[
+                _own(results.get(index), index, attempt, missing)
+                for index, attempt in zip(chunk.elements, chunk.attempts, strict=True)
+            ],
+        )
 
     def advance(self, rnd: Round, node: NodeState) -> None:
-        state = rnd.state
         if node.phase != "running":
             return
         spec = node.spec
         assert isinstance(spec, ArrayNode)
-        array = state.arrays[node.node_id]
+        array = rnd.state.arrays[node.node_id]
         needed = math.ceil(spec.min_success_ratio * array.size - 1e-9)
         if array.failed > array.size - needed:
             self._fail(rnd, node, needed)
-            return
-        if array.finished == array.size:
+        elif array.finished == array.size:
             outputs = join_list_literal(NIL_LITERAL if out is None else out for out in array.outputs)
             rnd.emit(NodeSucceeded, node.node_id, node.attempt, outputs={"o0": outputs})
-            return
-        limit = spec.concurrency or array.size
-        while array.next_index < array.size and array.in_flight < limit:
+        else:
+            self._launch_chunks(rnd, node, spec, array)
+
+    def _launch_chunks(self, rnd: Round, node: NodeState, spec: ArrayNode, array: ArrayState) -> None:
+        state = rnd.state
+        retries = self._due_retries(rnd, array)
+        if len(retries) < len(array.retrying):
+            # some wait for their back-off: look at the map again in the round their timer wakes
+            state.marks.changed_arrays[node.node_id] = None
+        while retries or array.next_index < array.size:
             if state.marks.failed_fast:
-                break  # a fail_fast scope is about to end; settle it first
-            if not rnd.has_capacity():
-                state.marks.changed_arrays[node.node_id] = None  # looked at again when capacity frees up
-                break
-            element_id = f"{node.node_id}/{array.next_index}"
-            rnd.emit(NodeQueued, element_id, 1)
-            rnd.submit(state.nodes[element_id])
+                return  # a fail_fast scope is about to end; settle it first
+            room = self._room(rnd, spec, array)
+            if room <= 0:
+                if rnd.capacity() == 0:
+                    state.marks.changed_arrays[node.node_id] = None  # looked at again when capacity frees up
+                return
+            size = min(room, self._chunk_size(rnd, spec, array))
+            elements = retries[:size]
+            del retries[:size]
+            attempts = [array.attempts[index] + 1 for index in elements]
+            index = array.next_index
+            while len(elements) < size and index < array.size:
+                if array.phases[index] == WAITING:
+                    elements.append(index)
+                    attempts.append(1)
+                index += 1
+            if not elements:
+                return
+            chunk_id = f"{node.node_id}/c{array.chunks + 1}"
+            rnd.emit(ChunkQueued, chunk_id, 1, elements=elements, attempts=attempts)
+            rnd.submit(state.nodes[chunk_id])
+
+    @staticmethod
+    def _due_retries(rnd: Round, array: ArrayState) -> list[int]:
+        due: list[int] = []
+        for index, failed_at in array.retrying.items():
+            retry_at = failed_at + rnd.config.backoff(array.failures(index))
+            if retry_at <= rnd.now:
+                due.append(index)
+            else:
+                rnd.wake(retry_at)
+        return due
+
+    @staticmethod
+    def _room(rnd: Round, spec: ArrayNode, array: ArrayState) -> int:
+        """How many more elements may go out now."""
+        if spec.concurrency is not None:
+            room = spec.concurrency - (array.in_flight - len(array.retrying))
+        elif array.open_chunks >= rnd.config.map_chunks_in_flight:
+            room = 0
+        else:
+            room = array.size
+        capacity = rnd.capacity()
+        return room if capacity is None else min(room, capacity)
+
+    @staticmethod
+    def _chunk_size(rnd: Round, spec: ArrayNode, array: ArrayState) -> int:
+        """Small while elements are slow or few, large while they are fast."""
+        config = rnd.config
+        if spec.options.timeout is not None:
+            return 1  # a timeout cancels one attempt: one element per job
+        waiting = array.size - array.next_index
+        slots = spec.concurrency or config.map_chunks_in_flight
+        spread = max(1, math.ceil(waiting / slots))  # enough chunks for every slot
+        if array.element_seconds is None:
+            return min(spread, config.first_chunk_max)
+        fits = int(config.chunk_seconds / max(array.element_seconds, 1e-9))
+        return max(1, min(fits, spread, config.chunk_max))
 
     def _fail(self, rnd: Round, node: NodeState, needed: int) -> None:
         array = rnd.state.arrays[node.node_id]
@@ -86,7 +173,7 @@ class ArrayHandler:
             traceback=first.traceback,
             retryable=False,
         )
-        rnd.emit(NodeFailed, node.node_id, node.attempt, error=error)  # the fold abandons running elements
+        rnd.emit(NodeFailed, node.node_id, node.attempt, error=error)  # the fold abandons running chunks
 
     def recover(self, recovery: Recovery, node: NodeState) -> None:
         array = recovery.source.arrays.get(node.node_id)
@@ -94,7 +181,16 @@ class ArrayHandler:
             return  # it never expanded: it runs again
         recovery.emit(NodeQueued, node.node_id, 1)
         recovery.emit(ArrayExpanded, node.node_id, 1, size=array.size)
-        for index in range(array.size):
-            element = recovery.source.nodes.get(f"{node.node_id}/{index}")
-            if element is not None and element.phase == "succeeded":
-                recovery.recovered(element)
+        done = [i for i in range(array.size) if array.phases[i] == SUCCEEDED]
+        for start in range(0, len(done), _REUSED_PER_EVENT):
+            results = [ElementResult(i, 0, array.outputs[i]) for i in done[start : start + _REUSED_PER_EVENT]]
+            recovery.emit(
+                ElementsReused, node.node_id, 0, source=f"recovered:{recovery.source.execution_id}", results=results
+            )
+
+
+def _own(result: ElementResult | None, index: int, attempt: int, missing: ErrorInfo) -> ElementResult:
+    """The executor's result for the element, or a system failure when it gave none."""
+    if result is None or result.attempt != attempt:
+        return ElementResult(index, attempt, error=missing)
+    return result

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, ExecutionAborted, ExecutionNotFound, TaskFailed, TypeMismatch, UnknownInput
-from engine.events import NodeRecovered, NodeSucceeded
+from engine.events import ElementsReused, NodeRecovered, NodeSucceeded
+from engine.state import SUCCEEDED
 
 from . import _workflows as wf
 from .conftest import EngineFactory, runs, wait_until
@@ -144,12 +145,15 @@ async def test_recover_reruns_only_what_failed(eng: Engine, side_effects: Path, 
         await first.outputs(timeout=30)
     source = await eng._state(first.execution_id)
     succeeded = {node_id for node_id, node in source.nodes.items() if node.phase == "succeeded"}
+    elements = source.arrays["map_element"]  # map elements live in compact arrays, not nodes
+    succeeded |= {f"map_element/{i}" for i in range(elements.size) if elements.phases[i] == SUCCEEDED}
     marker.touch()
     second = await eng.recover(first.execution_id)
     assert await second.outputs(timeout=30) == 100 + (0 + 1 + 2) + (0 + 10 + 20 + 30)
     history = await eng.history(second.execution_id)
     assert_log_is_sane(history)
     recovered = {e.node_id for e in history if isinstance(e, NodeRecovered)}
+    recovered |= {f"{e.node_id}/{r.index}" for e in history if isinstance(e, ElementsReused) for r in e.results}
     # every node that succeeded before, dynamic children and map elements included, was recovered
     # (or sits under a recovered ancestor) and its task did not run again in the new execution
     for node_id in succeeded:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from engine.events import Event, ExecutionCreated
+from engine.events import ElementResult, Event, ExecutionCreated
 from engine.interfaces import TaskKey, TaskRequest, TaskStatus
 from engine.models import (
     ArrayNode,
@@ -123,7 +123,7 @@ class Sim:
                 key = action.request.key
                 self.submits.append(action.request)
                 self.in_flight[key] = action.request
-                status = self.behaviour(action.request)
+                status = self.outcome(action.request)
                 if status is not None:
                     self.completions[key] = status
             elif isinstance(action, Cancel):
@@ -132,6 +132,32 @@ class Sim:
                 self.completions.pop(action.key, None)
         for key in obs.completions:
             self.in_flight.pop(key, None)
+
+    def outcome_now(self, request: TaskRequest) -> TaskStatus:
+        """What the default behaviour gives for an attempt held so far (elements: add_one)."""
+        behaviour, self.behaviour = self.behaviour, add_one
+        try:
+            status = self.outcome(request)
+        finally:
+            self.behaviour = behaviour
+        assert status is not None
+        return status
+
+    def outcome(self, request: TaskRequest) -> TaskStatus | None:
+        """The behaviour's status for an attempt; a chunk gathers one per element (None: in flight)."""
+        if not request.elements:
+            return self.behaviour(request)
+        array_id = request.key.node_id.rpartition("/")[0]
+        results = []
+        for position, (index, attempt) in enumerate(zip(request.elements, request.element_attempts, strict=True)):
+            inputs = dict(request.inputs) | {name: values[position] for name, values in request.mapped.items()}
+            key = TaskKey(request.key.execution_id, f"{array_id}/{index}", attempt)
+            status = self.behaviour(msgspec.structs.replace(request, key=key, inputs=inputs, elements=[], mapped={}))
+            if status is None:
+                return None
+            output = status.outputs.get("o0") if status.phase == "succeeded" else None
+            results.append(ElementResult(index, attempt, output, status.error if status.phase == "failed" else None))
+        return TaskStatus(phase="succeeded", elements=results, worker="sim")
 
     def run(self, max_rounds: int = 500) -> ExecutionState:
         while not self.state.is_terminal and self.rounds < max_rounds:

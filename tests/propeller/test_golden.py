@@ -125,3 +125,23 @@ def test_golden_history(name: str) -> None:
     state = ExecutionState.fold(golden)  # committed histories still decode and fold
     assert state.is_terminal
     assert sim.events == golden, f"the planner no longer reproduces {path.name}"
+
+
+def test_a_map_logged_one_event_per_element_still_folds_and_finishes() -> None:
+    """Logs from before chunks hold NodeQueued/NodeRunning/NodeSucceeded per element: they fold,
+    and one cut off mid-map finishes under today's planner, which sends the rest in chunks."""
+    legacy = _decode.decode((GOLDEN / "legacy_map_with_element_events.json").read_bytes())
+    state = ExecutionState.fold(legacy)
+    assert state.phase == "succeeded" and state.arrays["m"].succeeded == 4 and state.arrays["m"].failed == 1
+
+    cut = next(i for i, e in enumerate(legacy) if type(e).__name__ == "NodeSucceeded" and e.node_id == "m/1")
+    sim = map_with_a_tolerated_failure()
+    sim.events = list(legacy[: cut + 1])
+    sim.state = ExecutionState.fold(sim.events)
+    sim.in_flight = {}
+    final = sim.run()
+    assert final.phase == "succeeded"
+    outputs = msgspec.msgpack.decode(final.outputs["o0"]) if final.outputs else None
+    assert outputs == [1, 2, 3, None, 5]
+    kinds = [type(e).__name__ for e in sim.events[cut + 1 :]]
+    assert "ChunkQueued" in kinds  # the rest went out in chunks

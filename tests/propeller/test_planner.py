@@ -220,7 +220,7 @@ def test_map_concurrency_limits_elements_in_flight() -> None:
     held: list[TaskRequest] = []
     sim = Sim(map_spec(10, concurrency=3), behaviour=lambda r: held.append(r) or None)
     sim.round()
-    assert len(sim.in_flight) == 3
+    assert sum(len(request.elements) for request in sim.in_flight.values()) == 3
 
 
 def test_max_parallelism_caps_running_leaves() -> None:
@@ -323,17 +323,31 @@ def test_abort_cancels_in_flight_attempts() -> None:
 
 
 def test_a_wide_map_round_touches_only_what_changed() -> None:
-    """Completing one element of a 100k map must not rescan the other elements."""
+    """Finishing a chunk of a 100k map must not rescan the other elements, nor give them state."""
     sim = Sim(map_spec(100_000, concurrency=10), behaviour=lambda r: None)
-    sim.round()  # expand + launch 10
-    first = next(iter(sim.in_flight))
-    sim.completions[first] = add_one(sim.in_flight[first])
+    sim.round()  # expand + launch a chunk of 10
+    (first,) = sim.in_flight
+    assert len(sim.in_flight[first].elements) == 10
+    sim.completions[first] = sim.outcome_now(sim.in_flight[first])
     events_before = len(sim.events)
     sim.round()
     new = sim.events[events_before:]
-    # running + succeeded of the finished element, then exactly one new element queued
-    assert [type(e).__name__ for e in new] == ["NodeRunning", "NodeSucceeded", "NodeQueued"]
-    assert len(sim.state.nodes) == 1 + 11  # elements get state only once they start
+    # the chunk's start and its results, then exactly one new chunk queued
+    assert [type(e).__name__ for e in new] == ["NodeRunning", "ChunkFinished", "ChunkQueued"]
+    assert len(sim.state.nodes) == 1 + 1  # the map and its open chunk: elements are compact arrays
+
+
+def test_chunks_grow_while_elements_are_fast_and_stay_small_while_slow() -> None:
+    def sizes(seconds_per_round: float) -> list[int]:
+        # chunks start at submit and end one round later: each took one step of the clock
+        config = PlannerConfig(starts_on_submit=lambda executor, request: True)
+        sim = Sim(map_spec(5_000), config=config, step=timedelta(seconds=seconds_per_round))
+        sim.run()
+        return [len(request.elements) for request in sim.submits]
+
+    fast, slow = sizes(0.001), sizes(10.0)
+    assert fast[0] <= 32 and max(fast) > 32  # starts small, grows while elements are fast
+    assert max(slow) <= 32 and slow[-1] == 1  # ~0.3 s per element: one element per chunk
 
 
 def test_restart_resubmits_queued_attempts_not_in_flight() -> None:

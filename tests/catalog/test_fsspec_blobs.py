@@ -1,0 +1,32 @@
+"""What `FsspecBlobStore` adds to the blob store contract: configuration errors that say what to install."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from catalog import FsspecBlobStore
+from engine.errors import ConfigError
+
+
+def test_unknown_protocol_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="not one fsspec understands"):
+        FsspecBlobStore("nosuchprotocol://bucket/blobs")
+
+
+def test_missing_fsspec_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [m for m in sys.modules if m == "fsspec" or m.startswith("fsspec.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "fsspec", None)  # import fsspec now raises ImportError
+
+    with pytest.raises(ConfigError, match=r"pip install 'slipstream\[fsspec\]'"):
+        FsspecBlobStore("memory://blobs")
+
+
+def test_describes_itself_by_url() -> None:
+    store = FsspecBlobStore("memory://described")
+    assert str(store) == "memory://described"
+    assert repr(store) == "FsspecBlobStore('memory://described')"
+    assert store.verify_reads
+    assert not FsspecBlobStore("memory://described", verify=False).verify_reads
