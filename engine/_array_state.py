@@ -169,13 +169,10 @@ class ArrayState:
     def failures(self, index: int) -> int:
         return self.user_failures[index] + self.system_failures[index]
 
-    def check(self, chunk: ChunkState, index: int, attempt: int) -> str:
-        """Why a result for ``index``/``attempt`` does not belong to ``chunk`` ("" if it does)."""
-        try:
-            position = chunk.elements.index(index)
-        except ValueError:
-            return f"element {index} is not in the chunk"
-        if chunk.attempts[position] != attempt or self.phases[index] != IN_FLIGHT:
+    def check(self, attempts: dict[int, int], index: int, attempt: int) -> str:
+        """Why a result for ``index``/``attempt`` does not belong to a chunk whose elements have
+        ``attempts`` (element -> attempt); "" if it does."""
+        if attempts.get(index) != attempt or self.phases[index] != IN_FLIGHT:
             return f"element {index} attempt {attempt} is not in flight in the chunk"
         return ""
 

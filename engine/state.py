@@ -513,8 +513,9 @@ class ExecutionState:
         array = self.arrays[node.array_parent or ""]
         if sorted(result.index for result in event.results) != sorted(chunk.elements):
             self._invalid(event, "a chunk's results must cover each of its elements once")
+        attempts = dict(zip(chunk.elements, chunk.attempts, strict=True))
         for result in event.results:
-            why = array.check(chunk, result.index, result.attempt)
+            why = array.check(attempts, result.index, result.attempt)
             if why:
                 self._invalid(event, why)
         for result in event.results:
