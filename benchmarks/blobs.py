@@ -17,7 +17,10 @@ Store (the embedded default: ``fsync=True``, reads not re-hashed):
 Baselines:
 - ``copyfile``: ``shutil.copyfile`` of a file of the same size (page-cached source), no fsync;
 - ``copyfile_fsync``: the same, then fsync of the copy (what a durable put must also pay);
-- ``write_file`` / ``read_file``: ``Path.write_bytes`` / ``Path.read_bytes`` of the value.
+- ``write_file`` / ``read_file``: ``Path.write_bytes`` / ``Path.read_bytes`` of the value;
+- ``sha256``: ``hashlib.sha256(value)`` alone: a content-addressed put must hash every byte, so
+  ``hash_then_write`` (the two one after the other, computed from their medians) is the floor of
+  an unsynced put on one core.
 Ratios are store rate / baseline rate (1.0: as fast as the plain file operation).
 """
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import shutil
 import statistics
@@ -82,6 +86,9 @@ def _baseline_round(source: Path, data: bytes, directory: Path) -> dict[str, flo
     written.read_bytes()
     took["read_file"] = time.perf_counter() - start
     written.unlink()
+    start = time.perf_counter()
+    hashlib.sha256(data).hexdigest()
+    took["sha256"] = time.perf_counter() - start
     return took
 
 
@@ -151,6 +158,9 @@ def summarise(size: int, seconds: dict[str, list[float]]) -> dict[str, Any]:
             "worst_mb_s": round(min(per_round), 1),
         }
 
+    hash_then_write = 1 / (1 / rates["sha256"]["median_mb_s"] + 1 / rates["write_file"]["median_mb_s"])
+    rates["hash_then_write"] = {"median_mb_s": round(hash_then_write, 1)}
+
     def ratio(store_figure: str, baseline: str) -> float:
         return round(rates[store_figure]["median_mb_s"] / rates[baseline]["median_mb_s"], 3)
 
@@ -161,6 +171,7 @@ def summarise(size: int, seconds: dict[str, list[float]]) -> dict[str, Any]:
             "put_vs_copyfile_fsync": ratio("put", "copyfile_fsync"),
             "put_no_fsync_vs_copyfile": ratio("put_no_fsync", "copyfile"),
             "put_no_fsync_vs_write_file": ratio("put_no_fsync", "write_file"),
+            "put_no_fsync_vs_hash_then_write": ratio("put_no_fsync", "hash_then_write"),
             "put_stream_vs_copyfile_fsync": ratio("put_stream", "copyfile_fsync"),
             "get_vs_copyfile": ratio("get", "copyfile"),
             "get_vs_read_file": ratio("get", "read_file"),

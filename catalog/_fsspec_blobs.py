@@ -38,6 +38,11 @@ from engine.interfaces import BlobStore, blob_address
 
 __all__ = ["FsspecBlobStore"]
 
+# Where one write of a whole object is all or nothing (object stores' PUT; memory:// sets the whole
+# value at once), a put of known bytes writes the object in place. Elsewhere (local disks, sftp,
+# hdfs, ...) it is written under tmp/ and renamed, and directories are made first.
+_ATOMIC_WRITE_PROTOCOLS = frozenset({"memory", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"})
+
 
 class FsspecBlobStore(BlobStore):
     """Blobs as objects under an fsspec URL.
@@ -79,6 +84,8 @@ class FsspecBlobStore(BlobStore):
         self._fs = fs
         self._root = path.rstrip("/")
         self._local = isinstance(fs, LocalFileSystem)
+        protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+        self._atomic_writes = not self._local and bool(protocols & _ATOMIC_WRITE_PROTOCOLS)
         self._real_root = os.path.realpath(self._root) if self._local else ""
 
     def __str__(self) -> str:
@@ -90,8 +97,8 @@ class FsspecBlobStore(BlobStore):
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Create the root directory where the file system has directories (local disks)."""
-        if self._local:
+        """Create the root directory where the file system has directories (not object stores)."""
+        if not self._atomic_writes:
             with self._failures("start"):
                 await anyio.to_thread.run_sync(lambda: self._fs.makedirs(f"{self._root}/tmp", exist_ok=True))
 
@@ -109,7 +116,7 @@ class FsspecBlobStore(BlobStore):
         with self._failures("store", address):
             if self._stored(path, len(data)):
                 return address
-            if not self._local:
+            if self._atomic_writes:
                 self._fs.pipe_file(path, data)  # one request: all or nothing
                 return address
             temp = self._temp_path()
@@ -149,8 +156,9 @@ class FsspecBlobStore(BlobStore):
         return self._fs.open(temp, "wb")
 
     def _prepare_temp(self, temp: str) -> None:
+        if not self._atomic_writes:
+            self._fs.makedirs(temp.rsplit("/", 1)[0], exist_ok=True)
         if self._local:
-            self._fs.makedirs(os.path.dirname(temp), exist_ok=True)
             self._check_contained(temp)
 
     def _finish(self, temp: str, path: str, size: int) -> None:
@@ -160,10 +168,8 @@ class FsspecBlobStore(BlobStore):
             self._move_into_place(temp, path)
 
     def _abort(self, file: Any, temp: str) -> None:
+        # closing may upload what was buffered, under the temporary name that is removed next
         with contextlib.suppress(Exception):
-            discard = getattr(file, "discard", None)
-            if callable(discard):
-                discard()  # an object-store upload in progress is aborted, not completed
             file.close()
         self._remove_quietly(temp)
 
@@ -175,6 +181,8 @@ class FsspecBlobStore(BlobStore):
             # at ``path`` leads to; a rename replaces the link itself, atomically
             os.replace(temp, path)
             return
+        if not self._atomic_writes:
+            self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         self._fs.mv(temp, path)
 
     def _remove_quietly(self, path: str) -> None:

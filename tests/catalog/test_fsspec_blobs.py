@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+import uuid
 
+import fsspec
 import pytest
 
 from catalog import FsspecBlobStore
@@ -30,3 +32,20 @@ def test_describes_itself_by_url() -> None:
     assert repr(store) == "FsspecBlobStore('memory://described')"
     assert store.verify_reads
     assert not FsspecBlobStore("memory://described", verify=False).verify_reads
+
+
+async def test_file_systems_without_atomic_writes_stage_under_tmp() -> None:
+    url = f"memory://staged-{uuid.uuid4().hex}"
+    store = FsspecBlobStore(url)
+    store._atomic_writes = False  # as for sftp://, hdfs://: stage, then move into place
+    fs, root = fsspec.core.url_to_fs(url)
+    try:
+        async with store:
+            whole = await store.put(b"w" * 1000)
+            streamed = await store.put_stream([b"s" * 10, b"t" * 10])
+            assert await store.get(whole) == b"w" * 1000
+            assert await store.get(streamed) == b"s" * 10 + b"t" * 10
+        stored = sorted(p.removeprefix(root + "/") for p in fs.find(root))
+        assert all(p.startswith("sha256/") for p in stored) and len(stored) == 2
+    finally:
+        fs.rm(root, recursive=True)
