@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "BlobNotFound",
     "BlobStoreUnavailable",
+    "BrokerUnavailable",
     "CompileError",
     "ConcurrencyConflict",
     "ConfigError",
@@ -51,6 +52,7 @@ __all__ = [
 _LAZY: dict[str, str] = {
     "BlobNotFound": "engine.errors",
     "BlobStoreUnavailable": "engine.errors",
+    "BrokerUnavailable": "engine.errors",
     "CorruptBlob": "engine.errors",
     "InvalidBlobAddress": "engine.errors",
     "CompileError": "engine.errors",
@@ -99,6 +101,7 @@ if TYPE_CHECKING:
     from engine.errors import (
         BlobNotFound,
         BlobStoreUnavailable,
+        BrokerUnavailable,
         CompileError,
         ConcurrencyConflict,
         ConfigError,

@@ -20,7 +20,7 @@ import anyio
 import msgspec
 
 from engine._details import ExecutionDetails, details_of
-from engine._wiring import backend, build_executors, event_stream_services, index_executors
+from engine._wiring import backend, blob_store, build_executors, event_stream_services, index_executors
 from engine.errors import (
     ConcurrencyConflict,
     ConfigError,
@@ -33,12 +33,21 @@ from engine.events import AnyEvent, ExecutionCreated
 from engine.events import ExecutionAborted as ExecutionAbortedEvent
 from engine.interfaces import (
     TERMINAL_STATUSES,
+    BlobStore,
     EventStore,
     ExecutionSummary,
     Executor,
     Service,
     ServiceContext,
     ServiceHealth,
+)
+from engine.literals import (
+    INLINE_LIMIT,
+    BlobResolver,
+    may_hold_references,
+    offload_outputs,
+    offload_spec,
+    store_blobs,
 )
 from engine.models import ErrorInfo, WorkflowSpec
 from engine.state import ExecutionState
@@ -115,7 +124,7 @@ class ExecutionHandle:
             raise TaskFailed(self.execution_id, error.node_id, error.message, error.kind, error.traceback)
         if state.phase == "aborted":
             raise ExecutionAborted(self.execution_id, state.abort_reason)
-        outputs = state.outputs or {}
+        outputs = await self._engine._resolved(state.outputs or {})
         if self._workflow is not None:
             return self._workflow.decode_outputs(outputs)
         values = {name: msgspec.msgpack.decode(literal) for name, literal in outputs.items()}
@@ -140,6 +149,8 @@ class Engine:
         executors: Mapping[str, Executor] | Sequence[Executor],
         *,
         services: Sequence[Service] = (),
+        blobs: BlobStore | None = None,
+        inline_limit: int = INLINE_LIMIT,
         workers: int = 4,
         retry_delay: float = 1.0,
         default_executor: str | None = None,
@@ -158,6 +169,9 @@ class Engine:
                 ``executor=`` picks one, the others run on ``default_executor``.
             services: long-running components started and stopped with the engine (a relay, a
                 poller), in order.
+            blobs: where values above ``inline_limit`` bytes are kept (events hold a reference);
+                without one every value stays inline in the log.
+            inline_limit: the largest literal written into an event, in bytes (64 KiB).
             default_executor: the executor of tasks without ``executor=``; ``local`` if there is
                 one, else the first.
             workers, retry_delay, resync_interval, revisit_interval: control-loop tunables.
@@ -179,6 +193,8 @@ class Engine:
                 f"default_executor={default!r} is not one of this engine's executors {sorted(self.executors)}"
             )
         self.services = list(services)
+        self.blobs = blobs
+        self._inline_limit = inline_limit
         self._workers = workers
         self._retry_delay = retry_delay
         self._default_executor = default
@@ -203,6 +219,7 @@ class Engine:
         executors: Sequence[str | Executor] | None = None,
         executor_options: dict[str, Any] | None = None,
         services: Sequence[Service] = (),
+        blobs: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> Engine:
         """An engine on one machine: SQLite under ``state_dir``, the local executor.
@@ -215,12 +232,22 @@ class Engine:
             executor_options: keyword arguments for the executors built by name (e.g.
                 ``{"mode": "process"}``).
             services: `Service` instances to run with the engine.
-            **options: `Engine` options (``workers``, ``retry_delay``, ...).
+            blobs: where large values live: a directory or URL (``s3://bucket/prefix`` with the
+                ``fsspec`` extra); default ``$SLIPSTREAM_BLOBS`` or ``<state_dir>/blobs``.
+            **options: `Engine` options (``workers``, ``retry_delay``, ``inline_limit``, ...).
         """
         directory = Path(state_dir or os.environ.get("SLIPSTREAM_STATE_DIR") or Path.home() / ".slipstream")
         store = backend("slipstream.stores", "sqlite", "the embedded event log")(directory / "events.db")
         built = build_executors(executors if executors is not None else [executor], executor_options)
-        return cls(store, built, services=services, default_executor=executor, **options)
+        blob_location = blobs or os.environ.get("SLIPSTREAM_BLOBS")
+        return cls(
+            store,
+            built,
+            services=services,
+            blobs=blob_store(blob_location, directory / "blobs"),
+            default_executor=executor,
+            **options,
+        )
 
     @classmethod
     def connect(
@@ -233,6 +260,7 @@ class Engine:
         executors: Sequence[str | Executor] | None = None,
         executor_options: dict[str, Any] | None = None,
         services: Sequence[Service] = (),
+        blobs: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> Engine:
         """An engine on the production store: Postgres at ``postgres`` (or ``$SLIPSTREAM_POSTGRES_DSN``).
@@ -246,6 +274,9 @@ class Engine:
             ray_address: the cluster the executors built by name connect to (or
                 ``$SLIPSTREAM_RAY_ADDRESS``); an executor that does not connect to a cluster
                 refuses it with a `ConfigError`.
+            blobs: where large values live, shared by every process that runs or reads executions
+                (``s3://bucket/prefix`` with the ``fsspec`` extra, or a shared directory); default
+                ``$SLIPSTREAM_BLOBS`` or ``$SLIPSTREAM_STATE_DIR/blobs`` (``~/.slipstream/blobs``).
             executors, executor_options, services, **options: as for `embedded`.
 
         Raises:
@@ -261,7 +292,17 @@ class Engine:
         address = ray_address or os.environ.get("SLIPSTREAM_RAY_ADDRESS")
         built = build_executors(executors if executors is not None else [executor], executor_options, address)
         store = backend("slipstream.stores", "postgres", "the server event log")(dsn)
-        return cls(store, built, services=[*stream, *services], default_executor=executor, nats=nats, **options)
+        state_dir = Path(os.environ.get("SLIPSTREAM_STATE_DIR") or Path.home() / ".slipstream")
+        blob_location = blobs or os.environ.get("SLIPSTREAM_BLOBS")
+        return cls(
+            store,
+            built,
+            services=[*stream, *services],
+            blobs=blob_store(blob_location, state_dir / "blobs"),
+            default_executor=executor,
+            nats=nats,
+            **options,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -271,6 +312,9 @@ class Engine:
         try:
             await self.store.start()
             stack.push_async_callback(self.store.close)
+            if self.blobs is not None:
+                await self.blobs.start()
+                stack.push_async_callback(self.blobs.close)
             if self._run_loop:
                 self._controller = await self._start_loop(stack)
             await self._start_services(stack)
@@ -288,13 +332,18 @@ class Engine:
             self.store,
             self.executors,
             workers=self._workers,
-            config=PlannerConfig(default_executor=self._default_executor, retry_delay=self._retry_delay),
+            config=PlannerConfig(
+                default_executor=self._default_executor,
+                retry_delay=self._retry_delay,
+                inline_limit=self._inline_limit,
+            ),
             clock=self._clock,
             resync_interval=self._resync_interval,
             revisit_interval=self._revisit_interval,
+            blobs=self.blobs,
         )
         for executor in self.executors.values():
-            await executor.start(controller.on_task_report)
+            await executor.start(controller.on_task_report, blobs=self.blobs)
             stack.push_async_callback(executor.close)
         # a plain task, not a task group: the caller may enter and exit the engine from
         # different tasks (pytest-asyncio fixtures, frameworks' lifespan hooks)
@@ -352,6 +401,10 @@ class Engine:
             raise ConfigError(f"launch() needs a @workflow, got {workflow!r}: decorate the function with @workflow")
         literals = workflow.encode_inputs(inputs)
         self._check_executors(spec)
+        if self.blobs is not None:  # stored before ExecutionCreated refers to them
+            literals = await offload_outputs(literals, self.blobs, self._inline_limit)
+            spec, blobs = offload_spec(spec, self._inline_limit)
+            await store_blobs(self.blobs, blobs)
         execution_id = execution_id or self._id_factory()
         created = ExecutionCreated(
             execution_id=execution_id,
@@ -499,6 +552,13 @@ class Engine:
             durable=durable,
             from_start=from_start,
         )
+
+    async def _resolved(self, literals: dict[str, bytes]) -> dict[str, bytes]:
+        """Literals with blob references replaced by their values (read from the blob store)."""
+        if self.blobs is None or not any(may_hold_references(value) for value in literals.values()):
+            return literals
+        resolver = BlobResolver(self.blobs)
+        return {name: await resolver.resolve(value) for name, value in literals.items()}
 
     async def _state(self, execution_id: str) -> ExecutionState:
         events = await self.store.read(execution_id)

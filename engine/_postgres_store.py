@@ -31,14 +31,16 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
-from engine._store_common import (
+from engine._projection import (
     ProjectionChange,
+    check_reader_cursor,
     decode_cursor,
-    load_migrations,
     normalize_statuses,
     page_of,
     plan_projection,
 )
+from engine._store_common import load_migrations
+from engine._wakeups import ChangeSignal
 from engine.errors import ConcurrencyConflict, ConfigError, SlipstreamError, StoreUnavailable
 from engine.interfaces import (
     EventStore,
@@ -111,6 +113,12 @@ FROM events WHERE seq > $1 ORDER BY seq LIMIT $2
 
 _SUMMARY_COLUMNS = "execution_id, project, domain, workflow, status, created_at, updated_at, version, parent"
 
+_WRITE_CURSOR = """
+INSERT INTO cursors (name, seq, updated_at) VALUES ($1, $2, now())
+ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
+WHERE cursors.seq < excluded.seq
+"""
+
 
 class PostgresEventStore(EventStore):
     """Event store on Postgres through an asyncpg pool.
@@ -141,7 +149,7 @@ class PostgresEventStore(EventStore):
         self._listener: asyncpg.Connection | None = None
         self._listener_task: asyncio.Task[None] | None = None
         self._listener_lost = asyncio.Event()
-        self._changed = asyncio.Event()
+        self._changes = ChangeSignal()
         self._closing = False
         # leases are session advisory locks held on the listener connection: they die with it
         self._claims: set[str] = set()
@@ -345,7 +353,7 @@ class PostgresEventStore(EventStore):
                 # Only possible when two appends touch the same executions at different versions:
                 # one of them is stale, so report it as the conflict it is.
                 raise ConcurrencyConflict(batches[0][0], batches[0][1]) from exc
-        self._changed.set()
+        self._changes.notify()
 
     async def _append_in_transaction(
         self,
@@ -519,21 +527,44 @@ class PostgresEventStore(EventStore):
     # --- change notifications ------------------------------------------------------------------------
 
     async def wait_for_changes(self, timeout: float | None = None) -> None:
-        """Return when events were appended by anyone since the last return, or after ``timeout``.
+        """Return when events were appended by anyone since the calling task's last return, or
+        after ``timeout``; each task has its own wake-ups.
 
         Wake-ups come from ``LISTEN slipstream_events``; while the listener connection is down (it
         reconnects by itself) every call wakes spuriously, which the contract allows.
         """
         if self._listener is None or self._listener.is_closed():
-            self._changed.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        self._changed.clear()
+            self._changes.notify()
+        await self._changes.wait(timeout)
+        self._changes.take()
+
+    # --- durable cursors --------------------------------------------------------------------------
+
+    async def read_cursor(self, name: str) -> int:
+        """The durable cursor ``name`` (0 if never written).
+
+        Raises:
+            StoreUnavailable: Postgres cannot be reached.
+        """
+        rows = await self._fetch("SELECT seq FROM cursors WHERE name = $1", name)
+        return int(rows[0][0]) if rows else 0
+
+    async def write_cursor(self, name: str, seq: int) -> None:
+        """Move the durable cursor ``name`` forward to ``seq`` (a lower ``seq`` is ignored).
+
+        Raises:
+            ValueError: an empty ``name`` or a negative ``seq``.
+            StoreUnavailable: Postgres cannot be reached.
+        """
+        check_reader_cursor(name, seq)
+        # idempotent (a forward-only upsert), so the read path's retry after a dead connection is safe
+        await self._fetch(_WRITE_CURSOR, name, seq)
 
     # --- leases -----------------------------------------------------------------------------------
 
     async def claim(self, execution_id: str) -> bool:
-        """Own ``execution_id``: a session advisory lock on the listener connection.
+        """Own ``execution_id`` (or a singleton's name, such as ``"relay:<stream>"``): a session
+        advisory lock on the listener connection, dropped when that session is lost.
 
         Raises:
             StoreUnavailable: the listener session is down (the caller retries later).
@@ -567,13 +598,13 @@ class PostgresEventStore(EventStore):
                     await listener.execute("SELECT pg_advisory_unlock($1)", _lease_key(execution_id))
 
     def _on_notify(self, *_: object) -> None:
-        self._changed.set()
+        self._changes.notify()
 
     def _on_listener_lost(self, conn: object) -> None:
         if conn is self._listener:
             self._claims.clear()  # the session that held them is gone, and so are its locks
             self._listener_lost.set()
-            self._changed.set()  # notifications may be missed until it is back: wake spuriously
+            self._changes.notify()  # notifications may be missed until it is back: wake spuriously
 
     async def _connect_listener(self) -> asyncpg.Connection:
         conn: asyncpg.Connection = await asyncpg.connect(self._dsn, server_settings=self._server_settings())
@@ -606,7 +637,7 @@ class PostgresEventStore(EventStore):
                     delay = min(delay * 2, 2.0)
                     continue
                 delay = 0.05
-                self._changed.set()  # appends may have happened while no listener was up
+                self._changes.notify()  # appends may have happened while no listener was up
                 break
 
 

@@ -19,16 +19,18 @@ import anyio
 import anyio.to_thread
 
 from engine._leases import FileLeases
-from engine._store_common import (
+from engine._projection import (
     ProjectionChange,
+    check_reader_cursor,
     decode_cursor,
     from_micros,
-    load_migrations,
     normalize_statuses,
     page_of,
     plan_projection,
     to_micros,
 )
+from engine._store_common import load_migrations
+from engine._wakeups import ChangeSignal
 from engine.errors import ConcurrencyConflict, ConfigError, StoreUnavailable
 from engine.interfaces import EventStore, ExecutionPage, ExecutionStatus, ExecutionSummary, StoredEvent
 
@@ -46,7 +48,8 @@ class SqliteEventStore(EventStore):
 
     Several store instances, in one process or several, may share the file: SQLite serialises the
     writers (``busy_timeout`` waits for the lock) and ``wait_for_changes`` notices their commits
-    by polling ``PRAGMA data_version``.
+    by polling ``PRAGMA data_version``. Leases (`claim`, for executions and for singletons such as
+    the relay's ``"relay:<stream>"``) are ``flock``s on files beside the database.
 
     Args:
         path: the database file; its directory is created if missing.
@@ -61,7 +64,7 @@ class SqliteEventStore(EventStore):
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
-        self._changed = anyio.Event()
+        self._changes = ChangeSignal()
         self._data_version = 0
         self._leases = FileLeases(self._path.with_name(self._path.name + ".leases"))
 
@@ -196,7 +199,7 @@ class SqliteEventStore(EventStore):
         conflict = await self._run(lambda conn: _append_sync(conn, changes, rows))
         if conflict is not None:
             raise ConcurrencyConflict(*conflict)
-        self._changed.set()
+        self._changes.notify()
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -297,21 +300,59 @@ class SqliteEventStore(EventStore):
     # --- change notifications --------------------------------------------------------------------
 
     async def wait_for_changes(self, timeout: float | None = None) -> None:
-        """Return when events were appended since the last return, or after ``timeout`` seconds.
+        """Return when events were appended since the calling task's last return, or after
+        ``timeout`` seconds; each task has its own wake-ups.
 
-        Appends through this instance wake it at once; appends by other connections to the same
-        file are noticed within about 0.2 s (``PRAGMA data_version``).
+        Appends through this instance wake it at once; commits by other connections to the same
+        file are noticed within about 0.2 s (``PRAGMA data_version``; their cursor writes too,
+        a spurious wake-up).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self._changed.is_set() or await self._poll_data_version():
-                self._changed = anyio.Event()
+            if await self._poll_data_version():
+                self._changes.notify()
+            if self._changes.take():
                 return
             wait = _POLL_INTERVAL if deadline is None else min(_POLL_INTERVAL, deadline - time.monotonic())
             if wait <= 0:
                 return
-            with anyio.move_on_after(wait):
-                await self._changed.wait()
+            await self._changes.wait(wait)
+
+    # --- durable cursors -------------------------------------------------------------------------
+
+    async def read_cursor(self, name: str) -> int:
+        """The durable cursor ``name`` (0 if never written).
+
+        Raises:
+            StoreUnavailable: the file cannot be read.
+        """
+
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT seq FROM cursors WHERE name = ?", (name,)).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._run(read)
+
+    async def write_cursor(self, name: str, seq: int) -> None:
+        """Move the durable cursor ``name`` forward to ``seq`` (a lower ``seq`` is ignored).
+
+        Raises:
+            ValueError: an empty ``name`` or a negative ``seq``.
+            StoreUnavailable: the file is locked by another writer past ``busy_timeout``.
+        """
+        check_reader_cursor(name, seq)
+        now = to_micros(datetime.now(UTC))
+
+        def write(conn: sqlite3.Connection) -> None:
+            # one statement: autocommitted, and the max is taken under SQLite's write lock
+            conn.execute(
+                "INSERT INTO cursors (name, seq, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at"
+                " WHERE excluded.seq > cursors.seq",
+                (name, seq, now),
+            )
+
+        await self._run(write)
 
     async def _poll_data_version(self) -> bool:
         if self._conn is None:

@@ -8,14 +8,16 @@ that names what to install, never a silent no-op.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
-from engine.interfaces import Executor, Service
+from engine.interfaces import BlobStore, Executor, Service
 
-__all__ = ["backend", "build_executors", "event_stream_services", "index_executors"]
+__all__ = ["backend", "blob_store", "build_executors", "event_stream_services", "index_executors"]
 
 ExecutorSpec = str | Executor
 
@@ -96,3 +98,20 @@ def event_stream_services(url: str | None) -> list[Service]:
         return []
     sink = backend("slipstream.event_sinks", "nats", f"the event stream at {url!r} (nats= or SLIPSTREAM_NATS_URL)")
     return [sink(url)]
+
+
+def blob_store(location: str | os.PathLike[str] | None, default: Path) -> BlobStore:
+    """The blob store at ``location``: a directory (or ``file://`` URL) for the ``local`` backend,
+    another URL (``s3://bucket/prefix``, ``gs://...``, ``memory://...``) for ``fsspec``; the
+    directory ``default`` when None.
+
+    Raises:
+        ConfigError: the backend for that kind of location is not installed.
+    """
+    text = os.fspath(location) if location is not None else None
+    if text is None or "://" not in text or text.startswith("file://"):
+        path = Path(text.removeprefix("file://")) if text else default
+        return backend("slipstream.blobstores", "local", "a blob store in a directory")(path)
+    return backend("slipstream.blobstores", "fsspec", f"the blob store at {text!r} (pip install 'slipstream[fsspec]')")(
+        text
+    )

@@ -13,6 +13,7 @@
     ├── InvalidTransition       an event does not follow from the execution's state
     ├── NoTaskContext           current_context() outside a running task (also a LookupError)
     ├── StoreUnavailable        the event store cannot be reached
+    ├── BrokerUnavailable       the event-stream broker (NATS JetStream) cannot be reached
     ├── TaskFailed              an execution failed; carries the node id and remote traceback
     ├── BlobNotFound            no blob at this address in the blob store
     ├── CorruptBlob             a blob's bytes do not hash to its address
@@ -25,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "BlobNotFound",
     "BlobStoreUnavailable",
+    "BrokerUnavailable",
     "CompileError",
     "ConcurrencyConflict",
     "ConfigError",
@@ -143,6 +145,24 @@ class NoTaskContext(SlipstreamError, LookupError):
 
 class StoreUnavailable(SlipstreamError):
     """The event store could not be reached or failed mid-operation; the append may be retried."""
+
+
+class BrokerUnavailable(SlipstreamError):
+    """The event-stream broker (NATS JetStream) could not be reached or refused the stream.
+
+    Attributes:
+        url: the broker's URL, without credentials.
+        reason: what went wrong, in a few words.
+    """
+
+    def __init__(self, url: str, reason: str, fix: str = "") -> None:
+        self.url = url
+        self.reason = reason
+        fix = fix or (
+            "start the server (with JetStream enabled: nats-server -js), or fix the URL "
+            "(nats= or SLIPSTREAM_NATS_URL), then try again"
+        )
+        super().__init__(f"cannot reach NATS at {url}: {reason}; {fix}")
 
 
 class TaskFailed(SlipstreamError):

@@ -123,9 +123,25 @@ class EventStore(abc.ABC):
     - ``read_all`` returns events of all executions in commit-safe ``seq`` order: it never returns
       an event while an event with a lower ``seq`` may still commit.
     - ``wait_for_changes`` returns when something was appended (by any process sharing the store),
-      or after ``timeout`` seconds; spurious wake-ups are allowed.
+      or after ``timeout`` seconds; spurious wake-ups are allowed. Wake-ups are per consumer (the
+      calling asyncio task): every task waiting on, or busy between waits on, one store instance
+      is woken for each append it has not yet been woken for; one never swallows another's. So
+      wait in the consumer's own task (``anyio.move_on_after``, not a fresh task per call: on
+      Python 3.11 ``asyncio.wait_for`` makes one); fresh tasks share one position among them.
+    - ``read_cursor``/``write_cursor`` keep durable cursors of tailing readers (a relay, a durable
+      subscription): a tracking record per ``name`` holding the ``seq`` of ``read_all`` up to
+      which the reader is done. ``read_cursor`` of a name never written is 0; ``write_cursor``
+      never moves a cursor backwards (a lower ``seq`` is ignored), so two writers racing leave the
+      higher one. Cursors share nothing with execution ids.
     - ``claim``/``release`` give one control loop at a time the right to submit an execution's
-      attempts; appends stay guarded by optimistic concurrency whoever holds it.
+      attempts; appends stay guarded by optimistic concurrency whoever holds it. The same leases
+      serve any singleton of a deployment under a reserved name that no execution id takes (the
+      event-stream relay claims ``"relay:<stream>"``): the holder is one store instance among all
+      processes sharing the store, and the lease dies with its process (SQLite: an ``flock``;
+      Postgres: a session advisory lock; in memory: until ``close``). Names hash into lock slots,
+      so two names may share one (then one holder owns both, never two holders one), and Postgres
+      drops every lease when the store's lease session is lost: a singleton calls ``claim`` again
+      before each unit of work (cheap while held) and stops when it returns False.
     - ``start`` must be awaited before use and ``close`` after; both are idempotent.
     Backends implement the ``_``-prefixed record methods; this base class maps events to records.
     """
@@ -205,13 +221,31 @@ class EventStore(abc.ABC):
         """Return when events were appended (by anyone), or after ``timeout`` seconds."""
 
     @abc.abstractmethod
+    async def read_cursor(self, name: str) -> int:
+        """The durable cursor ``name``: the ``seq`` its reader is done with (0 if never written).
+
+        Raises:
+            StoreUnavailable: the store cannot be reached.
+        """
+
+    @abc.abstractmethod
+    async def write_cursor(self, name: str, seq: int) -> None:
+        """Move the durable cursor ``name`` forward to ``seq``; a ``seq`` below the stored one is ignored.
+
+        Raises:
+            ValueError: an empty ``name`` or a negative ``seq`` (caller bug).
+            StoreUnavailable: the store cannot be reached (the write may be retried: it is idempotent).
+        """
+
+    @abc.abstractmethod
     async def claim(self, execution_id: str) -> bool:
         """Try to become the one control loop that runs ``execution_id``; True if this store holds it.
 
         Ownership is a lease that lasts until `release`, `close`, or the death of this process (or
         of its database session): a crashed owner never blocks an execution for long. Calling it
         again while holding the lease is cheap and returns True. Two store instances never hold
-        the same execution at once, in one process or in several.
+        the same execution at once, in one process or in several. Any other name works the same
+        way (a singleton's lease, such as ``"relay:SLIPSTREAM"``; see the class docstring).
         """
 
     @abc.abstractmethod
@@ -348,8 +382,11 @@ class Executor(abc.ABC):
     gates_start: bool = False
 
     @abc.abstractmethod
-    async def start(self, report: Callable[[TaskKey], None]) -> None:
-        """Start worker pools; remember ``report`` to announce starts and ends of attempts."""
+    async def start(self, report: Callable[[TaskKey], None], *, blobs: BlobStore | None = None) -> None:
+        """Start worker pools; remember ``report`` to announce starts and ends of attempts, and
+        ``blobs``, where the values referenced from inputs live (`engine.runtime.resolve_request`
+        reads them before a body runs; outputs above the inline limit may be offloaded there, and
+        the loop offloads any it still gets)."""
 
     @abc.abstractmethod
     async def close(self) -> None:

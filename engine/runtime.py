@@ -44,7 +44,8 @@ from engine._literals import from_literal, to_literal
 from engine._task import Task, _pickle_by_value
 from engine.errors import CompileError, ConfigError, TypeMismatch, UnknownInput
 from engine.events import ElementResult
-from engine.interfaces import TaskKey, TaskRequest, TaskStatus
+from engine.interfaces import BlobStore, TaskKey, TaskRequest, TaskStatus
+from engine.literals import BlobResolver, may_hold_references, substitute
 from engine.models import ErrorInfo, TaskRef, WorkflowSpec
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "load_task",
     "portable_ref",
     "read_secrets",
+    "resolve_request",
     "run_attempt",
     "run_attempt_async",
 ]
@@ -198,6 +200,32 @@ async def run_attempt_async(
         except _TASK_ERRORS as exc:
             return run.raised(exc)
         return run.encode(task, result)
+
+
+async def resolve_request(request: TaskRequest, store: BlobStore) -> TaskRequest:
+    """``request`` with every blob reference in its inputs replaced by the value it names.
+
+    Executors call it before the body runs (values above the inline limit travel as references in
+    the log); a chunk's elements share one read of each blob.
+
+    Args:
+        request: the attempt or chunk.
+        store: the engine's blob store.
+
+    Returns:
+        The request itself when it holds no reference, else a copy with inline values.
+    """
+    literals = [*request.inputs.values(), *(item for values in request.mapped.values() for item in values)]
+    if not any(may_hold_references(literal) for literal in literals):
+        return request
+    resolver = BlobResolver(store)
+    await resolver.fetch(literals)
+    inputs = {name: substitute(literal, resolver.blobs, resolver.chunks) for name, literal in request.inputs.items()}
+    mapped = {
+        name: [substitute(item, resolver.blobs, resolver.chunks) for item in values]
+        for name, values in request.mapped.items()
+    }
+    return msgspec.structs.replace(request, inputs=inputs, mapped=mapped)
 
 
 def _elements(request: TaskRequest) -> Iterator[TaskRequest]:

@@ -13,26 +13,29 @@ Both are event-loop-only: every user of one `InMemoryLog` or one `FakeExecutor` 
 same event loop thread (nothing here takes a thread lock).
 
 This module is part of the floor: it imports nothing of ours but ``engine.errors``,
-``engine.models``, ``engine.events``, ``engine.interfaces`` (and the standard library, anyio and
-msgspec), so that ``propeller`` tests may use it.
+``engine.models``, ``engine.events``, ``engine.interfaces`` and the stores' shared floor helpers
+``engine._projection`` and ``engine._wakeups`` (and the standard library, anyio and msgspec), so
+that ``propeller`` tests may use it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Literal, get_args
+from datetime import UTC, datetime
+from typing import Literal
 
 import anyio
 import anyio.lowlevel
 import msgspec
 
+from engine._projection import check_reader_cursor, decode_cursor, normalize_statuses, page_of, plan_projection
+from engine._wakeups import ChangeSignal
 from engine.errors import ConcurrencyConflict
 from engine.interfaces import (
+    BlobStore,
     EventStore,
     ExecutionPage,
     ExecutionStatus,
@@ -42,8 +45,6 @@ from engine.interfaces import (
     TaskKey,
     TaskRequest,
     TaskStatus,
-    status_after,
-    summary_fields,
 )
 from engine.models import ErrorInfo, TaskRef
 
@@ -55,9 +56,6 @@ Clock = Callable[[], datetime]
 AutoOutcome = Mapping[str, bytes] | Callable[[TaskRequest], Mapping[str, bytes] | TaskStatus]
 """What ``FakeExecutor(auto_succeed=...)`` gives every attempt: fixed outputs, or a function of the
 request returning outputs or a whole final `TaskStatus` (to fail, or to return a dynamic spec)."""
-
-_STATUSES: frozenset[str] = frozenset(get_args(ExecutionStatus))
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _utc_now() -> datetime:
@@ -84,6 +82,7 @@ class InMemoryLog:
         self._by_execution: dict[str, list[StoredEvent]] = {}  # record j has version j + 1
         self._rows: dict[str, ExecutionSummary] = {}
         self._leases: dict[str, InMemoryEventStore] = {}
+        self._cursors: dict[str, int] = {}
         self._listeners: set[InMemoryEventStore] = set()  # started stores, woken on every append
 
     @property
@@ -97,7 +96,7 @@ class InMemoryLog:
 
     def _commit(self, batches: Sequence[tuple[str, int, Sequence[StoredEvent]]]) -> None:
         """Write all batches, or raise and write nothing. Never awaits: atomic on the event loop."""
-        changes = _plan_projection(batches)
+        changes = plan_projection(batches)
         if not changes:
             return
         for change in changes:
@@ -140,8 +139,9 @@ class InMemoryEventStore(EventStore):
     Records are kept encoded (``StoredEvent.payload``), so every read decodes as a real backend
     does. Every operation yields to the event loop once before it acts, as a database round trip
     would, and then acts without awaiting, so appends are atomic and ``read_all`` is commit-safe
-    as is. The projection, its filters and list cursors match the SQL backends (a cursor from one
-    is valid in another). Leases last until `release` or `close` (closing stands in for a crash).
+    as is. The projection, its filters and list cursors are the SQL backends' own (a cursor from
+    one is valid in another). Leases, under execution ids or any other name, last until `release`
+    or `close` (closing stands in for a crash); durable reader cursors live in the log.
 
     Args:
         log: the shared log; a fresh private one when ``None``. Pass one log to several stores
@@ -153,7 +153,7 @@ class InMemoryEventStore(EventStore):
     def __init__(self, log: InMemoryLog | None = None) -> None:
         self._log = log if log is not None else InMemoryLog()
         self._started = False
-        self._changed: anyio.Event | None = None
+        self._changes = ChangeSignal()
 
     @property
     def log(self) -> InMemoryLog:
@@ -170,7 +170,6 @@ class InMemoryEventStore(EventStore):
         """Start receiving change wake-ups (idempotent)."""
         if self._started:
             return
-        self._changed = anyio.Event()
         self._started = True
         self._log._listeners.add(self)
 
@@ -188,8 +187,7 @@ class InMemoryEventStore(EventStore):
         await anyio.lowlevel.checkpoint()
 
     def _wake(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
+        self._changes.notify()
 
     # --- records ---------------------------------------------------------------------------------
 
@@ -250,8 +248,8 @@ class InMemoryEventStore(EventStore):
         """
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        statuses = _normalize_statuses(status)
-        after = _decode_cursor(cursor) if cursor is not None else None
+        statuses = normalize_statuses(status)
+        after = decode_cursor(cursor) if cursor is not None else None
         await self._round_trip()
         rows = [
             row
@@ -263,23 +261,35 @@ class InMemoryEventStore(EventStore):
             and (after is None or (row.created_at, row.execution_id) < after)
         ]
         rows.sort(key=lambda row: (row.created_at, row.execution_id), reverse=True)
-        items = rows[:limit]
-        next_cursor = _encode_cursor(items[-1].created_at, items[-1].execution_id) if len(rows) > limit else None
-        return ExecutionPage(items=items, next_cursor=next_cursor)
+        return page_of(rows[: limit + 1], limit)
 
     # --- change notifications --------------------------------------------------------------------
 
     async def wait_for_changes(self, timeout: float | None = None) -> None:
-        """Return when events were appended through any store on this log since the last return,
-        or after ``timeout`` seconds (``None``: no limit)."""
+        """Return when events were appended through any store on this log since the calling task's
+        last return, or after ``timeout`` seconds (``None``: no limit); each task has its own
+        wake-ups."""
         await self._round_trip()
-        changed = self._changed
-        assert changed is not None
-        if not changed.is_set():
-            with anyio.move_on_after(timeout):
-                await changed.wait()
-        if changed.is_set() and self._changed is changed:
-            self._changed = anyio.Event()
+        await self._changes.wait(timeout)
+        self._changes.take()
+
+    # --- durable cursors -------------------------------------------------------------------------
+
+    async def read_cursor(self, name: str) -> int:
+        """The durable cursor ``name`` (0 if never written)."""
+        await self._round_trip()
+        return self._log._cursors.get(name, 0)
+
+    async def write_cursor(self, name: str, seq: int) -> None:
+        """Move the durable cursor ``name`` forward to ``seq`` (a lower ``seq`` is ignored).
+
+        Raises:
+            ValueError: an empty ``name`` or a negative ``seq``.
+        """
+        check_reader_cursor(name, seq)
+        await self._round_trip()
+        if seq > self._log._cursors.get(name, 0):
+            self._log._cursors[name] = seq
 
     # --- leases ----------------------------------------------------------------------------------
 
@@ -295,80 +305,9 @@ class InMemoryEventStore(EventStore):
             del self._log._leases[execution_id]
 
 
-class _ProjectionChange(msgspec.Struct):
-    execution_id: str
-    expected_version: int
-    new_version: int
-    status: ExecutionStatus | None
-    created: dict[str, object] | None
-
-
-def _plan_projection(batches: Sequence[tuple[str, int, Sequence[StoredEvent]]]) -> list[_ProjectionChange]:
-    """The projection changes of an append, exactly as the SQL backends plan them.
-
-    Raises:
-        ValueError: the same execution appears twice in one call.
-    """
-    changes: list[_ProjectionChange] = []
-    seen: set[str] = set()
-    for execution_id, expected, records in batches:
-        if execution_id in seen:
-            raise ValueError(
-                f"execution {execution_id!r} appears twice in one append_many call: "
-                "append all of its events in one batch"
-            )
-        seen.add(execution_id)
-        if not records:
-            continue  # an empty batch checks nothing, as in the SQL backends
-        status: ExecutionStatus | None = None
-        created: dict[str, object] | None = None
-        for record in records:
-            if record.kind == "ExecutionCreated" and created is None and expected == 0:
-                created = summary_fields(record)
-            new_status = status_after(record.kind, status or "created")
-            if new_status != (status or "created") or record.kind == "ExecutionCreated":
-                status = new_status
-        if expected == 0 and created is None:
-            # The row exists even without ExecutionCreated: its version is what appends check.
-            created = {"project": "", "domain": "", "workflow": "", "created_at": None, "parent": None}
-        if expected == 0 and status is None:
-            status = "created"
-        changes.append(_ProjectionChange(execution_id, expected, expected + len(records), status, created))
-    return changes
-
-
-def _normalize_statuses(status: ExecutionStatus | Sequence[ExecutionStatus] | None) -> set[str] | None:
-    if status is None:
-        return None
-    statuses = [status] if isinstance(status, str) else list(status)
-    unknown = [s for s in statuses if s not in _STATUSES]
-    if unknown:
-        raise ValueError(f"unknown execution status {unknown!r}: use one of {sorted(_STATUSES)}")
-    return set(statuses)
-
-
 def _as_utc(at: datetime) -> datetime:
     # Stored times are UTC with microsecond precision, as the SQL backends return them.
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-
-
-def _encode_cursor(created_at: datetime, execution_id: str) -> str:
-    """The SQL backends' cursor format: base64 of JSON ``[microseconds since epoch, id]``."""
-    delta = _as_utc(created_at) - _EPOCH
-    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    raw = msgspec.json.encode([micros, execution_id])
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        micros, execution_id = msgspec.json.decode(raw, type=tuple[int, str])
-    except (ValueError, msgspec.DecodeError) as exc:
-        raise ValueError(
-            f"invalid list cursor {cursor!r}: pass back the next_cursor of a previous page unchanged"
-        ) from exc
-    return _EPOCH + timedelta(microseconds=micros), execution_id
 
 
 # --- executor --------------------------------------------------------------------------------------
@@ -522,7 +461,7 @@ class FakeExecutor(Executor):
         """Whether ``start`` was awaited since the last ``close``."""
         return self._report is not None
 
-    async def start(self, report: Callable[[TaskKey], None]) -> None:
+    async def start(self, report: Callable[[TaskKey], None], *, blobs: BlobStore | None = None) -> None:
         """Remember ``report`` (replacing the previous controller's, after a ``close``)."""
         self._loop = asyncio.get_running_loop()
         self._report = report

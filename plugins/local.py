@@ -50,9 +50,16 @@ from typing import Any, Literal
 
 import msgspec
 
-from engine.interfaces import Executor, TaskKey, TaskRequest, TaskStatus
+from engine.interfaces import BlobStore, Executor, TaskKey, TaskRequest, TaskStatus
 from engine.models import ErrorInfo, TaskRef
-from engine.runtime import can_load, portable_ref, read_secrets, run_attempt, run_attempt_async
+from engine.runtime import (
+    can_load,
+    portable_ref,
+    read_secrets,
+    resolve_request,
+    run_attempt,
+    run_attempt_async,
+)
 
 __all__ = ["LocalExecutor"]
 
@@ -137,6 +144,7 @@ class LocalExecutor(Executor):
         self.loop_stall_threshold = loop_stall_threshold
         self._attempts: dict[TaskKey, _Attempt] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._blobs: BlobStore | None = None
         self._handle = f"local:{os.getpid()}"  # attempts live in this process only, found by key
         self._report: Callable[[TaskKey], None] = lambda key: None
         self._lock = threading.Lock()
@@ -150,15 +158,17 @@ class LocalExecutor(Executor):
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self, report: Callable[[TaskKey], None]) -> None:
-        """Remember the loop and ``report``; workers start on demand.
+    async def start(self, report: Callable[[TaskKey], None], *, blobs: BlobStore | None = None) -> None:
+        """Remember the loop, ``report`` and the blob store; workers start on demand.
 
         Args:
             report: called on the event-loop thread when an attempt starts and when it ends (not
                 when it was cancelled).
+            blobs: where values referenced from inputs are read (before the body runs).
         """
         self._loop = asyncio.get_running_loop()
         self._report = report
+        self._blobs = blobs
         self._closing = False
         if self.mode == "thread" and self._threads is None:
             self._threads = _ThreadPool(self.max_workers, self._run_in_thread)
@@ -210,6 +220,10 @@ class LocalExecutor(Executor):
         existing = self._attempts.get(key)
         if existing is not None:
             return existing.handle
+        if self._blobs is not None:
+            request = await resolve_request(request, self._blobs)
+            if key in self._attempts:  # submitted again while its blobs were read
+                return self._attempts[key].handle
         handle = self._handle
         if self.starts_on_submit(request):
             attempt = _Attempt(request, handle, "async", "running", f"{_process_name()}/asyncio", datetime.now(UTC))

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 import anyio
 
 from engine.errors import ConcurrencyConflict, StoreUnavailable
-from engine.interfaces import EventStore, Executor, TaskKey, TaskRequest
+from engine.interfaces import BlobStore, EventStore, Executor, TaskKey, TaskRequest, TaskStatus
+from engine.literals import offload_status, store_blobs
 from engine.state import ExecutionState
 from propeller._actions import Submit
 from propeller._attempts import Attempts
@@ -54,6 +55,7 @@ class Controller:
         revisit_interval: seconds between rounds of executions with attempts in flight, which poll
             those attempts (one lost without a call-back is found) and see what other processes
             appended (an abort).
+        blobs: where literals above the inline limit go; without one, every value stays inline.
     """
 
     def __init__(
@@ -67,11 +69,18 @@ class Controller:
         timer: Clock | None = None,
         resync_interval: float = 30.0,
         revisit_interval: float = 2.0,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.store = store
+        self.blobs = blobs
         self.executors = dict(executors)
         self.workers = workers
-        self.config = dataclasses.replace(config or PlannerConfig(), starts_on_submit=self._starts_on_submit)
+        config = config or PlannerConfig()
+        self.config = dataclasses.replace(
+            config,
+            starts_on_submit=self._starts_on_submit,
+            inline_limit=config.inline_limit if blobs is not None else 2**62,
+        )
         self.clock = clock
         self.timer: Clock = timer or MonotonicClock()
         self.resync_interval = resync_interval
@@ -322,11 +331,14 @@ class Controller:
         tracked = self.attempts.tracked(execution_id)
         version = state.version
         try:
-            statuses = await self.attempts.poll(execution_id, reported)
+            statuses = await self._offloaded(await self.attempts.poll(execution_id, reported))
             observations = Observations(
                 now=self.clock(), completions=statuses, in_flight=tracked.keys(), resubmit=fresh
             )
             plan = plan_round(state, observations, self.config)
+            if plan.blobs:  # before the events that refer to them: content-addressed, so idempotent
+                assert self.blobs is not None
+                await store_blobs(self.blobs, plan.blobs)
             if plan.events:
                 await self._appender.append(execution_id, version, plan.events)
         except BaseException:
@@ -348,6 +360,22 @@ class Controller:
             self._signal_changed(execution_id, finished=state.is_terminal)
         if (state.is_terminal or self._draining) and self.attempts.done_with(execution_id):
             await self._hand_back(execution_id)
+
+    async def _offloaded(self, statuses: dict[TaskKey, TaskStatus]) -> dict[TaskKey, TaskStatus]:
+        """Statuses whose outputs fit in events: an executor that returned a value above the
+        inline limit (one that does not offload in its workers) has it stored here."""
+        if self.blobs is None:
+            return statuses
+        limit = self.config.inline_limit
+        result = dict(statuses)
+        for key, status in statuses.items():
+            if (
+                any(len(v) > limit for v in status.outputs.values())
+                or any(r.output is not None and len(r.output) > limit for r in status.elements)
+                or (status.dynamic_spec is not None and len(status.dynamic_spec) > limit)
+            ):
+                result[key] = await offload_status(status, self.blobs, limit)
+        return result
 
     def _can_run(self, state: ExecutionState) -> bool:
         """Whether this process has the code of every task the execution has planned so far.

@@ -13,7 +13,7 @@ handler's business (`propeller._nodes`); this module only routes.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from engine.events import (
@@ -42,6 +42,7 @@ class Plan:
     events: list[Event]
     actions: list[Action]
     wake_at: datetime | None = None
+    blobs: dict[str, bytes] = field(default_factory=dict)  # to store before the events are appended
 
 
 def plan_round(state: ExecutionState, observations: Observations, config: PlannerConfig | None = None) -> Plan:
@@ -58,7 +59,7 @@ def plan_round(state: ExecutionState, observations: Observations, config: Planne
     """
     rnd = Round(state, observations, config or PlannerConfig())
     _run(rnd)
-    return Plan(rnd.events, rnd.actions, rnd.wake_at)
+    return Plan(rnd.events, rnd.actions, rnd.wake_at, rnd.blobs)
 
 
 def _run(rnd: Round) -> None:
@@ -193,7 +194,7 @@ def _finish_scopes(rnd: Round) -> None:
             if scope.failure is not None:
                 rnd.emit(ExecutionFailed, error=scope.failure)
             else:
-                rnd.emit(ExecutionSucceeded, outputs=state.scope_outputs(scope))
+                rnd.emit(ExecutionSucceeded, outputs=_inline(rnd, state.scope_outputs(scope)))
             continue
         node = state.nodes[owner]
         if node.phase != "running":
@@ -201,7 +202,11 @@ def _finish_scopes(rnd: Round) -> None:
         if scope.failure is not None:
             rnd.emit(NodeFailed, owner, node.attempt, error=rnd.child_failure(scope.failure))
         else:
-            rnd.emit(NodeSucceeded, owner, node.attempt, outputs=state.scope_outputs(scope))
+            rnd.emit(NodeSucceeded, owner, node.attempt, outputs=_inline(rnd, state.scope_outputs(scope)))
+
+
+def _inline(rnd: Round, outputs: dict[str, bytes]) -> dict[str, bytes]:
+    return {name: rnd.inline(literal) for name, literal in outputs.items()}
 
 
 def _advance_changed(rnd: Round) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.events import Event, NodeRunning
 from engine.interfaces import TaskKey, TaskRequest, TaskStatus
+from engine.literals import INLINE_LIMIT, offload
 from engine.models import ErrorInfo
 from engine.state import ExecutionState, NodeState
 from propeller._actions import Action, Cancel, Release, Submit
@@ -47,6 +48,7 @@ class PlannerConfig:
     chunk_seconds: float = 0.05
     first_chunk_max: int = 32
     chunk_max: int = 4096
+    inline_limit: int = INLINE_LIMIT  # literals above it go to the blob store, not into events
 
     def backoff(self, failures: int) -> timedelta:
         return timedelta(seconds=min(self.retry_delay * 2 ** max(failures - 1, 0), self.retry_delay_max))
@@ -108,12 +110,20 @@ class Round:
         self.actions: list[Action] = []
         self.wake_at: datetime | None = None
         self.submitted: set[TaskKey] = set()
+        self.blobs: dict[str, bytes] = {}  # stored before the round's events are appended
 
     def emit(self, event_type: type[Event], node_id: str = "", attempt: int = 0, **fields: Any) -> None:
         """Append the next event to the round and apply it to the state."""
         self.events.append(
             next_event(self.state, self.state.execution_id, self.now, event_type, node_id, attempt, **fields)
         )
+
+    def inline(self, literal: bytes) -> bytes:
+        """The literal to write into an event: itself, or a reference to blobs the round stores
+        before its append (content-addressed, so the planner stays pure)."""
+        kept, blobs = offload(literal, self.config.inline_limit)
+        self.blobs.update(blobs)
+        return kept
 
     def wake(self, at: datetime) -> None:
         """Ask for a round at ``at`` (the earliest request wins)."""

@@ -67,6 +67,7 @@ class NatsEventSource:
         from_start: an ephemeral consumer starts at the beginning of the stream.
         project, domain, execution_id: only these executions' events.
         stream: the relay's stream.
+        prefix: the relay's subject prefix.
         batch: messages asked for per fetch.
         poll: the longest wait of one fetch, in seconds.
         ack_wait: seconds after which a message delivered to a durable subscriber and not acked is
@@ -84,6 +85,7 @@ class NatsEventSource:
         domain: str | None = None,
         execution_id: str | None = None,
         stream: str = DEFAULT_STREAM,
+        prefix: str = SUBJECT_PREFIX,
         batch: int = 256,
         poll: float = 1.0,
         ack_wait: float = 30.0,
@@ -94,7 +96,7 @@ class NatsEventSource:
         self.url = url
         self.durable = durable
         self.from_start = from_start
-        self.subject = filter_subject(project, domain, execution_id)
+        self.subject = filter_subject(project, domain, execution_id, prefix)
         self.stream = stream
         self.batch = batch
         self.poll = poll

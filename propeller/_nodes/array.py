@@ -90,7 +90,7 @@ class ArrayHandler:
             self._fail(rnd, node, needed)
         elif array.finished == array.size:
             outputs = join_list_literal(NIL_LITERAL if out is None else out for out in array.outputs)
-            rnd.emit(NodeSucceeded, node.node_id, node.attempt, outputs={"o0": outputs})
+            rnd.emit(NodeSucceeded, node.node_id, node.attempt, outputs={"o0": rnd.inline(outputs)})
         else:
             self._launch_chunks(rnd, node, spec, array)
 

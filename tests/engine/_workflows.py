@@ -252,3 +252,169 @@ async def kill_the_process_async(x: int) -> int:
 @workflow
 def process_killer_async(x: int = 1) -> int:
     return kill_the_process_async(x=x)
+
+
+# --- maps run in chunks (test_maps): per-element side effects -------------------------------------
+
+
+def record_element(name: str, what: str = "done") -> None:
+    """Append ``<execution> <node> <attempt> <what>`` to the side-effect log of ``name``.
+
+    The node is the element's (``<map>/<index>``), so a test can count runs per element.
+    """
+    directory = os.environ.get("SLIPSTREAM_TEST_SIDE_EFFECTS")
+    if directory:
+        ctx = current_context()
+        with open(Path(directory) / f"{name}.log", "a") as log:
+            log.write(f"{ctx.execution_id} {ctx.node_id} {ctx.attempt} {what}\n")
+
+
+@workflow
+def wide_map(xs: list[int]) -> list[int]:
+    return map_task(double)(x=xs)
+
+
+@task(retries=1)
+def first_attempt_fails(x: int) -> int:
+    record_element("first_attempt_fails")
+    if x % 3 == 1 and current_context().attempt == 1:
+        raise ConnectionError(f"element {x} fails its first attempt")
+    return x + 1
+
+
+@workflow
+def retrying_map(xs: list[int]) -> list[int]:
+    return map_task(first_attempt_fails)(x=xs)
+
+
+@task
+def dies_once(x: int, victim: int) -> int:
+    """Element ``victim`` takes its worker process down on attempt 1."""
+    record_element("dies_once", "started")
+    if x == victim and current_context().attempt == 1:
+        os._exit(1)
+    return x * 3
+
+
+@workflow
+def dying_map(xs: list[int], victim: int) -> list[int]:
+    return map_task(functools.partial(dies_once, victim=victim))(x=xs)
+
+
+@task
+def odd_fails(x: int) -> int:
+    if x % 2 == 1:
+        raise ValueError(f"odd element {x} is bad")
+    return x
+
+
+@workflow
+def half_tolerant_map(xs: list[int]) -> list[int | None]:
+    return map_task(odd_fails, min_success_ratio=0.5)(x=xs)
+
+
+@workflow
+def too_few_succeed_map(xs: list[int]) -> list[int | None]:
+    return map_task(odd_fails, min_success_ratio=0.7)(x=xs)
+
+
+@task
+def busy(x: int) -> int:
+    record_element("busy", "start")
+    time.sleep(0.03)
+    record_element("busy", "end")
+    return x
+
+
+@task
+async def busy_async(x: int) -> int:
+    record_element("busy", "start")
+    await asyncio.sleep(0.03)
+    record_element("busy", "end")
+    return x
+
+
+@workflow
+def bounded_map(xs: list[int]) -> list[int]:
+    return map_task(busy, concurrency=3)(x=xs)
+
+
+@workflow
+def bounded_async_map(xs: list[int]) -> list[int]:
+    return map_task(busy_async, concurrency=3)(x=xs)
+
+
+@task
+async def hang_element(x: int) -> int:
+    record_element("hang", "started")
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        record_element("hang", "cancelled")
+        raise
+    record_element("hang", "woke")
+    return x
+
+
+@workflow
+def hanging_map(xs: list[int]) -> list[int]:
+    return map_task(hang_element, concurrency=4)(x=xs)
+
+
+@task
+def fixable(x: int, marker: str) -> int:
+    record_element("fixable")
+    if x in (1, 5) and not Path(marker).exists():
+        raise RuntimeError(f"element {x} needs the marker")
+    return x * 10
+
+
+@workflow
+def fixable_map(xs: list[int], marker: str) -> list[int | None]:
+    # one element at a time, in index order, and the map fails only at its second failure (5 of 6
+    # must succeed): every element has finished when element 5 fails the map
+    return map_task(functools.partial(fixable, marker=marker), concurrency=1, min_success_ratio=0.7)(x=xs)
+
+
+@task
+def span(n: int) -> list[int]:
+    return list(range(n))
+
+
+@task
+def slow_element(x: int) -> int:
+    time.sleep(0.05)
+    record_element("slow_element")
+    return x + 1
+
+
+@workflow
+def crash_map(n: int = 40) -> list[int]:
+    return map_task(slow_element, concurrency=4)(x=span(n=n))
+
+
+@task
+def big_text(n: int) -> str:
+    return "x" * n
+
+
+@task
+def text_length(text: str) -> int:
+    return len(text)
+
+
+@task
+def echo_list(xs: list[int]) -> list[int]:
+    return xs
+
+
+@task
+async def plus_one(x: int) -> int:
+    return x + 1
+
+
+@workflow
+def large_values(n: int, xs: list[int]) -> tuple[int, list[int], list[int]]:
+    text = big_text(n=n)
+    ys = map_task(plus_one)(x=xs)
+    return text_length(text=text), echo_list(xs=ys), ys

@@ -9,6 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from catalog import LocalBlobStore
 from engine import Engine
 from engine._postgres_store import PostgresEventStore
 from engine._sqlite_store import SqliteEventStore
@@ -35,6 +36,7 @@ def make_engine(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest)
         else:
             store = PostgresEventStore(dsn, schema=schema)
         options.setdefault("retry_delay", 0.05)
+        options.setdefault("blobs", LocalBlobStore(tmp_path / "blobs"))
         return Engine(store, {"local": LocalExecutor()}, **options)  # type: ignore[arg-type]
 
     return factory

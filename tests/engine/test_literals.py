@@ -290,3 +290,40 @@ def test_check_type_rejects_types_msgspec_cannot_decode() -> None:
     check_type(dict[str, list[int]], "task 't', input 'x'")
     with pytest.raises(CompileError, match=r"task 't', input 'x'.*set\[int\] \| list\[str\]"):
         check_type(set[int] | list[str], "task 't', input 'x'")
+
+
+# --- blob references ---------------------------------------------------------------------------
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=300)), max_size=400), st.integers(64, 4096))
+def test_offloaded_literals_substitute_back_to_themselves(items: list, limit: int) -> None:
+    from engine.literals import offload, references, substitute
+
+    literal = msgspec.msgpack.encode(items)
+    inline, blobs = offload(literal, limit)
+    assert len(inline) <= max(limit, 64 + 40 * len(blobs))  # a reference or a manifest, small
+    assert references(inline) <= set(blobs)
+    assert msgspec.msgpack.decode(substitute(inline, blobs)) == items
+
+
+def test_a_manifest_splits_into_item_references_without_reading_a_chunk() -> None:
+    from engine.literals import MANIFEST_CHUNK_ITEMS, offload, substitute
+
+    items = list(range(MANIFEST_CHUNK_ITEMS * 2 + 5))
+    inline, blobs = offload(msgspec.msgpack.encode(items), 1024)
+    parts = split_list_literal(inline)  # no blob read: `blobs` is not even given
+    assert len(parts) == len(items)
+    assert [msgspec.msgpack.decode(substitute(parts[i], blobs)) for i in (0, 4096, len(items) - 1)] == [
+        0,
+        4096,
+        len(items) - 1,
+    ]
+    assert msgspec.msgpack.decode(substitute(join_list_literal(parts[:3]), blobs)) == [0, 1, 2]
+
+
+def test_a_literal_under_the_limit_is_kept_as_it_is() -> None:
+    from engine.literals import offload
+
+    literal = msgspec.msgpack.encode("small")
+    assert offload(literal, 100) == (literal, {})
