@@ -296,7 +296,10 @@ def test_check_type_rejects_types_msgspec_cannot_decode() -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=300)), max_size=400), st.integers(64, 4096))
+@given(
+    st.lists(st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=300)), max_size=400),
+    st.integers(64, 4096),
+)
 def test_offloaded_literals_substitute_back_to_themselves(items: list, limit: int) -> None:
     from engine.literals import offload, references, substitute
 
