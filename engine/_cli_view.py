@@ -111,7 +111,11 @@ def node_counts(details: ExecutionDetails) -> dict[str, int]:
 def _map_progress(node: NodeDetails) -> str:
     size = node.size or 0
     text = f"{node.succeeded + node.failed}/{size}"
-    extra = [f"{n} {what}" for n, what in ((node.failed, "failed"), (node.running, "running")) if n]
+    extra = [
+        f"{n} {what}"
+        for n, what in ((node.failed, "failed"), (node.running, "running"), (node.retrying, "retrying"))
+        if n
+    ]
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -218,15 +222,15 @@ def details_table(details: ExecutionDetails, now: datetime) -> RenderableType:
             _map_progress(node) if node.size is not None else "",
             Text(_first_line(node.error.message), style="red") if node.error else "",
         )
-    # a map's failed elements carry the errors worth reading
+    # a map's failed elements carry the errors worth reading (the first few; the rest are counted)
     for node in details.nodes:
-        if node not in top_level_nodes(details) and node.phase == "failed" and node.error:
+        for index, error in node.failed_elements.items():
             nodes.add_row(
-                node.node_id,
-                _styled(node.phase),
-                str(node.attempt),
+                f"{node.node_id}/{index}",
+                _styled("failed"),
                 "",
-                Text(_first_line(node.error.message), style="red"),
+                "",
+                Text(_first_line(error.message), style="red"),
             )
     return Group(head, Text(""), nodes)
 
@@ -257,11 +261,36 @@ def event_payload(event: AnyEvent) -> str:
             return f"{event.error.kind} error: {where}{_first_line(event.error.message, 60)}"
         case events.DynamicExpanded():
             return f"{len(event.spec.nodes)} node(s)"
+        case events.ChunkQueued():
+            retries = sum(1 for attempt in event.attempts if attempt > 1)
+            again = f" ({retries} retried)" if retries else ""
+            return f"{len(event.elements)} element(s) {_ranges(event.elements)}{again}"
+        case events.ChunkFinished() | events.ElementsReused():
+            failed = [r.index for r in event.results if r.error is not None]
+            source = f" from {event.source}" if isinstance(event, events.ElementsReused) else ""
+            bad = f", {len(failed)} failed {_ranges(failed)}" if failed else ""
+            return f"{len(event.results) - len(failed)} succeeded{bad}{source}"
         case _:
             fields = msgspec.structs.asdict(event)
             return " ".join(
                 f"{k}={_short(v)}" for k, v in fields.items() if k not in _ENVELOPE and v not in ("", [], {})
             )
+
+
+def _ranges(indexes: Sequence[int], shown: int = 4) -> str:
+    """``[0-99, 120, 130-140 ...]``: element indexes, runs collapsed."""
+    runs: list[str] = []
+    ordered = sorted(indexes)
+    start = previous = ordered[0] if ordered else 0
+    for index in [*ordered[1:], None]:
+        if index is not None and index == previous + 1:
+            previous = index
+            continue
+        runs.append(str(start) if start == previous else f"{start}-{previous}")
+        if index is not None:
+            start = previous = index
+    more = f" +{len(runs) - shown} more" if len(runs) > shown else ""
+    return "[" + ", ".join(runs[:shown]) + more + "]" if ordered else "[]"
 
 
 def event_line(event: AnyEvent) -> str:

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from engine.models import ErrorInfo
-from engine.state import ExecutionState
+from engine.state import FAILED, ArrayState, ExecutionState
 
-__all__ = ["ExecutionDetails", "NodeDetails", "details_of"]
+__all__ = ["FAILED_ELEMENTS_SHOWN", "ExecutionDetails", "NodeDetails", "details_of"]
+
+FAILED_ELEMENTS_SHOWN = 20  # a map's failed elements listed with their errors; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,10 @@ class NodeDetails:
     size: int | None = None
     succeeded: int = 0
     failed: int = 0
-    running: int = 0
+    running: int = 0  # elements queued or running (retrying ones not included)
+    retrying: int = 0  # elements waiting for their next attempt
+    # the first failed elements (index -> error), up to `FAILED_ELEMENTS_SHOWN`
+    failed_elements: dict[int, ErrorInfo] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,13 @@ class ExecutionDetails:
         return result
 
 
+def _failed_elements(array: ArrayState) -> dict[int, ErrorInfo]:
+    """The first failed elements with their errors (errors are kept only for failed and
+    retrying elements, so this looks at few entries)."""
+    failed = sorted(index for index, _ in array.errors.items() if array.phases[index] == FAILED)
+    return {index: array.errors[index] for index in failed[:FAILED_ELEMENTS_SHOWN]}
+
+
 def details_of(state: ExecutionState) -> ExecutionDetails:
     """Project a folded state for display (pure)."""
     created = state.created
@@ -77,7 +89,9 @@ def details_of(state: ExecutionState) -> ExecutionDetails:
                 size=array.size if array else None,
                 succeeded=array.succeeded if array else 0,
                 failed=array.failed if array else 0,
-                running=array.in_flight if array else 0,
+                running=array.in_flight - len(array.retrying) if array else 0,
+                retrying=len(array.retrying) if array else 0,
+                failed_elements=_failed_elements(array) if array else {},
             )
         )
     return ExecutionDetails(

@@ -33,6 +33,9 @@ FLOOR = (
     "engine._array_state",
     "engine.interfaces",
     "engine.testing",
+    # what every event store shares (the in-memory one in engine.testing included)
+    "engine._projection",
+    "engine._wakeups",
 )
 # the worker runtime (DESIGN: "the one runner every executor uses")
 RUNTIME = ("engine.runtime",)

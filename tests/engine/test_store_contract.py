@@ -419,6 +419,103 @@ async def test_wait_for_changes_wakes_on_append_by_another_instance(
     await asyncio.wait_for(waiter, timeout=5)
 
 
+async def _drained(store: EventStore) -> None:
+    """Swallow the calling task's start-up wake-ups (a task's first wait may return at once)."""
+    await store.wait_for_changes(timeout=0.3)
+    await store.wait_for_changes(timeout=0.3)
+
+
+@pytest.mark.parametrize("writer", ["same", "other"])
+async def test_wake_ups_are_per_consumer(store: EventStore, make_store: StoreFactory, writer: str) -> None:
+    """One append wakes every consumer of one store instance: those waiting when it lands, and one
+    that was busy then and waits only after another consumer has already returned."""
+    loop = asyncio.get_running_loop()
+    ready = [asyncio.Event() for _ in range(3)]
+    busy_done = asyncio.Event()
+
+    async def consumer(index: int, busy: asyncio.Event | None) -> float:
+        await _drained(store)
+        ready[index].set()
+        if busy is not None:
+            await busy.wait()  # "busy publishing" while the append lands and the others return
+        start = loop.time()
+        await store.wait_for_changes(timeout=30)
+        return loop.time() - start
+
+    waiting = [asyncio.create_task(consumer(i, None)) for i in (0, 1)]
+    late = asyncio.create_task(consumer(2, busy_done))
+    for event in ready:
+        await asyncio.wait_for(event.wait(), timeout=10)
+    await asyncio.sleep(0.05)
+    async with make_store() as other:
+        appender = store if writer == "same" else other
+        eid = new_id()
+        await appender.append(eid, 0, [created(eid)])
+        assert max(await asyncio.wait_for(asyncio.gather(*waiting), timeout=5)) < 3
+        busy_done.set()
+        # the late consumer was not woken yet: the other consumers' returns must not have used it up
+        assert await asyncio.wait_for(late, timeout=5) < 1
+
+
+async def test_a_consumer_is_woken_once_per_change(store: EventStore) -> None:
+    await _drained(store)
+    eid = new_id()
+    await store.append(eid, 0, [created(eid)])
+    with anyio.fail_after(5):  # not asyncio.wait_for: on Python 3.11 it waits in another task
+        await store.wait_for_changes(timeout=30)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await store.wait_for_changes(timeout=0.3)
+    assert loop.time() - start >= 0.25, "woken twice for one append"
+
+
+# --- durable cursors -----------------------------------------------------------------------------
+
+
+async def test_a_cursor_is_zero_until_written_and_never_moves_back(store: EventStore) -> None:
+    name, other = f"relay:{new_id()}", f"subscription:{new_id()}"
+    assert await store.read_cursor(name) == 0
+    await store.write_cursor(name, 5)
+    assert await store.read_cursor(name) == 5
+    await store.write_cursor(name, 3)  # behind: ignored
+    assert await store.read_cursor(name) == 5
+    await store.write_cursor(name, 5)
+    await store.write_cursor(name, 12)
+    assert await store.read_cursor(name) == 12
+    assert await store.read_cursor(other) == 0  # cursors are independent
+    await store.write_cursor(other, 0)
+    assert await store.read_cursor(other) == 0
+    assert await store.read_cursor(name) == 12
+
+
+async def test_cursor_arguments_are_checked(store: EventStore) -> None:
+    with pytest.raises(ValueError, match="a durable cursor needs a non-empty name, got ''"):
+        await store.write_cursor("", 1)
+    with pytest.raises(
+        ValueError, match=r"durable cursor 'r': seq must be an int >= 0 \(a read_all position\), got -1"
+    ):
+        await store.write_cursor("r", -1)
+
+
+async def test_cursors_are_shared_durable_and_racing_writers_leave_the_highest(make_store: StoreFactory) -> None:
+    name = f"relay:{new_id()}"
+    async with make_store() as first, make_store() as second:
+        await asyncio.gather(*(s.write_cursor(name, n) for n in range(1, 31) for s in (first, second)))
+        assert await first.read_cursor(name) == await second.read_cursor(name) == 30
+        await second.write_cursor(name, 7)
+    async with make_store() as again:
+        assert await again.read_cursor(name) == 30
+
+
+async def test_a_cursor_write_is_not_an_append(store: EventStore) -> None:
+    eid = new_id()
+    await store.append(eid, 0, lifecycle(eid))
+    before = await settled_read_all(store, 6)
+    await store.write_cursor(f"relay:{new_id()}", before[-1].seq)
+    assert await store.read_all(0) == before
+    assert (await store.list_executions()).items == [await store.get_summary(eid)]
+
+
 def _batches(ids: Sequence[str]) -> list[tuple[str, int, Sequence[Event]]]:
     return [(eid, 0, lifecycle(eid)) for eid in ids]
 
@@ -469,3 +566,22 @@ async def test_many_contenders_one_owner(make_store: StoreFactory) -> None:
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_a_singleton_lease_under_a_name_that_is_no_execution(make_store: StoreFactory) -> None:
+    """What the event-stream relay does: one holder of ``relay:<stream>`` among all store instances,
+    released by `release` and by `close` (a crash), and then free for another."""
+    name = f"relay:SLIPSTREAM-{new_id()}"
+    async with make_store() as second:
+        first = make_store()
+        await first.start()
+        assert await first.claim(name)
+        assert await first.claim(name)
+        assert not await second.claim(name)
+        await first.release(name)
+        assert await second.claim(name)
+        assert not await first.claim(name)
+        await second.release(name)
+        assert await first.claim(name)
+        await first.close()
+        assert await second.claim(name)

@@ -18,8 +18,9 @@ import asyncpg
 import pytest
 
 from engine._postgres_store import PostgresEventStore
+from engine._projection import to_micros
 from engine._sqlite_store import SqliteEventStore, _statements
-from engine._store_common import load_migrations, to_micros
+from engine._store_common import load_migrations
 from tests.engine.test_store_contract import created, new_id
 
 # Differences on purpose, with the reason. Anything else that differs is drift.
@@ -160,7 +161,7 @@ def test_both_dialects_have_the_same_migration_versions() -> None:
 
 async def test_same_tables_and_columns(both_schemas: tuple[Schema, Schema]) -> None:
     postgres, sqlite = both_schemas
-    assert postgres.tables == sqlite.tables == ["events", "executions", "schema_migrations"]
+    assert postgres.tables == sqlite.tables == ["cursors", "events", "executions", "schema_migrations"]
     assert postgres.columns == sqlite.columns
     assert postgres.primary_keys == sqlite.primary_keys
 
