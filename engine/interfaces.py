@@ -11,7 +11,7 @@ import hashlib
 import re
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 import msgspec
@@ -32,6 +32,9 @@ __all__ = [
     "BLOB_URL_PREFIX",
     "DEFAULT_BLOB_CHUNK_SIZE",
     "TERMINAL_STATUSES",
+    "Agent",
+    "AgentJob",
+    "AgentJobStatus",
     "BlobStore",
     "EventStore",
     "ExecutionPage",
@@ -419,6 +422,89 @@ class Executor(abc.ABC):
         """Whether this executor, in this process, can load ``task`` (checked before taking over an
         execution another process started: one whose code is not here is left to others)."""
         return True
+
+
+# --- agents --------------------------------------------------------------------------------------
+
+
+class AgentJob(msgspec.Struct, frozen=True, kw_only=True):
+    """What an `Agent` is asked to create: one attempt of a task declared to run on it.
+
+    Attributes:
+        key: the attempt; ``create`` is idempotent per key.
+        task: the task's name (for messages and job names).
+        config: the agent's settings declared on the task (``@agent("shell", command=...)``).
+        inputs: the attempt's inputs as Python values, by input name.
+        secrets: the task's declared secrets, by name (for the job's environment).
+        timeout: the task's timeout in seconds; the control loop enforces it by calling ``delete``.
+        project, domain: where the execution runs.
+    """
+
+    key: TaskKey
+    task: str
+    config: dict[str, Any] = {}
+    inputs: dict[str, Any] = {}
+    secrets: dict[str, str] = {}
+    timeout: float | None = None
+    project: str = "default"
+    domain: str = "development"
+
+
+class AgentJobStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """What an `Agent` knows about a job.
+
+    ``phase`` is ``running`` while the job runs (queued on the other side included); ``succeeded``
+    with ``value``, the task's return value (checked against the task's declared outputs);
+    ``failed`` with a ``message`` and whether another attempt could help (``retryable``; a
+    non-retryable failure ends the node whatever its ``retries``); ``lost`` when the agent has no
+    record of the job (it was deleted, or vanished on the other side): a system failure, retried.
+    """
+
+    phase: Literal["running", "succeeded", "failed", "lost"]
+    value: Any = None
+    message: str = ""
+    retryable: bool = True
+
+
+class Agent(abc.ABC):
+    """Runs jobs somewhere else (a long query, a deployment, a sensor) for tasks declared to run on
+    it. The ``agents`` executor creates one job per attempt and polls it, without holding a worker.
+    Every agent is found by name in the entry-point group ``slipstream.agents``.
+
+    Contract:
+    - ``create(job)`` starts the job and returns its durable id. It is idempotent per ``job.key``:
+      creating a key again returns the same id and starts nothing (a crash between ``create`` and
+      the recorded handle must not start a second job).
+    - Job ids outlive the engine: ``get`` and ``delete`` of another instance of the agent (a
+      restarted engine) find the job by its id; the executor records the id in ``NodeRunning``.
+    - ``get(job_id)`` never raises for an unknown job: it returns phase ``lost``. It is called every
+      ``poll_interval`` seconds while the job runs, so it is cheap and does not block the loop.
+    - ``delete(job_id)`` stops the job if it runs and removes it (its id becomes unknown); unknown
+      ids are ignored. The loop calls it on abort, timeout, and for attempts it no longer wants.
+    - ``start`` is awaited before use and ``close`` at shutdown; ``close`` leaves jobs running
+      (a restarted engine resumes polling them).
+    """
+
+    name: str = ""
+    poll_interval: float = 1.0
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect to whatever runs the jobs."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; jobs keep running."""
+
+    @abc.abstractmethod
+    async def create(self, job: AgentJob) -> str:
+        """Start ``job`` unless its key was created before; return its durable id."""
+
+    @abc.abstractmethod
+    async def get(self, job_id: str) -> AgentJobStatus:
+        """The job's status; ``lost`` for an unknown id."""
+
+    @abc.abstractmethod
+    async def delete(self, job_id: str) -> None:
+        """Stop the job if it runs and forget it (a no-op for an unknown id)."""
 
 
 # --- services --------------------------------------------------------------------------------------
