@@ -8,7 +8,7 @@ process), and likewise for async bodies.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from plugins.local import LocalExecutor
 from tests.contract import _tasks
 from tests.contract._harness import FINAL, Harness, output, request
 from tests.contract._probe import Probe
+from tests.plugins.ray._session import ray_session
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,26 @@ class Backend:
     async_in_process: bool = True
 
 
+def _ray_executor() -> Executor:
+    from plugins.ray import RayExecutor
+    from tests.plugins.ray._session import ensure_ray
+
+    ensure_ray()  # two logical CPUs: two actors of the default shape
+    return RayExecutor()
+
+
 BACKENDS = [
     Backend("local-thread", lambda: LocalExecutor(mode="thread", max_workers=2), sync_in_process=True),
     Backend("local-process", lambda: LocalExecutor(mode="process", max_workers=2), sync_in_process=False),
+    Backend("ray", _ray_executor, sync_in_process=False, async_in_process=False),
 ]
 
 SYNC_ASYNC = pytest.mark.parametrize("kind", ["sync", "async"])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_session() -> Iterator[None]:
+    yield from ray_session()
 
 
 @pytest.fixture(params=BACKENDS, ids=[b.name for b in BACKENDS])
