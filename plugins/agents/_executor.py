@@ -1,0 +1,337 @@
+"""`AgentExecutor`: the ``agents`` executor, which runs attempts as jobs of agents (DESIGN section 7).
+
+A task declared with ``@agent(name, ...)`` and ``@task(executor="agents")`` becomes, per attempt, one
+job that the agent creates somewhere else. The executor holds no worker for it: one asyncio task
+polls every job in flight with the agent's ``get`` and reports those that changed, so the control
+loop sees an executor like any other.
+
+Durability: an attempt's handle (recorded in ``NodeRunning``) names the agent, the job id and the
+task, so a restarted engine polls, or deletes, the job it left running instead of creating a second
+one. ``close`` therefore leaves jobs running; the attempts they belong to are finished by whichever
+engine opens the store next. A crash between the agent's ``create`` and the recorded start submits
+the attempt again, and ``create``, idempotent per attempt, returns the same job.
+
+Limits: a ``@dynamic`` cannot run on an agent, nor can a ``map_task`` over an agent task (a chunk of
+elements); both are refused with a `ConfigError` that says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import entry_points
+from typing import Any
+
+import msgspec
+
+from engine.errors import ConfigError, SlipstreamError
+from engine.interfaces import (
+    Agent,
+    AgentJob,
+    AgentJobStatus,
+    BlobStore,
+    Executor,
+    TaskKey,
+    TaskRequest,
+    TaskStatus,
+)
+from engine.models import ErrorInfo, TaskRef
+from engine.runtime import can_load, decode_inputs, encode_outputs, load_task, read_secrets, resolve_request
+from plugins.agents._declare import declaration_of
+
+__all__ = ["AGENT_GROUP", "AgentExecutor"]
+
+AGENT_GROUP = "slipstream.agents"
+
+log = logging.getLogger("slipstream.executor.agents")
+
+
+class _Handle(msgspec.Struct, frozen=True, array_like=True):
+    """What ``NodeRunning.handle`` holds: enough to find the job, and to type its outputs, after a
+    restart (the executor is not given the spec then)."""
+
+    agent: str
+    job: str
+    task: TaskRef
+
+
+_HANDLE_ENCODER = msgspec.json.Encoder()
+_HANDLE_DECODER = msgspec.json.Decoder(_Handle)
+
+
+@dataclass(slots=True)
+class _Job:
+    key: TaskKey
+    agent: Agent
+    job_id: str
+    task: Any  # engine.Task (plugins may not import the SDK's class)
+    handle: str
+    status: TaskStatus
+    next_poll: float = 0.0
+
+
+class AgentExecutor(Executor):
+    """Runs attempts as jobs of agents, polled from the event loop.
+
+    Args:
+        agents: the agents to use (instances); agents not given are found by name in the
+            entry-point group ``slipstream.agents`` when a task first asks for them, and built with
+            no arguments.
+        poll_interval: seconds between two ``get`` of a job; None uses each agent's own
+            ``poll_interval``.
+        name: the executor's name, which tasks give in ``executor=``.
+
+    Raises:
+        ConfigError: two agents with one name, or a poll interval that is not positive.
+    """
+
+    gates_start = False
+
+    def __init__(
+        self,
+        agents: Sequence[Agent] | Mapping[str, Agent] = (),
+        *,
+        poll_interval: float | None = None,
+        name: str = "agents",
+    ) -> None:
+        if poll_interval is not None and not poll_interval > 0:
+            raise ConfigError(f"AgentExecutor poll_interval must be positive seconds, got {poll_interval!r}")
+        self.name = name
+        self._given: dict[str, Agent] = {}
+        for found_name, found in agents.items() if isinstance(agents, Mapping) else ((a.name, a) for a in agents):
+            if not found_name or found_name in self._given:
+                raise ConfigError(
+                    f"agents need distinct, non-empty names (Agent.name); got {found_name!r} twice or empty"
+                )
+            self._given[found_name] = found
+        self._poll_interval = poll_interval
+        self._agents: dict[str, Agent] = {}  # started ones
+        self._jobs: dict[TaskKey, _Job] = {}
+        self._report: Callable[[TaskKey], None] = _ignore
+        self._blobs: BlobStore | None = None
+        self._wake = asyncio.Event()
+        self._poller: asyncio.Task[None] | None = None
+
+    # -- Executor ----------------------------------------------------------------------------------
+
+    async def start(self, report: Callable[[TaskKey], None], *, blobs: BlobStore | None = None) -> None:
+        self._report = report
+        self._blobs = blobs
+        self._wake = asyncio.Event()
+        self._poller = asyncio.create_task(self._poll_forever(), name=f"slipstream-agents:{self.name}")
+
+    async def close(self) -> None:
+        """Stop polling and close the agents; jobs keep running (a restarted engine resumes them)."""
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+        self._jobs.clear()
+        agents, self._agents = self._agents, {}
+        for started in agents.values():
+            try:
+                await started.close()
+            except Exception:
+                log.warning("closing agent %r failed", started.name, exc_info=True)
+
+    async def submit(self, request: TaskRequest) -> str:
+        """Create the attempt's job on its agent (once per key); return the attempt's handle.
+
+        Raises:
+            ConfigError: the task has no ``@agent`` declaration, its agent is not installed, it is a
+                ``@dynamic`` or a map chunk, or a declared secret is not set.
+        """
+        known = self._jobs.get(request.key)
+        if known is not None:
+            return known.handle
+        what = f"task {request.task.name!r}"
+        if request.kind == "dynamic":
+            raise ConfigError(f"{what} is a @dynamic, which cannot run on an agent: run it on executor='local'")
+        if request.elements:
+            raise ConfigError(
+                f"{what} is mapped (map_task), and the agents executor runs one job per task attempt, not chunks of "
+                "elements: call the agent task from a @dynamic loop instead, or map a task on executor='local'"
+            )
+        task = load_task(request.task)
+        declaration = declaration_of(task.fn)
+        if declaration is None:
+            raise ConfigError(
+                f"{what} was sent to the agents executor but declares no agent: decorate its function with "
+                "@agent('<name>', ...) from plugins.agents, or give it another executor="
+            )
+        found = await self._agent(declaration.name, what)
+        if self._blobs is not None:
+            request = await resolve_request(request, self._blobs)
+        secrets = read_secrets(request.secrets)
+        missing = [name for name in request.secrets if name not in secrets]
+        if missing:
+            raise ConfigError(
+                f"{what} declares secrets {missing} that are not set in the engine's environment: export them "
+                "(e.g. `export NAME=...`), or remove them from the task's secrets=[...]"
+            )
+        job = AgentJob(
+            key=request.key,
+            task=request.task.name,
+            config=dict(declaration.config),
+            inputs=decode_inputs(task, request.inputs),
+            secrets=secrets,
+            timeout=request.timeout,
+            project=request.project,
+            domain=request.domain,
+        )
+        job_id = await found.create(job)
+        handle = _HANDLE_ENCODER.encode(_Handle(declaration.name, job_id, request.task)).decode()
+        status = TaskStatus(
+            phase="running", worker=f"agent:{declaration.name}", handle=handle, started_at=datetime.now(UTC)
+        )
+        self._track(_Job(request.key, found, job_id, task, handle, status))
+        self._report(request.key)  # the start: the loop records NodeRunning with the handle
+        return handle
+
+    async def poll(self, key: TaskKey, handle: str = "") -> TaskStatus:
+        """The attempt's status; a restarted engine's first poll adopts the job by its handle."""
+        known = self._jobs.get(key)
+        if known is not None:
+            return known.status
+        if not handle:
+            return TaskStatus(phase="lost")
+        try:
+            job = await self._adopt(key, handle)
+        except SlipstreamError as exc:
+            error = ErrorInfo(kind="user", message=str(exc), retryable=False)
+            return TaskStatus(phase="failed", error=error, handle=handle)
+        if job is None:
+            return TaskStatus(phase="lost")
+        await self._refresh(job)
+        return job.status
+
+    async def cancel(self, key: TaskKey, handle: str = "") -> None:
+        """Delete the attempt's job (stopping it); unknown attempts are ignored."""
+        job = self._jobs.pop(key, None)
+        if job is not None:
+            await job.agent.delete(job.job_id)
+            return
+        parsed = _parse(handle)
+        if parsed is not None:
+            found = await self._agent(parsed.agent, f"task {parsed.task.name!r}")
+            await found.delete(parsed.job)
+
+    def forget(self, key: TaskKey) -> None:
+        self._jobs.pop(key, None)
+
+    def can_run(self, task: TaskRef) -> bool:
+        return can_load(task)
+
+    # -- jobs --------------------------------------------------------------------------------------
+
+    async def _agent(self, name: str, what: str) -> Agent:
+        started = self._agents.get(name)
+        if started is not None:
+            return started
+        chosen = self._given.get(name)
+        if chosen is None:
+            installed = {ep.name: ep for ep in entry_points(group=AGENT_GROUP)}
+            if name not in installed:
+                raise ConfigError(
+                    f"{what} runs on agent {name!r}, which is not installed; installed agents: "
+                    f"{sorted({*installed, *self._given})}. Install the package that provides it (an entry point "
+                    f"{name!r} in group {AGENT_GROUP!r}), or pass it to AgentExecutor(agents=[...])"
+                )
+            chosen = installed[name].load()()
+        await chosen.start()
+        self._agents[name] = chosen
+        return chosen
+
+    async def _adopt(self, key: TaskKey, handle: str) -> _Job | None:
+        parsed = _parse(handle)
+        if parsed is None:
+            return None
+        found = await self._agent(parsed.agent, f"task {parsed.task.name!r}")
+        task = load_task(parsed.task)
+        status = TaskStatus(phase="running", worker=f"agent:{parsed.agent}", handle=handle)
+        job = _Job(key, found, parsed.job, task, handle, status)
+        self._track(job)
+        return job
+
+    def _track(self, job: _Job) -> None:
+        job.next_poll = time.monotonic() + self._interval(job.agent)
+        self._jobs[job.key] = job
+        self._wake.set()
+
+    def _interval(self, found: Agent) -> float:
+        return self._poll_interval if self._poll_interval is not None else max(found.poll_interval, 0.01)
+
+    async def _refresh(self, job: _Job) -> bool:
+        """Ask the agent about the job; whether its status changed."""
+        job.next_poll = time.monotonic() + self._interval(job.agent)
+        try:
+            answer = await job.agent.get(job.job_id)
+        except Exception as exc:
+            # the other side is unreachable for now: keep the job, ask again at the next tick
+            log.warning("agent %r: get(%r) failed (%s: %s)", job.agent.name, job.job_id, type(exc).__name__, exc)
+            return False
+        if self._jobs.get(job.key) is not job or answer.phase == "running":
+            return False
+        job.status = _status(job, answer)
+        return True
+
+    async def _poll_forever(self) -> None:
+        while True:
+            now = time.monotonic()
+            due = [job for job in self._jobs.values() if job.status.phase == "running" and job.next_poll <= now]
+            for job in due:
+                try:
+                    changed = await self._refresh(job)
+                except Exception:
+                    # a bug in an agent must not stop the polling of every other job
+                    log.exception("agent %r: polling job %r failed", job.agent.name, job.job_id)
+                    continue
+                if changed:
+                    self._report(job.key)
+            waiting = [job.next_poll for job in self._jobs.values() if job.status.phase == "running"]
+            self._wake.clear()
+            if waiting:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(min(waiting) - time.monotonic(), 0.0))
+            else:
+                await self._wake.wait()
+
+
+def _status(job: _Job, answer: AgentJobStatus) -> TaskStatus:
+    base = job.status
+    match answer.phase:
+        case "succeeded":
+            value = answer.value if job.task.interface.outputs else None
+            try:
+                outputs = encode_outputs(job.task, value)
+            except SlipstreamError as exc:
+                error = ErrorInfo(kind="user", message=f"agent job {job.job_id!r}: {exc}", retryable=False)
+                return msgspec.structs.replace(base, phase="failed", error=error)
+            return msgspec.structs.replace(base, phase="succeeded", outputs=outputs)
+        case "failed":
+            error = ErrorInfo(kind="user", message=answer.message or "the job failed", retryable=answer.retryable)
+            return msgspec.structs.replace(base, phase="failed", error=error)
+        case "lost":
+            return TaskStatus(phase="lost", handle=base.handle)
+        case _:
+            message = f"agent {job.agent.name!r} reported an unknown phase {answer.phase!r} for job {job.job_id!r}"
+            return msgspec.structs.replace(base, phase="failed", error=ErrorInfo(kind="system", message=message))
+
+
+def _parse(handle: str) -> _Handle | None:
+    if not handle:
+        return None
+    try:
+        return _HANDLE_DECODER.decode(handle)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
+def _ignore(key: TaskKey) -> None:
+    return None
