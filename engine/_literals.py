@@ -14,6 +14,7 @@ A literal is what the planner moves between nodes without decoding it. Two rules
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import decimal
 import functools
@@ -191,7 +192,66 @@ def to_literal(value: Any, tp: Any) -> bytes:
         raise TypeMismatch(
             f"expected {type_repr(tp)}, got {type(value).__qualname__} {_short(value)} ({exc})"
         ) from None
+    if _holds_decimal(tp):
+        normalized = _canonical_decimals(
+            msgspec.to_builtins(
+                normalized, order="deterministic", str_keys=False, builtin_types=_BUILTIN_TYPES, enc_hook=_enc_hook
+            )
+        )
     return _encode(normalized)
+
+
+def _canonical_decimal(value: decimal.Decimal) -> decimal.Decimal:
+    """The one spelling of a decimal's value: ``1.50`` and ``1.5`` are equal, so they must be one
+    literal (and one cache key); trailing fractional zeros go, integers keep their digits."""
+    if not value.is_finite():
+        return value
+    if value.is_zero():
+        return decimal.Decimal(0)
+    reduced = value.normalize()
+    return reduced.quantize(decimal.Decimal(1)) if reduced.as_tuple().exponent > 0 else reduced  # type: ignore[operator]
+
+
+def _canonical_decimals(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return _canonical_decimal(value)
+    if isinstance(value, list | tuple):
+        return [_canonical_decimals(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _canonical_decimals(item) for key, item in value.items()}
+    return value
+
+
+def _holds_decimal(tp: Any, seen: frozenset[int] = frozenset()) -> bool:
+    """Whether values of ``tp`` may contain a ``Decimal`` (through containers, unions, dataclass
+    and Struct fields); unknown shapes answer False, since only typed decimals are normalised."""
+    try:
+        return _holds_decimal_cached(tp)
+    except TypeError:  # an unhashable annotation
+        return _holds_decimal_walk(tp, seen)
+
+
+@functools.lru_cache(maxsize=1024)
+def _holds_decimal_cached(tp: Any) -> bool:
+    return _holds_decimal_walk(tp, frozenset())
+
+
+def _holds_decimal_walk(tp: Any, seen: frozenset[int]) -> bool:
+    if tp is decimal.Decimal:
+        return True
+    if id(tp) in seen:
+        return False
+    seen = seen | {id(tp)}
+    args = typing.get_args(tp)
+    if args:
+        return any(_holds_decimal_walk(arg, seen) for arg in args if arg is not Ellipsis)
+    if isinstance(tp, type) and (dataclasses.is_dataclass(tp) or issubclass(tp, msgspec.Struct)):
+        try:
+            hints = typing.get_type_hints(tp)
+        except Exception:
+            return False
+        return any(_holds_decimal_walk(hint, seen) for hint in hints.values())
+    return False
 
 
 def from_literal(data: bytes, tp: Any) -> Any:

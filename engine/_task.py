@@ -99,6 +99,7 @@ def _options(
     resources: Resources | None,
     executor: str | None,
     secrets: Iterable[str],
+    cache_ttl: float | datetime.timedelta | None = None,
 ) -> TaskOptions:
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise CompileError(f"{what}: retries must be an int >= 0, got {retries!r}")
@@ -126,6 +127,12 @@ def _options(
             f"{what}: cache_ignore_inputs names {unknown}, which are not inputs; "
             f"its inputs are {list(interface.inputs)}"
         )
+    if (cache_serialize or cache_ttl is not None or cache_version or ignored) and not cache:
+        raise CompileError(
+            f"{what}: cache_version, cache_serialize, cache_ttl and cache_ignore_inputs only apply to a cached "
+            "task: add cache=True"
+        )
+    ttl = _seconds(what, "cache_ttl", cache_ttl)
     return TaskOptions(
         retries=retries,
         timeout=seconds,
@@ -136,7 +143,30 @@ def _options(
         resources=resources if resources is not None else Resources(),
         executor=executor,
         secrets=tuple(secrets),
+        cache_interface=_interface_hash(interface) if cache else "",
+        cache_ttl=ttl,
     )
+
+
+def _seconds(what: str, option: str, value: float | datetime.timedelta | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise CompileError(f"{what}: {option} must be seconds or a datetime.timedelta, got {value!r}")
+    if seconds <= 0:
+        raise CompileError(f"{what}: {option} must be positive, got {value!r}")
+    return seconds
+
+
+def _interface_hash(interface: Interface) -> str:
+    """The hash of a task's typed signature, part of its cache key: names and types of its
+    inputs and outputs (a renamed or retyped one misses the cache)."""
+    typed = [[t.name, t.type] for t in interface.typed_inputs()], [[t.name, t.type] for t in interface.typed_outputs()]
+    return hashlib.sha256(msgspec.json.encode(typed)).hexdigest()[:32]
 
 
 def _reject_resources(what: str, resources: object) -> NoReturn:
@@ -315,6 +345,7 @@ def task(
     cache_version: str = "",
     cache_serialize: bool = False,
     cache_ignore_inputs: Iterable[str] = (),
+    cache_ttl: float | datetime.timedelta | None = None,
     retries: int = 0,
     timeout: float | datetime.timedelta | None = None,
     resources: Resources | None = None,
@@ -330,6 +361,7 @@ def task(
     cache_version: str = "",
     cache_serialize: bool = False,
     cache_ignore_inputs: Iterable[str] = (),
+    cache_ttl: float | datetime.timedelta | None = None,
     retries: int = 0,
     timeout: float | datetime.timedelta | None = None,
     resources: Resources | None = None,
@@ -340,10 +372,13 @@ def task(
 
     Args:
         fn: the function (when used bare).
-        cache: memoize outputs in the catalog by input hash.
+        cache: memoize outputs in the catalog: a later run with the same task (name,
+            ``cache_version``, typed signature) and equal inputs, in the same project and domain,
+            reuses them instead of running (``NodeCacheHit``); map elements are cached one by one.
         cache_version: bump to invalidate cached outputs.
         cache_serialize: only one execution computes a given cache key; the others wait for it.
         cache_ignore_inputs: inputs left out of the cache key.
+        cache_ttl: seconds (or a ``timedelta``) after which a cached output is no longer reused.
         retries: retries on user errors.
         timeout: seconds (or a ``timedelta``) before an attempt is cancelled.
         resources: CPUs, memory and GPUs the task needs.
@@ -361,6 +396,7 @@ def task(
         cache_version=cache_version,
         cache_serialize=cache_serialize,
         cache_ignore_inputs=cache_ignore_inputs,
+        cache_ttl=cache_ttl,
         retries=retries,
         timeout=timeout,
         resources=resources,
@@ -380,6 +416,7 @@ def dynamic(
     cache_version: str = "",
     cache_serialize: bool = False,
     cache_ignore_inputs: Iterable[str] = (),
+    cache_ttl: float | datetime.timedelta | None = None,
     retries: int = 0,
     timeout: float | datetime.timedelta | None = None,
     resources: Resources | None = None,
@@ -395,6 +432,7 @@ def dynamic(
     cache_version: str = "",
     cache_serialize: bool = False,
     cache_ignore_inputs: Iterable[str] = (),
+    cache_ttl: float | datetime.timedelta | None = None,
     retries: int = 0,
     timeout: float | datetime.timedelta | None = None,
     resources: Resources | None = None,
@@ -412,6 +450,7 @@ def dynamic(
         cache_version: see ``task``.
         cache_serialize: see ``task``.
         cache_ignore_inputs: see ``task``.
+        cache_ttl: see ``task``.
         retries: see ``task``.
         timeout: see ``task``.
         resources: see ``task``.
@@ -429,6 +468,7 @@ def dynamic(
         cache_version=cache_version,
         cache_serialize=cache_serialize,
         cache_ignore_inputs=cache_ignore_inputs,
+        cache_ttl=cache_ttl,
         retries=retries,
         timeout=timeout,
         resources=resources,

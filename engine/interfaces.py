@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import re
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -41,6 +41,8 @@ __all__ = [
     "ExecutionSummary",
     "Executor",
     "GlobalEvent",
+    "LineageEdge",
+    "Reservation",
     "Service",
     "ServiceContext",
     "ServiceHealth",
@@ -774,3 +776,211 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     async def _delete(self, address: str) -> bool:
         """Remove the blob; whether it was there."""
+
+
+# --- catalog ---------------------------------------------------------------------------------------
+
+
+class CacheKey(msgspec.Struct, frozen=True, array_like=True):
+    """What a cached output is found by (DESIGN section 9): the task's identity and a hash of its inputs.
+
+    ``interface`` is the hash of the task's typed signature (a changed interface misses), ``inputs``
+    the hash of the input literals left after ``cache_ignore_inputs`` (`engine.literals.inputs_hash`).
+    ``digest`` is the one string a backend indexes.
+    """
+
+    project: str
+    domain: str
+    task: str
+    cache_version: str
+    interface: str
+    inputs: str
+
+    @property
+    def digest(self) -> str:
+        """sha256 hex of the key's canonical encoding (stable across processes and machines)."""
+        return hashlib.sha256(_KEY_ENCODER.encode(self)).hexdigest()
+
+    @property
+    def dataset(self) -> Dataset:
+        """The dataset the key's artifacts belong to: everything but the inputs."""
+        return Dataset(self.project, self.domain, self.task, self.cache_version, self.interface)
+
+
+_KEY_ENCODER = msgspec.msgpack.Encoder(order="deterministic")
+
+
+class Dataset(msgspec.Struct, frozen=True):
+    """The artifacts of one task version in one project and domain (Flyte datacatalog's Dataset)."""
+
+    project: str
+    domain: str
+    name: str  # the task
+    version: str  # its cache_version
+    interface: str  # the hash of its typed signature
+
+    @property
+    def id(self) -> str:
+        """A short stable id: sha256 hex of the fields, 32 digits."""
+        return hashlib.sha256(_KEY_ENCODER.encode(self)).hexdigest()[:32]
+
+
+class Artifact(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Outputs a node produced, kept for reuse (Flyte datacatalog's Artifact).
+
+    ``id`` is derived from the cache key and the producing attempt, so recording the same
+    attempt's outputs twice (a round replayed after a crash) stores one artifact. ``outputs`` are
+    literals; values in the blob store are referenced, not copied. ``name``/``partitions`` are set
+    on artifacts published under a name (`Catalog.publish`).
+    """
+
+    id: str
+    dataset: Dataset
+    key: str  # CacheKey.digest
+    input_hash: str
+    outputs: dict[str, bytes]
+    execution_id: str
+    node_id: str
+    attempt: int
+    created_at: datetime
+    tags: list[str] = []
+    partitions: dict[str, str] = {}
+
+
+class ArtifactDraft(msgspec.Struct, frozen=True):
+    """An artifact to record: the key, the outputs, and the attempt that produced them."""
+
+    key: CacheKey
+    outputs: dict[str, bytes]
+    execution_id: str
+    node_id: str
+    attempt: int
+
+    @property
+    def artifact_id(self) -> str:
+        """The id the artifact gets (content of the key and the producing attempt)."""
+        raw = f"{self.key.digest}:{self.execution_id}:{self.node_id}:{self.attempt}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+class Reservation(msgspec.Struct, frozen=True):
+    """Who computes a cache key now (``cache_serialize``): held until ``expires_at`` unless renewed."""
+
+    key: str  # CacheKey.digest
+    owner: str
+    expires_at: datetime
+
+
+class LineageEdge(msgspec.Struct, frozen=True):
+    """``artifact`` was consumed (``direction="in"``) or produced (``"out"``) by a node run."""
+
+    artifact: str
+    direction: Literal["in", "out"]
+    execution_id: str
+    node_id: str
+    attempt: int
+
+
+class Catalog(abc.ABC):
+    """Memoized outputs, reservations, named artifacts and lineage (DESIGN section 9).
+
+    Contract (``tests/contract/test_catalog_contract.py`` runs it against every backend):
+    - ``start`` must be awaited before use (it applies the backend's migrations) and ``close``
+      after; both are idempotent. Failures to reach the backend are `StoreUnavailable`.
+    - ``put`` is idempotent per draft (the artifact id derives from key and attempt) and returns
+      the stored artifact. ``lookup`` returns the newest artifact of the key created after
+      ``now - max_age`` (any age when ``max_age`` is None), else None. ``lookup_many`` answers
+      several keys at once, in order.
+    - ``reserve(key, owner)`` grants the key to ``owner`` when nobody holds it, when ``owner``
+      already does (renewing it), or when the holder's reservation expired (a takeover); it
+      returns the reservation in force afterwards, so the caller holds it iff its ``owner`` is
+      the caller's. ``heartbeat`` extends the listed reservations still held by their owners;
+      ``release`` drops one if ``owner`` holds it. Two owners never hold one key at once.
+    - ``evict`` removes artifacts (by id, or every artifact of a task) and returns how many.
+    - ``publish`` gives an artifact a name and partitions; ``query`` finds named artifacts whose
+      partitions include the given ones, newest first.
+    - ``record_lineage`` stores edges between node runs and artifacts; ``lineage`` walks them.
+    """
+
+    name: str = ""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect and apply migrations."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    async def __aenter__(self) -> Catalog:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def lookup(self, key: CacheKey, *, now: datetime, max_age: float | None = None) -> Artifact | None:
+        """The newest artifact stored under ``key`` not older than ``max_age`` seconds, or None."""
+        return (await self.lookup_many([key], now=now, max_age=max_age))[0]
+
+    @abc.abstractmethod
+    async def lookup_many(
+        self, keys: Sequence[CacheKey], *, now: datetime, max_age: float | None = None
+    ) -> list[Artifact | None]:
+        """`lookup` for each key, in one round trip where the backend allows."""
+
+    async def put(self, draft: ArtifactDraft, *, now: datetime) -> Artifact:
+        """Record ``draft`` (idempotent per draft); return the stored artifact."""
+        return (await self.put_many([draft], now=now))[0]
+
+    @abc.abstractmethod
+    async def put_many(self, drafts: Sequence[ArtifactDraft], *, now: datetime) -> list[Artifact]:
+        """`put` for each draft, in one transaction."""
+
+    @abc.abstractmethod
+    async def get(self, artifact_id: str) -> Artifact | None:
+        """The artifact ``artifact_id`` (an id or a unique prefix of at least 8 digits), or None."""
+
+    @abc.abstractmethod
+    async def list_artifacts(
+        self,
+        *,
+        project: str | None = None,
+        domain: str | None = None,
+        task: str | None = None,
+        limit: int = 100,
+    ) -> list[Artifact]:
+        """Artifacts newest first, filtered."""
+
+    @abc.abstractmethod
+    async def evict(self, *, artifact_id: str | None = None, task: str | None = None) -> int:
+        """Remove one artifact, or every artifact of ``task``; return how many went."""
+
+    @abc.abstractmethod
+    async def reserve(self, key: str, owner: str, *, now: datetime, ttl: float) -> Reservation:
+        """Try to hold ``key`` for ``ttl`` seconds; return the reservation in force afterwards."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, held: Sequence[tuple[str, str]], *, now: datetime, ttl: float) -> int:
+        """Extend each ``(key, owner)`` reservation still held by that owner; return how many."""
+
+    @abc.abstractmethod
+    async def release(self, key: str, owner: str) -> None:
+        """Drop the reservation of ``key`` if ``owner`` holds it."""
+
+    @abc.abstractmethod
+    async def publish(self, artifact_id: str, name: str, partitions: Mapping[str, str], *, now: datetime) -> None:
+        """Make ``artifact_id`` findable as ``name`` with ``partitions`` (an artifact may carry several names)."""
+
+    @abc.abstractmethod
+    async def query(
+        self, name: str, partitions: Mapping[str, str] | None = None, *, latest: bool = True
+    ) -> list[Artifact]:
+        """Artifacts published as ``name`` whose partitions include ``partitions``, newest first
+        (only the newest with ``latest``)."""
+
+    @abc.abstractmethod
+    async def record_lineage(self, edges: Sequence[LineageEdge]) -> None:
+        """Store edges (idempotent)."""
+
+    @abc.abstractmethod
+    async def edges(self, *, artifact: str | None = None, execution_id: str | None = None) -> list[LineageEdge]:
+        """The edges touching ``artifact``, or the node runs of ``execution_id``."""

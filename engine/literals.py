@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -28,10 +29,13 @@ __all__ = [
     "MANIFEST",
     "MANIFEST_CHUNK_ITEMS",
     "NIL_LITERAL",
+    "BlobCache",
     "BlobResolver",
     "blob_digest_address",
+    "inputs_hash",
     "join_dict_literal",
     "join_list_literal",
+    "literal_hash",
     "manifest_items",
     "may_hold_references",
     "offload",
@@ -292,6 +296,63 @@ def substitute(
     return _ENCODER.encode(msgspec.msgpack.decode(literal, ext_hook=hook))
 
 
+# --- hashing for cache keys -------------------------------------------------------------------------
+#
+# A cache key must be the same for equal values in any process. Literals are canonical already (the
+# codec sorts dicts, normalises through the declared type, writes aware datetimes as UTC
+# timestamps and decimals without trailing zeros); two cases are left to the hash: a float -0.0,
+# equal to 0.0 but written with its sign bit, and values in the blob store, which hash by their
+# content, so that a value offloaded and the same value inline give one key.
+
+_NEG_ZERO_MARKERS = (b"\xcb\x80\x00\x00\x00\x00\x00\x00\x00", b"\xca\x80\x00\x00\x00")
+
+
+def _without_negative_zero(literal: bytes) -> bytes:
+    """``literal`` with every float -0.0 written as 0.0 (itself when it holds none)."""
+    if not any(marker in literal for marker in _NEG_ZERO_MARKERS):
+        return literal
+
+    def fix(value: object) -> object:
+        if isinstance(value, float):
+            return 0.0 if value == 0.0 else value
+        if isinstance(value, list):
+            return [fix(item) for item in value]
+        if isinstance(value, dict):
+            return {fix(k): fix(v) for k, v in value.items()}
+        return value
+
+    try:
+        decoded = msgspec.msgpack.decode(literal)
+    except msgspec.DecodeError:
+        return literal
+    # the plain encoder keeps map order as decoded: the literal's canonical order
+    return _PLAIN.encode(fix(decoded))
+
+
+def literal_hash(literal: bytes) -> str:
+    """A content hash of a literal for cache keys: sha256 hex, equal for equal values.
+
+    A reference to one blob hashes as the blob's content (its address is that hash), so a value
+    hashes the same inline or offloaded; manifests and nested references hash by the content
+    addresses they hold.
+    """
+    ext = _ext(literal)
+    if ext is not None and ext.code == BLOB_REF:
+        return bytes(ext.data).hex()
+    return hashlib.sha256(_without_negative_zero(literal)).hexdigest()
+
+
+def inputs_hash(inputs: Mapping[str, bytes], ignore: Iterable[str] = ()) -> str:
+    """The hash of a node's input literals minus ``ignore`` (names sorted; sha256 hex)."""
+    skipped = set(ignore)
+    digest = hashlib.sha256()
+    for name in sorted(inputs):
+        if name not in skipped:
+            digest.update(f"{len(name)}:{name}=".encode())
+            digest.update(literal_hash(inputs[name]).encode())
+    return digest.hexdigest()
+
+
 # --- with a store: resolve references, offload values (the only I/O here, through the store) -------
 
 
@@ -336,15 +397,55 @@ async def offload_status(status: TaskStatus, store: BlobStore, limit: int) -> Ta
     return msgspec.structs.replace(status, outputs=outputs, elements=elements, dynamic_spec=dynamic_spec)
 
 
+class BlobCache:
+    """Blobs and split manifest chunks kept between attempts, least recently used first out.
+
+    Blobs are named by their content, so a cached one is never stale. A worker running a map
+    gets many small chunk requests whose elements point into the same few manifest chunks;
+    without this each request would read and split those chunks again (the cost then grows with
+    the size of the map, not with the work).
+    """
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._blobs: OrderedDict[str, bytes] = OrderedDict()
+        self._chunks: dict[str, list[bytes]] = {}
+        self._size = 0
+
+    def blob(self, address: str) -> bytes | None:
+        data = self._blobs.get(address)
+        if data is not None:
+            self._blobs.move_to_end(address)
+        return data
+
+    def chunk(self, address: str) -> list[bytes] | None:
+        return self._chunks.get(address) if address in self._blobs else None
+
+    def keep(self, address: str, data: bytes, chunk: list[bytes] | None = None) -> None:
+        """Remember ``data`` (and the items it splits into, for a manifest chunk)."""
+        if len(data) > self.max_bytes // 4:
+            return  # one huge value would flush everything else
+        if address not in self._blobs:
+            self._blobs[address] = data
+            self._size += len(data)
+        if chunk is not None and address not in self._chunks:
+            self._chunks[address] = chunk
+            self._size += len(data)
+        while self._size > self.max_bytes:
+            evicted, old = self._blobs.popitem(last=False)
+            self._size -= len(old) * (2 if self._chunks.pop(evicted, None) is not None else 1)
+
+
 class BlobResolver:
     """Replaces references in literals by the values they name, reading each blob once.
 
     One resolver serves one attempt or chunk: the elements of a chunk usually refer to the same
-    few chunk blobs of a manifest.
+    few chunk blobs of a manifest. With a `BlobCache`, blobs and split chunks also outlive it.
     """
 
-    def __init__(self, store: BlobStore) -> None:
+    def __init__(self, store: BlobStore, cache: BlobCache | None = None) -> None:
         self.store = store
+        self.cache = cache
         self.blobs: dict[str, bytes] = {}
         self.chunks: dict[str, list[bytes]] = {}  # manifest chunks, split once
 
@@ -352,16 +453,39 @@ class BlobResolver:
         """Read every blob reachable from ``literals`` that is not read yet."""
         pending = set().union(*(references(literal) for literal in literals)) - self.blobs.keys()
         while pending:
-            fetched = await asyncio.gather(*(self.store.get(address) for address in pending))
-            found: set[str] = set()
-            for address, data in zip(pending, fetched, strict=True):
+            missing = [address for address in pending if not self._from_cache(address)]
+            fetched = await asyncio.gather(*(self.store.get(address) for address in missing))
+            for address, data in zip(missing, fetched, strict=True):
                 self.blobs[address] = data
-                found |= references(data)
+                if self.cache is not None:
+                    self.cache.keep(address, data)
+            found: set[str] = set().union(*(references(self.blobs[address]) for address in pending))
             pending = found - self.blobs.keys()
+
+    def _from_cache(self, address: str) -> bool:
+        data = None if self.cache is None else self.cache.blob(address)
+        if data is None:
+            return False
+        self.blobs[address] = data
+        chunk = self.cache.chunk(address)  # type: ignore[union-attr]
+        if chunk is not None:
+            self.chunks[address] = chunk
+        return True
+
+    def substitute(self, literal: bytes) -> bytes:
+        """``literal`` with its references replaced; every blob it reaches must be fetched."""
+        if not may_hold_references(literal):
+            return literal
+        known = len(self.chunks)
+        result = substitute(literal, self.blobs, self.chunks)
+        if self.cache is not None and len(self.chunks) != known:
+            for address, items in self.chunks.items():
+                self.cache.keep(address, self.blobs[address], items)
+        return result
 
     async def resolve(self, literal: bytes) -> bytes:
         """``literal`` with its references replaced (itself when it has none)."""
         if not may_hold_references(literal):
             return literal
         await self.fetch([literal])
-        return substitute(literal, self.blobs, self.chunks)
+        return self.substitute(literal)

@@ -214,6 +214,10 @@ class TaskOptions(msgspec.Struct, frozen=True, omit_defaults=True):
     executor: str | None = None
     secrets: tuple[str, ...] = ()
     system_retries: int = DEFAULT_SYSTEM_RETRIES
+    # the hash of the task's typed signature (set with ``cache``: a changed interface misses), and
+    # the age in seconds beyond which a cached output is not reused (None: any age)
+    cache_interface: str = ""
+    cache_ttl: float | None = None
 
 
 class TypedName(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -147,7 +147,9 @@ def test_task_attributes_and_options() -> None:
         resources=Resources(cpu=2, mem="1Gi", gpu=0.5),
         executor="ray",
         secrets=("token",),
+        cache_interface=opts.options.cache_interface,  # the signature's hash: see tests/catalog
     )
+    assert len(opts.options.cache_interface) == 32
     assert opts.interface.inputs["y"].has_default and opts.interface.inputs["y"].default == "a"
     assert not opts.interface.inputs["x"].has_default
     assert opts.interface.outputs == [("o0", int)]
