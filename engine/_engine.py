@@ -254,7 +254,7 @@ class Engine:
         cls,
         postgres: str | None = None,
         nats: str | None = None,
-        executor: str = "local",
+        executor: str = "ray",
         ray_address: str | None = None,
         *,
         executors: Sequence[str | Executor] | None = None,
@@ -270,7 +270,9 @@ class Engine:
             nats: publish committed events to this NATS JetStream URL (or ``$SLIPSTREAM_NATS_URL``);
                 needs an installed event-stream backend (entry point ``nats`` in
                 ``slipstream.event_sinks``), else a `ConfigError` says so.
-            executor: the default executor's backend name.
+            executor: the default executor's backend name: ``ray`` (the ``ray`` extra; without it
+                a `ConfigError` names the extra and ``executor="local"``), or ``local`` to run
+                tasks in this process.
             ray_address: the cluster the executors built by name connect to (or
                 ``$SLIPSTREAM_RAY_ADDRESS``); an executor that does not connect to a cluster
                 refuses it with a `ConfigError`.

@@ -93,7 +93,9 @@ def test_a_cluster_address_for_an_executor_without_a_cluster_is_a_config_error(
 ) -> None:
     monkeypatch.delenv("SLIPSTREAM_NATS_URL", raising=False)
     with pytest.raises(ConfigError, match="executor 'local' does not connect to a cluster"):
-        Engine.connect(postgres="postgresql://localhost/test", ray_address="ray://head:10001")
+        Engine.connect(postgres="postgresql://localhost/test", executor="local", ray_address="ray://head:10001")
     monkeypatch.setenv("SLIPSTREAM_RAY_ADDRESS", "auto")
     with pytest.raises(ConfigError, match="'auto'"):
-        Engine.connect(postgres="postgresql://localhost/test")
+        Engine.connect(postgres="postgresql://localhost/test", executor="local")
+    # the default executor, ray, takes the address
+    assert Engine.connect(postgres="postgresql://localhost/test").executors["ray"].address == "auto"  # type: ignore[attr-defined]
