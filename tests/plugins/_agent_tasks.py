@@ -3,7 +3,7 @@ path, as the agents executor loads a task's declaration from its code)."""
 
 from __future__ import annotations
 
-from engine import task, workflow
+from engine import map_task, task, workflow
 from plugins.agents import agent
 
 
@@ -120,3 +120,8 @@ def bad_setting() -> None:
 @workflow
 def bad_settings() -> None:
     bad_setting()
+
+
+@workflow
+def shout_all(texts: list[str]) -> list[str]:
+    return map_task(shout)(text=texts)

@@ -270,3 +270,19 @@ def test_agents_are_found_by_entry_point() -> None:
     executors = {ep.name: ep.value for ep in entry_points(group="slipstream.executors")}
     assert executors["agents"] == "plugins.agents:AgentExecutor"
     assert os.name == "posix"  # the shell agent is POSIX only
+
+
+async def test_a_map_over_an_agent_task_is_refused_with_a_typed_error(make_engine: EngineFactory) -> None:
+    async with make_engine() as eng:
+        handle = await eng.launch(wf.shout_all, texts=["a", "b"])
+        with pytest.raises(TaskFailed, match="runs one job per task attempt, not chunks of elements"):
+            await handle.outputs(timeout=30)
+
+
+async def test_the_executor_and_agents_are_built_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLIPSTREAM_STATE_DIR", str(tmp_path))  # where the shell agent keeps its jobs
+    async with Engine.embedded(tmp_path, executors=["local", "agents"]) as eng:
+        assert isinstance(eng.executors["agents"], AgentExecutor)
+        handle = await eng.launch(wf.shout_greeting, name="grace")
+        assert await handle.outputs(timeout=30) == "HELLO GRACE"
+    assert len(jobs(tmp_path)) == 1
