@@ -31,6 +31,7 @@ import importlib.util
 import inspect
 import sys
 import traceback
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -45,7 +46,7 @@ from engine._task import Task, _pickle_by_value
 from engine.errors import CompileError, ConfigError, TypeMismatch, UnknownInput
 from engine.events import ElementResult
 from engine.interfaces import BlobStore, TaskKey, TaskRequest, TaskStatus
-from engine.literals import BlobResolver, may_hold_references, substitute
+from engine.literals import BlobCache, BlobResolver, may_hold_references
 from engine.models import ErrorInfo, TaskRef, WorkflowSpec
 
 __all__ = [
@@ -202,6 +203,18 @@ async def run_attempt_async(
         return run.encode(task, result)
 
 
+# One cache per blob store in this process: a worker reads each manifest chunk of a map once, not
+# once per chunk request (blobs are named by content, so nothing cached goes stale).
+_BLOB_CACHES: weakref.WeakKeyDictionary[BlobStore, BlobCache] = weakref.WeakKeyDictionary()
+
+
+def _cache_for(store: BlobStore) -> BlobCache:
+    cache = _BLOB_CACHES.get(store)
+    if cache is None:
+        cache = _BLOB_CACHES[store] = BlobCache()
+    return cache
+
+
 async def resolve_request(request: TaskRequest, store: BlobStore) -> TaskRequest:
     """``request`` with every blob reference in its inputs replaced by the value it names.
 
@@ -218,13 +231,10 @@ async def resolve_request(request: TaskRequest, store: BlobStore) -> TaskRequest
     literals = [*request.inputs.values(), *(item for values in request.mapped.values() for item in values)]
     if not any(may_hold_references(literal) for literal in literals):
         return request
-    resolver = BlobResolver(store)
+    resolver = BlobResolver(store, _cache_for(store))
     await resolver.fetch(literals)
-    inputs = {name: substitute(literal, resolver.blobs, resolver.chunks) for name, literal in request.inputs.items()}
-    mapped = {
-        name: [substitute(item, resolver.blobs, resolver.chunks) for item in values]
-        for name, values in request.mapped.items()
-    }
+    inputs = {name: resolver.substitute(literal) for name, literal in request.inputs.items()}
+    mapped = {name: [resolver.substitute(item) for item in values] for name, values in request.mapped.items()}
     return msgspec.structs.replace(request, inputs=inputs, mapped=mapped)
 
 

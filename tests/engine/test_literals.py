@@ -330,3 +330,45 @@ def test_a_literal_under_the_limit_is_kept_as_it_is() -> None:
 
     literal = msgspec.msgpack.encode("small")
     assert offload(literal, 100) == (literal, {})
+
+
+class CountingBlobs:
+    """A blob store in a dict that counts reads."""
+
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        self.blobs = blobs
+        self.reads = 0
+
+    async def get(self, address: str) -> bytes:
+        self.reads += 1
+        return self.blobs[address]
+
+
+async def test_a_blob_cache_reads_and_splits_each_manifest_chunk_once_across_resolvers() -> None:
+    from engine.literals import BlobCache, BlobResolver, offload
+
+    items = list(range(5000))
+    inline, blobs = offload(msgspec.msgpack.encode(items), 1024)
+    parts = split_list_literal(inline)
+    store = CountingBlobs(blobs)
+    cache = BlobCache()
+    resolved = []
+    for start in range(0, len(parts), 50):  # one resolver per chunk request, as executors do
+        resolver = BlobResolver(store, cache)  # type: ignore[arg-type]
+        await resolver.fetch(parts[start : start + 50])
+        resolved += [msgspec.msgpack.decode(resolver.substitute(part)) for part in parts[start : start + 50]]
+    assert resolved == items
+    assert store.reads == len(blobs)
+
+
+def test_a_blob_cache_stays_under_its_bound() -> None:
+    from engine.literals import BlobCache
+
+    cache = BlobCache(max_bytes=4000)
+    for n in range(20):
+        cache.keep(f"blob://sha256/{n}", bytes(900), [bytes(900)])
+    assert cache.blob("blob://sha256/19") is not None
+    assert cache.blob("blob://sha256/0") is None
+    assert cache._size <= 4000
+    cache.keep("blob://sha256/huge", bytes(3000))  # above a quarter of the bound: not kept
+    assert cache.blob("blob://sha256/huge") is None
