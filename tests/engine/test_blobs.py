@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
 import msgspec
 
+from catalog import LocalBlobStore
 from engine import Engine
 from engine.events import AnyEvent, ChunkFinished, DynamicExpanded, ExecutionCreated, encode_event
 from engine.literals import INLINE_LIMIT
 from engine.models import Binding, DictBinding, ListBinding, LiteralBinding, WorkflowSpec
 
 from . import _workflows as wf
+from .conftest import EngineFactory
 
 
 def spec_literals(spec: WorkflowSpec) -> list[bytes]:
@@ -63,3 +68,46 @@ async def test_a_value_just_under_the_limit_stays_inline(eng: Engine) -> None:
     created = (await eng.history(handle.execution_id))[0]
     assert isinstance(created, ExecutionCreated)
     assert msgspec.msgpack.decode(created.inputs["xs"]) == [1, 2, 3]  # small: inline, as before
+
+
+class CountingBlobs(LocalBlobStore):
+    """A local blob store that counts reads and writes by address."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.gets: Counter[str] = Counter()
+        self.puts: Counter[str] = Counter()
+
+    async def get(self, address: str) -> bytes:
+        self.gets[address] += 1
+        return await super().get(address)
+
+    async def put(self, data: bytes) -> str:
+        address = await super().put(data)
+        self.puts[address] += 1
+        return address
+
+
+async def test_each_blob_is_read_once_however_many_chunks_point_into_it(
+    make_engine: EngineFactory, tmp_path: Path
+) -> None:
+    """A 30k-element map reads its input's manifest chunks once across all its chunk jobs, and the
+    task downstream of it reads the map's output once (not once per element)."""
+    blobs = CountingBlobs(tmp_path / "counted")
+    async with make_engine(blobs=blobs) as eng:
+        xs = list(range(30_000))
+        handle = await eng.launch(wf.large_values, n=10, xs=xs)
+        _length, echoed, _mapped = await handle.outputs(timeout=60)
+    assert echoed == [x + 1 for x in xs]
+    assert blobs.gets, "the map's input should have been a manifest in the blob store"
+    # outputs() reads the result once more; nothing else reads a blob twice
+    assert max(blobs.gets.values()) <= 2, blobs.gets.most_common(3)
+
+
+async def test_an_fsspec_blob_store_serves_a_whole_execution(tmp_path: Path) -> None:
+    async with Engine.embedded(state_dir=tmp_path, blobs="memory://slipstream-test-engine") as eng:
+        xs = list(range(30_000))
+        handle = await eng.launch(wf.large_values, n=200_000, xs=xs)
+        length, echoed, _mapped = await handle.outputs(timeout=60)
+    assert (length, echoed) == (200_000, [x + 1 for x in xs])
+    assert not (tmp_path / "blobs").exists() or not any((tmp_path / "blobs").iterdir())
