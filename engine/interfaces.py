@@ -471,7 +471,8 @@ class AgentJobStatus(msgspec.Struct, frozen=True, kw_only=True):
 class Agent(abc.ABC):
     """Runs jobs somewhere else (a long query, a deployment, a sensor) for tasks declared to run on
     it. The ``agents`` executor creates one job per attempt and polls it, without holding a worker.
-    Every agent is found by name in the entry-point group ``slipstream.agents``.
+    Every agent is found by name in the entry-point group ``slipstream.agents`` and passes
+    ``tests/contract/test_agent_contract.py``.
 
     Contract:
     - ``create(job)`` starts the job and returns its durable id. It is idempotent per ``job.key``:
