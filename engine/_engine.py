@@ -61,6 +61,7 @@ __all__ = ["Engine", "ExecutionHandle", "run_locally"]
 
 log = logging.getLogger("slipstream.engine")
 
+
 class _Started:
     """The ``task_status`` protocol of anyio, resolving a future (the loop runs as a plain task)."""
 
@@ -220,6 +221,7 @@ class Engine:
         executor_options: dict[str, Any] | None = None,
         services: Sequence[Service] = (),
         blobs: str | os.PathLike[str] | None = None,
+        store: str = "sqlite",
         **options: Any,
     ) -> Engine:
         """An engine on one machine: SQLite under ``state_dir``, the local executor.
@@ -234,14 +236,16 @@ class Engine:
             services: `Service` instances to run with the engine.
             blobs: where large values live: a directory or URL (``s3://bucket/prefix`` with the
                 ``fsspec`` extra); default ``$SLIPSTREAM_BLOBS`` or ``<state_dir>/blobs``.
+            store: the event log's backend name (entry point in ``slipstream.stores``), built with
+                the path ``<state_dir>/events.db``.
             **options: `Engine` options (``workers``, ``retry_delay``, ``inline_limit``, ...).
         """
         directory = Path(state_dir or os.environ.get("SLIPSTREAM_STATE_DIR") or Path.home() / ".slipstream")
-        store = backend("slipstream.stores", "sqlite", "the embedded event log")(directory / "events.db")
+        event_log = backend("slipstream.stores", store, "the embedded event log")(directory / "events.db")
         built = build_executors(executors if executors is not None else [executor], executor_options)
         blob_location = blobs or os.environ.get("SLIPSTREAM_BLOBS")
         return cls(
-            store,
+            event_log,
             built,
             services=services,
             blobs=blob_store(blob_location, directory / "blobs"),
@@ -261,6 +265,7 @@ class Engine:
         executor_options: dict[str, Any] | None = None,
         services: Sequence[Service] = (),
         blobs: str | os.PathLike[str] | None = None,
+        store: str = "postgres",
         **options: Any,
     ) -> Engine:
         """An engine on the production store: Postgres at ``postgres`` (or ``$SLIPSTREAM_POSTGRES_DSN``).
@@ -279,6 +284,8 @@ class Engine:
             blobs: where large values live, shared by every process that runs or reads executions
                 (``s3://bucket/prefix`` with the ``fsspec`` extra, or a shared directory); default
                 ``$SLIPSTREAM_BLOBS`` or ``$SLIPSTREAM_STATE_DIR/blobs`` (``~/.slipstream/blobs``).
+            store: the event log's backend name (entry point in ``slipstream.stores``), built with
+                the DSN.
             executors, executor_options, services, **options: as for `embedded`.
 
         Raises:
@@ -293,11 +300,11 @@ class Engine:
         stream = event_stream_services(nats)
         address = ray_address or os.environ.get("SLIPSTREAM_RAY_ADDRESS")
         built = build_executors(executors if executors is not None else [executor], executor_options, address)
-        store = backend("slipstream.stores", "postgres", "the server event log")(dsn)
+        event_log = backend("slipstream.stores", store, "the server event log")(dsn)
         state_dir = Path(os.environ.get("SLIPSTREAM_STATE_DIR") or Path.home() / ".slipstream")
         blob_location = blobs or os.environ.get("SLIPSTREAM_BLOBS")
         return cls(
-            store,
+            event_log,
             built,
             services=[*stream, *services],
             blobs=blob_store(blob_location, state_dir / "blobs"),

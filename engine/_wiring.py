@@ -101,9 +101,10 @@ def event_stream_services(url: str | None) -> list[Service]:
 
 
 def blob_store(location: str | os.PathLike[str] | None, default: Path) -> BlobStore:
-    """The blob store at ``location``: a directory (or ``file://`` URL) for the ``local`` backend,
-    another URL (``s3://bucket/prefix``, ``gs://...``, ``memory://...``) for ``fsspec``; the
-    directory ``default`` when None.
+    """The blob store at ``location``: a directory (or ``file://`` URL) for the ``local`` backend;
+    a URL whose scheme names a backend in ``slipstream.blobstores`` (a plugin's ``myblobs://...``)
+    for that backend; any other URL (``s3://bucket/prefix``, ``gs://...``, ``memory://...``) for
+    ``fsspec``; the directory ``default`` when None.
 
     Raises:
         ConfigError: the backend for that kind of location is not installed.
@@ -112,6 +113,10 @@ def blob_store(location: str | os.PathLike[str] | None, default: Path) -> BlobSt
     if text is None or "://" not in text or text.startswith("file://"):
         path = Path(text.removeprefix("file://")) if text else default
         return backend("slipstream.blobstores", "local", "a blob store in a directory")(path)
+    scheme = text.split("://", 1)[0]
+    named = {ep.name for ep in entry_points(group="slipstream.blobstores")} - {"local", "fsspec"}
+    if scheme in named:
+        return backend("slipstream.blobstores", scheme, f"the blob store at {text!r}")(text)
     return backend("slipstream.blobstores", "fsspec", f"the blob store at {text!r} (pip install 'slipstream[fsspec]')")(
         text
     )

@@ -18,7 +18,7 @@ async def plus_one(x: int) -> int:
 
 
 @task(executor="agents")
-@agent("countdown", polls=3)
+@agent("countdown", seconds=0.2)
 def doubled(n: int) -> int:
     """Twice ``n``, by the countdown agent of the third-party plugin."""
 
@@ -26,3 +26,13 @@ def doubled(n: int) -> int:
 @workflow
 def pipeline(x: int) -> int:
     return doubled(n=plus_one(x=square(x=x)))
+
+
+@task
+def upper(text: str) -> str:
+    return text.upper()
+
+
+@workflow
+def shout_back(text: str) -> str:
+    return upper(text=text)

@@ -4,6 +4,7 @@ an unchanged `Engine`, by name."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tomllib
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from engine import ConfigError, Engine
+from engine._wiring import backend
+from tests.engine.conftest import wait_until
 
 from . import _third_party_tasks as wf
 
@@ -80,11 +83,16 @@ def _has(module: str) -> bool:
 def test_a_backend_that_is_not_installed_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no backend named 'inline' in entry-point group 'slipstream\.executors'"):
         Engine.embedded(tmp_path, executors=["local", "inline"])
+    with pytest.raises(ConfigError, match=r"no backend named 'scratch' in entry-point group 'slipstream\.stores'"):
+        Engine.embedded(tmp_path, store="scratch")
+    with pytest.raises(ConfigError, match=r"no backend named 'scratch' in entry-point group 'slipstream\.stores'"):
+        Engine.connect("postgresql://127.0.0.1/none", executor="local", store="scratch")
 
 
 async def test_a_third_party_executor_and_agent_run_through_an_unchanged_engine(
-    third_party_plugin: Path, tmp_path: Path
+    third_party_plugin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("SLIPSTREAM_STATE_DIR", str(tmp_path))  # where the countdown agent keeps its jobs
     assert installed("slipstream.executors")["inline"] == "slipstream_thirdparty:InlineExecutor"
     assert installed("slipstream.agents")["countdown"] == "slipstream_thirdparty:CountdownAgent"
     async with Engine.embedded(tmp_path, executor="inline", executors=["inline", "agents"]) as eng:
@@ -96,3 +104,36 @@ async def test_a_third_party_executor_and_agent_run_through_an_unchanged_engine(
     ran = {e.node_id: e.executor for e in history if type(e).__name__ == "NodeRunning"}
     assert ran == {"square": "inline", "plus_one": "inline", "doubled": "agents"}
     assert sorted(key.node_id for key in inline.submitted) == ["plus_one", "square"]  # type: ignore[attr-defined]
+    assert len(list((tmp_path / "agents" / "countdown").iterdir())) == 1  # one job, by the plugin's agent
+
+
+async def test_a_third_party_store_and_blob_store_are_chosen_by_name(third_party_plugin: Path, tmp_path: Path) -> None:
+    engine = Engine.embedded(tmp_path, store="scratch", blobs="scratch://demo", executor="inline", inline_limit=16)
+    assert type(engine.store).__name__ == "ScratchEventStore" and engine.store.name.startswith("scratch:")
+    assert type(engine.blobs).__name__ == "ScratchBlobStore"
+    async with engine as eng:
+        handle = await eng.launch(wf.shout_back, text="x" * 100)  # above the inline limit: offloaded
+        assert await handle.outputs(timeout=30) == "X" * 100
+    assert engine.blobs.blobs  # type: ignore[union-attr]
+    assert not (tmp_path / "events.db").exists() and not (tmp_path / "blobs").exists()
+
+
+async def test_a_third_party_event_sink_is_found_by_name(third_party_plugin: Path, tmp_path: Path) -> None:
+    sink = backend("slipstream.event_sinks", "jsonl")(str(tmp_path / "events.jsonl"))
+    async with Engine.embedded(tmp_path, executor="inline", services=[sink]) as eng:
+        handle = await eng.launch(wf.shout_back, text="hey")
+        assert await handle.outputs(timeout=30) == "HEY"
+        written = tmp_path / "events.jsonl"
+
+        def kinds() -> list[str]:
+            text = written.read_text() if written.exists() else ""
+            return [json.loads(line)["kind"] for line in text.splitlines()]
+
+        await wait_until(lambda: "ExecutionSucceeded" in kinds())
+        assert eng.health()["jsonl"].ok
+    assert kinds()[0] == "ExecutionCreated" and len(kinds()) == len(await _history(tmp_path, handle.execution_id))
+
+
+async def _history(state_dir: Path, execution_id: str) -> list[object]:
+    async with Engine.embedded(state_dir, executor="local", run_loop=False) as eng:
+        return list(await eng.history(execution_id))
