@@ -38,6 +38,10 @@ class _PgTx:
         tail = status.rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
 
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            await self._conn.executemany(_dollars(sql), rows)
+
 
 class PostgresCatalog(SqlCatalog):
     """The catalog in Postgres through an asyncpg pool; migrations applied at `start`.

@@ -67,12 +67,23 @@ class Tx(Protocol):
         """Run a statement; return the number of rows it changed."""
         ...
 
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run a statement once per row of arguments, in one call to the driver."""
+        ...
+
 
 _ARTIFACT_COLUMNS = (
     "a.id, a.cache_key, a.input_hash, a.outputs, a.execution_id, a.node_id, a.attempt, a.created_at, "
     "d.project, d.domain, d.name, d.version, d.interface"
 )
 _ARTIFACT_FROM = "catalog_artifacts a JOIN catalog_datasets d ON d.id = a.dataset_id"
+
+
+def _artifact_row(draft: ArtifactDraft, at: Any) -> tuple[Any, ...]:
+    key = draft.key
+    outputs = _outputs_encoder.encode(draft.outputs)
+    return (draft.artifact_id, key.dataset.id, key.digest, key.inputs, outputs, draft.execution_id, draft.node_id,
+            draft.attempt, at)  # fmt: skip
 
 
 class SqlCatalog(Catalog):
@@ -127,13 +138,11 @@ class SqlCatalog(Catalog):
                     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                     dataset_id, dataset.project, dataset.domain, dataset.name, dataset.version, dataset.interface, at,
                 )  # fmt: skip
-            for draft in drafts:
-                await tx.execute(
-                    "INSERT INTO catalog_artifacts (id, dataset_id, cache_key, input_hash, outputs, execution_id, "
-                    "node_id, attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                    draft.artifact_id, draft.key.dataset.id, draft.key.digest, draft.key.inputs,
-                    _outputs_encoder.encode(draft.outputs), draft.execution_id, draft.node_id, draft.attempt, at,
-                )  # fmt: skip
+            await tx.execute_many(
+                "INSERT INTO catalog_artifacts (id, dataset_id, cache_key, input_hash, outputs, execution_id, "
+                "node_id, attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                [_artifact_row(draft, at) for draft in drafts],
+            )
             found = await self._by_ids(tx, [draft.artifact_id for draft in drafts])
         return [found[draft.artifact_id] for draft in drafts]
 
@@ -269,12 +278,11 @@ class SqlCatalog(Catalog):
 
     async def record_lineage(self, edges: Sequence[LineageEdge]) -> None:
         async with self.transaction() as tx:
-            for edge in edges:
-                await tx.execute(
-                    "INSERT INTO catalog_lineage (artifact_id, direction, execution_id, node_id, attempt) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    edge.artifact, edge.direction, edge.execution_id, edge.node_id, edge.attempt,
-                )  # fmt: skip
+            await tx.execute_many(
+                "INSERT INTO catalog_lineage (artifact_id, direction, execution_id, node_id, attempt) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(e.artifact, e.direction, e.execution_id, e.node_id, e.attempt) for e in edges],
+            )
 
     async def edges(self, *, artifact: str | None = None, execution_id: str | None = None) -> list[LineageEdge]:
         if artifact is not None:

@@ -32,6 +32,10 @@ class _SqliteTx:
     async def execute(self, sql: str, *args: Any) -> int:
         return await self._run(lambda: self._conn.execute(sql, args).rowcount)
 
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            await self._run(lambda: self._conn.executemany(sql, rows))
+
     async def _run(self, call: Any) -> Any:
         try:
             return await anyio.to_thread.run_sync(call, limiter=self._limiter)

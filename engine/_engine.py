@@ -34,6 +34,7 @@ from engine.events import ExecutionAborted as ExecutionAbortedEvent
 from engine.interfaces import (
     TERMINAL_STATUSES,
     BlobStore,
+    Catalog,
     EventStore,
     ExecutionSummary,
     Executor,
@@ -151,6 +152,8 @@ class Engine:
         *,
         services: Sequence[Service] = (),
         blobs: BlobStore | None = None,
+        catalog: Catalog | None = None,
+        reservation_ttl: float = 30.0,
         inline_limit: int = INLINE_LIMIT,
         workers: int = 4,
         retry_delay: float = 1.0,
@@ -172,6 +175,10 @@ class Engine:
                 poller), in order.
             blobs: where values above ``inline_limit`` bytes are kept (events hold a reference);
                 without one every value stays inline in the log.
+            catalog: where ``cache=True`` tasks keep and find their outputs (started and closed
+                with the engine); without one a cached task runs every time.
+            reservation_ttl: seconds a ``cache_serialize`` reservation lasts unless renewed (a
+                crashed engine's reservations are taken over after it).
             inline_limit: the largest literal written into an event, in bytes (64 KiB).
             default_executor: the executor of tasks without ``executor=``; ``local`` if there is
                 one, else the first.
@@ -195,6 +202,9 @@ class Engine:
             )
         self.services = list(services)
         self.blobs = blobs
+        self.catalog = catalog
+        self._reservation_ttl = reservation_ttl
+        self._loop_services: list[Service] = []
         self._inline_limit = inline_limit
         self._workers = workers
         self._retry_delay = retry_delay
@@ -249,6 +259,7 @@ class Engine:
             built,
             services=services,
             blobs=blob_store(blob_location, directory / "blobs"),
+            catalog=backend("slipstream.catalogs", "sqlite", "the embedded catalog")(directory / "catalog.db"),
             default_executor=executor,
             **options,
         )
@@ -308,6 +319,7 @@ class Engine:
             built,
             services=[*stream, *services],
             blobs=blob_store(blob_location, state_dir / "blobs"),
+            catalog=backend("slipstream.catalogs", "postgres", "the server catalog")(dsn),
             default_executor=executor,
             nats=nats,
             **options,
@@ -324,6 +336,9 @@ class Engine:
             if self.blobs is not None:
                 await self.blobs.start()
                 stack.push_async_callback(self.blobs.close)
+            if self.catalog is not None:
+                await self.catalog.start()
+                stack.push_async_callback(self.catalog.close)
             if self._run_loop:
                 self._controller = await self._start_loop(stack)
             await self._start_services(stack)
@@ -350,7 +365,11 @@ class Engine:
             resync_interval=self._resync_interval,
             revisit_interval=self._revisit_interval,
             blobs=self.blobs,
+            catalog=self.catalog,
+            reservation_ttl=self._reservation_ttl,
         )
+        heartbeat = controller.reservation_heartbeat()
+        self._loop_services = [heartbeat] if heartbeat is not None else []
         for executor in self.executors.values():
             await executor.start(controller.on_task_report, blobs=self.blobs)
             stack.push_async_callback(executor.close)
@@ -367,7 +386,7 @@ class Engine:
     async def _start_services(self, stack: AsyncExitStack) -> None:
         controller = self._controller
         context = ServiceContext(store=self.store, wake=controller.enqueue if controller else _ignore)
-        for service in self.services:
+        for service in [*self.services, *self._loop_services]:
             await service.start(context)
             stack.push_async_callback(service.stop)
             runner = asyncio.create_task(_run_service(service), name=f"slipstream-service:{service.name}")

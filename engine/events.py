@@ -183,10 +183,12 @@ class ChunkFinished(Event, frozen=True, tag="ChunkFinished"):
 
 class ElementsReused(Event, frozen=True, tag="ElementsReused"):
     """Elements of the map ``node_id`` take outputs they had elsewhere instead of running:
-    ``source`` is ``recovered:<execution id>`` or ``cache:<artifact>``."""
+    ``source`` is ``recovered:<execution id>``, or ``cache`` with ``artifacts[i]`` the catalog
+    artifact of ``results[i]``."""
 
     source: str
     results: list[ElementResult]
+    artifacts: list[str] = []
 
 
 AnyEvent = (

@@ -32,6 +32,7 @@ __all__ = [
     "BlobCache",
     "BlobResolver",
     "blob_digest_address",
+    "combine_hashes",
     "inputs_hash",
     "join_dict_literal",
     "join_list_literal",
@@ -345,11 +346,15 @@ def literal_hash(literal: bytes) -> str:
 def inputs_hash(inputs: Mapping[str, bytes], ignore: Iterable[str] = ()) -> str:
     """The hash of a node's input literals minus ``ignore`` (names sorted; sha256 hex)."""
     skipped = set(ignore)
+    return combine_hashes({name: literal_hash(value) for name, value in inputs.items() if name not in skipped})
+
+
+def combine_hashes(hashes: Mapping[str, str]) -> str:
+    """`inputs_hash` from the inputs' `literal_hash` values (a map hashes its broadcast inputs once)."""
     digest = hashlib.sha256()
-    for name in sorted(inputs):
-        if name not in skipped:
-            digest.update(f"{len(name)}:{name}=".encode())
-            digest.update(literal_hash(inputs[name]).encode())
+    for name in sorted(hashes):
+        digest.update(f"{len(name)}:{name}=".encode())
+        digest.update(hashes[name].encode())
     return digest.hexdigest()
 
 

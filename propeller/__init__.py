@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from propeller._actions import Action, Cancel, Release, Submit
+from propeller._actions import Action, CacheLookup, CacheOutcome, CachePut, CacheRelease, Cancel, Release, Submit
+from propeller._catalog_actions import ReservationHeartbeat
 from propeller._clock import Clock, FakeClock, MonotonicClock
 from propeller._loop import Controller
 from propeller._planner import Plan, plan_round
@@ -12,6 +13,10 @@ from propeller._round import Observations, PlannerConfig
 
 __all__ = [
     "Action",
+    "CacheLookup",
+    "CacheOutcome",
+    "CachePut",
+    "CacheRelease",
     "Cancel",
     "Clock",
     "Controller",
@@ -22,6 +27,7 @@ __all__ = [
     "PlannerConfig",
     "QueueShutDown",
     "Release",
+    "ReservationHeartbeat",
     "Submit",
     "WorkQueue",
     "plan_round",

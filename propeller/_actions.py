@@ -11,17 +11,21 @@ a round may be planned again after a crash:
   whose workers share the engine's process wait for it, so that a task that kills the process is
   found on restart as a started attempt rather than submitted again forever.
 
-Later kinds (a catalog lookup before a launch, a cache reservation, an artifact publication) join
-this union and the dispatcher, not the controller's round.
+- `CacheLookup`: ask the catalog for a node's (or a map's elements') cached outputs before it
+  launches, and with ``reserve`` hold the key for this node while it computes (``cache_serialize``);
+  the answer comes back to the next round as an observation (`propeller._cache.CacheOutcome`).
+- `CachePut`: record outputs of succeeded attempts in the catalog (idempotent per attempt), and
+  drop the reservations those attempts held.
+- `CacheRelease`: drop a reservation whose node ended without outputs.
 """
 
 from __future__ import annotations
 
 import msgspec
 
-from engine.interfaces import TaskKey, TaskRequest
+from engine.interfaces import Artifact, ArtifactDraft, CacheKey, TaskKey, TaskRequest
 
-__all__ = ["Action", "Cancel", "Release", "Submit"]
+__all__ = ["Action", "CacheLookup", "CacheOutcome", "CachePut", "CacheRelease", "Cancel", "Release", "Submit"]
 
 
 class Submit(msgspec.Struct, frozen=True):
@@ -46,4 +50,47 @@ class Release(msgspec.Struct, frozen=True):
     executor: str
 
 
-Action = Submit | Cancel | Release
+class CacheLookup(msgspec.Struct, frozen=True):
+    """Find cached outputs of ``keys`` for the node ``node_id`` (one key for a task, one per
+    element ``indices[i]`` for a map), no older than ``max_age`` seconds. With ``reserve`` (a task
+    with ``cache_serialize``), on a miss hold the key for ``owner``."""
+
+    execution_id: str
+    node_id: str
+    keys: list[CacheKey]
+    indices: list[int] = []
+    max_age: float | None = None
+    reserve: bool = False
+    owner: str = ""
+
+
+class CacheOutcome(msgspec.Struct, frozen=True):
+    """The catalog's answer to a `CacheLookup`, observed by the node's next round.
+
+    ``artifacts[i]`` is the hit for ``keys[i]`` or None. With ``reserve`` and a miss, ``holder`` is
+    the owner holding the key afterwards: the node computes when it is its own owner, else waits.
+    ``error`` says the catalog could not answer: the node then runs without the cache.
+    """
+
+    artifacts: list[Artifact | None]
+    indices: list[int] = []
+    holder: str = ""
+    error: str = ""
+
+
+class CachePut(msgspec.Struct, frozen=True):
+    """Record ``drafts`` in the catalog; then release each reservation in ``owners`` (key digest,
+    owner) the producing attempts held."""
+
+    drafts: list[ArtifactDraft]
+    owners: list[tuple[str, str]] = []
+
+
+class CacheRelease(msgspec.Struct, frozen=True):
+    """Drop the reservation of ``key`` held by ``owner`` (its node ended without outputs)."""
+
+    key: str
+    owner: str
+
+
+Action = Submit | Cancel | Release | CacheLookup | CachePut | CacheRelease

@@ -1,7 +1,8 @@
 """The attempts this process has handed to executors, and the one dispatcher of a round's actions.
 
 The log says which attempts should run; this module remembers which executor holds each one and
-under which durable handle, polls them, and carries out `Submit`, `Cancel` and `Release`. After a
+under which durable handle, polls them, and carries out `Submit`, `Cancel` and `Release` (and hands
+the cache actions to `propeller._catalog_actions`). After a
 restart it adopts, from the log, the attempts recorded as running, and polls them by handle: an
 executor whose work outlived the engine (Ray, agents) finds them; one whose work died with it says
 ``lost``, which the planner records as a system failure.
@@ -17,7 +18,8 @@ from engine.errors import ConfigError, SlipstreamError
 from engine.interfaces import Executor, TaskKey, TaskStatus
 from engine.models import ErrorInfo
 from engine.state import ExecutionState
-from propeller._actions import Action, Cancel, Release, Submit
+from propeller._actions import Action, CacheLookup, CachePut, CacheRelease, Cancel, Release, Submit
+from propeller._catalog_actions import CatalogActions
 
 __all__ = ["Attempts", "Tracked"]
 
@@ -44,9 +46,15 @@ class Attempts:
             which is then reported like a failed attempt).
     """
 
-    def __init__(self, executors: Mapping[str, Executor], report: Callable[[TaskKey], None]) -> None:
+    def __init__(
+        self,
+        executors: Mapping[str, Executor],
+        report: Callable[[TaskKey], None],
+        catalog: CatalogActions | None = None,
+    ) -> None:
         self.executors = dict(executors)
         self._report = report
+        self.catalog = catalog  # carries out the cache actions (none without a catalog)
         self._in_flight: dict[str, dict[TaskKey, Tracked]] = {}
         self._synthetic: dict[TaskKey, TaskStatus] = {}  # failures of submit() itself
         self._owed_cancels: dict[str, list[Cancel]] = {}  # cancels that raised: tried again
@@ -121,6 +129,10 @@ class Attempts:
                     executor = self.executors.get(action.executor)
                     if executor is not None:
                         executor.release(action.key)
+                case CacheLookup() | CachePut() | CacheRelease():
+                    if self.catalog is None:
+                        raise TypeError(f"{type(action).__name__} planned without a catalog: set PlannerConfig.caching")
+                    await self.catalog.carry_out(action)
                 case _:
                     raise TypeError(f"unknown action {action!r}: add it to propeller._actions and dispatch it here")
 
@@ -175,8 +187,12 @@ class Attempts:
                 # keep it tracked and owed: the next round of the execution tries again
                 log.warning(
                     "cancelling attempt %s/%s#%d on executor %r failed (%s: %s); trying again at the next round",
-                    action.key.execution_id, action.key.node_id, action.key.attempt, action.executor,
-                    type(exc).__name__, exc,
+                    action.key.execution_id,
+                    action.key.node_id,
+                    action.key.attempt,
+                    action.executor,
+                    type(exc).__name__,
+                    exc,
                 )
                 self._owed_cancels.setdefault(execution_id, []).append(action)
                 return

@@ -21,11 +21,12 @@ from datetime import UTC, datetime
 import anyio
 
 from engine.errors import ConcurrencyConflict, StoreUnavailable
-from engine.interfaces import BlobStore, EventStore, Executor, TaskKey, TaskRequest, TaskStatus
+from engine.interfaces import BlobStore, Catalog, EventStore, Executor, TaskKey, TaskRequest, TaskStatus
 from engine.literals import offload_status, store_blobs
 from engine.state import ExecutionState
-from propeller._actions import Submit
+from propeller._actions import CacheOutcome, Submit
 from propeller._attempts import Attempts
+from propeller._catalog_actions import CatalogActions, ReservationHeartbeat
 from propeller._clock import Clock, MonotonicClock
 from propeller._group_commit import GroupCommit
 from propeller._planner import plan_round
@@ -56,6 +57,9 @@ class Controller:
             those attempts (one lost without a call-back is found) and see what other processes
             appended (an abort).
         blobs: where literals above the inline limit go; without one, every value stays inline.
+        catalog: memoized outputs (a started `Catalog`); without one, ``cache=True`` tasks run.
+        reservation_ttl: seconds a ``cache_serialize`` reservation lasts without a heartbeat
+            (`reservation_heartbeat` is the service that renews them).
     """
 
     def __init__(
@@ -70,6 +74,8 @@ class Controller:
         resync_interval: float = 30.0,
         revisit_interval: float = 2.0,
         blobs: BlobStore | None = None,
+        catalog: Catalog | None = None,
+        reservation_ttl: float = 30.0,
     ) -> None:
         self.store = store
         self.blobs = blobs
@@ -80,6 +86,7 @@ class Controller:
             config,
             starts_on_submit=self._starts_on_submit,
             inline_limit=config.inline_limit if blobs is not None else 2**62,
+            caching=catalog is not None,
         )
         self.clock = clock
         self.timer: Clock = timer or MonotonicClock()
@@ -87,7 +94,12 @@ class Controller:
         self.revisit_interval = revisit_interval
         self.watch_pause = 0.25
         self.queue: WorkQueue[str] = WorkQueue(name="executions", clock=self.timer)
-        self.attempts = Attempts(self.executors, self._note_report)
+        self.catalog = (
+            CatalogActions(catalog, self._note_cache_answer, clock, reservation_ttl) if catalog is not None else None
+        )
+        # the catalog's answers to lookups, kept for each execution's next round
+        self._cache_answers: dict[str, dict[str, CacheOutcome]] = {}
+        self.attempts = Attempts(self.executors, self._note_report, self.catalog)
         self._appender = GroupCommit(store)
         self._cache: dict[str, ExecutionState] = {}
         self._reported: dict[str, set[TaskKey]] = {}  # attempts to poll at the execution's next round
@@ -128,6 +140,24 @@ class Controller:
     def _note_report(self, key: TaskKey) -> None:
         self._reported.setdefault(key.execution_id, set()).add(key)
         self.queue.add(key.execution_id)
+
+    def _note_cache_answer(self, execution_id: str, node_id: str, outcome: CacheOutcome) -> None:
+        self._cache_answers.setdefault(execution_id, {})[node_id] = outcome
+        self.queue.add(execution_id)
+
+    def reservation_heartbeat(self) -> ReservationHeartbeat | None:
+        """The service renewing this loop's ``cache_serialize`` reservations (None without a catalog)."""
+        if self.catalog is None:
+            return None
+        return ReservationHeartbeat(self.catalog, self._wants_reservation)
+
+    def _wants_reservation(self, execution_id: str, node_id: str) -> bool:
+        """Whether a node this loop runs still computes its cache key (it has not ended)."""
+        state = self._cache.get(execution_id)
+        if state is None or state.is_terminal:
+            return False
+        node = state.nodes.get(node_id)
+        return node is not None and (node.phase in ("queued", "running", "retrying") or node_id in state.ready)
 
     async def wait_changed(self, execution_id: str) -> None:
         """Return after the next round of this execution that appended events."""
@@ -283,6 +313,7 @@ class Controller:
     async def _hand_back(self, execution_id: str) -> None:
         self._cache.pop(execution_id, None)
         self._reported.pop(execution_id, None)
+        self._cache_answers.pop(execution_id, None)
         await self.store.release(execution_id)
 
     # -- a round -------------------------------------------------------------------------------------
@@ -326,6 +357,7 @@ class Controller:
             await self.store.release(execution_id)
             return
         reported = self._reported.pop(execution_id, set())
+        answers = self._cache_answers.pop(execution_id, {})
         if fresh:  # attempts the log says run, which this process may never have heard of
             reported |= self.attempts.adopt(state, self.config.default_executor)
         tracked = self.attempts.tracked(execution_id)
@@ -333,7 +365,7 @@ class Controller:
         try:
             statuses = await self._offloaded(await self.attempts.poll(execution_id, reported))
             observations = Observations(
-                now=self.clock(), completions=statuses, in_flight=tracked.keys(), resubmit=fresh
+                now=self.clock(), completions=statuses, in_flight=tracked.keys(), resubmit=fresh, cache=answers
             )
             plan = plan_round(state, observations, self.config)
             if plan.blobs:  # before the events that refer to them: content-addressed, so idempotent
@@ -346,6 +378,8 @@ class Controller:
             # the retried round (executors keep results until they are forgotten)
             self._cache.pop(execution_id, None)
             self._reported.setdefault(execution_id, set()).update(reported)
+            for node_id, outcome in answers.items():
+                self._cache_answers.setdefault(execution_id, {}).setdefault(node_id, outcome)
             raise
         self._cache[execution_id] = state
         self.attempts.forget_finished(execution_id, statuses)
@@ -391,7 +425,9 @@ class Controller:
                 if executor is not None and not executor.can_run(node.task):
                     log.info(
                         "leaving execution %s to another engine: task %s:%s cannot be loaded here",
-                        state.execution_id, node.task.module, node.task.qualname,
+                        state.execution_id,
+                        node.task.module,
+                        node.task.qualname,
                     )
                     return False
         return True

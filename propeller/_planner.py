@@ -29,6 +29,7 @@ from engine.events import (
 from engine.models import ErrorInfo
 from engine.state import ExecutionState
 from propeller._actions import Action, Cancel, Submit
+from propeller._cache import record_outputs
 from propeller._nodes import handler_for
 from propeller._round import Observations, PlannerConfig, Round
 
@@ -104,6 +105,9 @@ def _settle(rnd: Round) -> bool:
 
 def _observe(rnd: Round) -> None:
     state = rnd.state
+    for node_id in rnd.obs.cache:
+        if node_id in state.arrays:  # the catalog answered a map: look at it again
+            state.marks.changed_arrays[node_id] = None
     for key, status in rnd.obs.completions.items():
         node = state.nodes.get(key.node_id)
         if node is None or key.node_id not in state.active or node.attempt != key.attempt:
@@ -202,7 +206,9 @@ def _finish_scopes(rnd: Round) -> None:
         if scope.failure is not None:
             rnd.emit(NodeFailed, owner, node.attempt, error=rnd.child_failure(scope.failure))
         else:
-            rnd.emit(NodeSucceeded, owner, node.attempt, outputs=_inline(rnd, state.scope_outputs(scope)))
+            outputs = _inline(rnd, state.scope_outputs(scope))
+            rnd.emit(NodeSucceeded, owner, node.attempt, outputs=outputs)
+            record_outputs(rnd, node, outputs)  # a cached @dynamic keeps what its children made
 
 
 def _inline(rnd: Round, outputs: dict[str, bytes]) -> dict[str, bytes]:

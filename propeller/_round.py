@@ -17,7 +17,7 @@ from engine.interfaces import TaskKey, TaskRequest, TaskStatus
 from engine.literals import INLINE_LIMIT, offload
 from engine.models import ErrorInfo
 from engine.state import ExecutionState, NodeState
-from propeller._actions import Action, Cancel, Release, Submit
+from propeller._actions import Action, CacheOutcome, Cancel, Release, Submit
 
 __all__ = ["Observations", "PlannerConfig", "Round", "next_event"]
 
@@ -49,6 +49,10 @@ class PlannerConfig:
     first_chunk_max: int = 32
     chunk_max: int = 4096
     inline_limit: int = INLINE_LIMIT  # literals above it go to the blob store, not into events
+    # the catalog: whether there is one (cached tasks look up before they launch), and how long a
+    # node waits before asking again for a key another execution is computing (cache_serialize)
+    caching: bool = False
+    cache_wait: float = 0.5
 
     def backoff(self, failures: int) -> timedelta:
         return timedelta(seconds=min(self.retry_delay * 2 ** max(failures - 1, 0), self.retry_delay_max))
@@ -66,12 +70,16 @@ class Observations:
             restart, and has not forgotten.
         resubmit: set on the first round after the state was loaded from the log: every queued
             attempt that is not in ``in_flight`` is submitted again (idempotent per key).
+        cache: the catalog's answers to lookups, by node id (a map's by the map's id).
+        cache_pending: node ids whose lookup is still out: they wait for its answer.
     """
 
     now: datetime
     completions: Mapping[TaskKey, TaskStatus] = field(default_factory=dict)
     in_flight: Collection[TaskKey] = frozenset()
     resubmit: bool = False
+    cache: Mapping[str, CacheOutcome] = field(default_factory=dict)
+    cache_pending: Collection[str] = frozenset()
 
 
 def next_event(
@@ -111,6 +119,7 @@ class Round:
         self.wake_at: datetime | None = None
         self.submitted: set[TaskKey] = set()
         self.blobs: dict[str, bytes] = {}  # stored before the round's events are appended
+        self.looked_up: set[str] = set()  # nodes this round asked the catalog about
 
     def emit(self, event_type: type[Event], node_id: str = "", attempt: int = 0, **fields: Any) -> None:
         """Append the next event to the round and apply it to the state."""

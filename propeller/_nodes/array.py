@@ -28,6 +28,7 @@ from engine.interfaces import TaskStatus
 from engine.literals import NIL_LITERAL, join_list_literal, split_list_literal
 from engine.models import ArrayNode, ErrorInfo
 from engine.state import SUCCEEDED, WAITING, ArrayState, NodeState
+from propeller._cache import map_lookup, record_elements
 from propeller._nodes._base import Recovery, observe_leaf, succeed_leaf
 from propeller._round import Round
 
@@ -69,15 +70,14 @@ class ArrayHandler:
         results = {result.index: result for result in status.elements}
         chunk = node.chunk
         missing = ErrorInfo(kind="system", message="the executor reported no result for this element", retryable=True)
-        rnd.emit(
-            ChunkFinished,
-            node.node_id,
-            node.attempt,
-            results=[
-                _own(results.get(index), index, attempt, missing)
-                for index, attempt in zip(chunk.elements, chunk.attempts, strict=True)
-            ],
-        )
+        own = [
+            _own(results.get(index), index, attempt, missing)
+            for index, attempt in zip(chunk.elements, chunk.attempts, strict=True)
+        ]
+        parent = rnd.state.nodes[node.array_parent or ""]
+        array = rnd.state.arrays[parent.node_id]
+        rnd.emit(ChunkFinished, node.node_id, node.attempt, results=own)
+        record_elements(rnd, parent, array, own)
 
     def advance(self, rnd: Round, node: NodeState) -> None:
         if node.phase != "running":
@@ -91,8 +91,11 @@ class ArrayHandler:
         elif array.finished == array.size:
             outputs = join_list_literal(NIL_LITERAL if out is None else out for out in array.outputs)
             rnd.emit(NodeSucceeded, node.node_id, node.attempt, outputs={"o0": rnd.inline(outputs)})
-        else:
-            self._launch_chunks(rnd, node, spec, array)
+        elif map_lookup(rnd, node, array):
+            if array.finished == array.size:  # every element came from the cache
+                rnd.state.marks.changed_arrays[node.node_id] = None
+            else:
+                self._launch_chunks(rnd, node, spec, array)
 
     def _launch_chunks(self, rnd: Round, node: NodeState, spec: ArrayNode, array: ArrayState) -> None:
         state = rnd.state

@@ -9,6 +9,7 @@ from engine.events import DynamicExpanded, NodeFailed, NodeQueued
 from engine.interfaces import TaskStatus
 from engine.models import ErrorInfo, WorkflowSpec
 from engine.state import NodeState
+from propeller._cache import release_if_failed
 from propeller._nodes._base import Recovery, observe_leaf
 from propeller._nodes.task import TaskHandler
 from propeller._round import Round
@@ -23,6 +24,7 @@ class DynamicHandler(TaskHandler):
 
     def observe(self, rnd: Round, node: NodeState, status: TaskStatus) -> None:
         if not observe_leaf(rnd, node, status):
+            release_if_failed(rnd, node)
             return
         try:
             spec = _spec_decoder.decode(status.dynamic_spec or b"")

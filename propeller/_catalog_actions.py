@@ -1,0 +1,152 @@
+"""Carrying out the cache actions against the catalog, and the reservation heartbeats.
+
+The planner decides (`propeller._cache`); this module does the I/O once the round's events are
+durable. A lookup's answer is handed to the controller, which gives it to the node's next round.
+The catalog is an optimisation: when it cannot be reached a lookup answers with an error (the node
+computes) and a record is skipped (logged), so an outage of the catalog never fails an execution.
+
+Reservations (``cache_serialize``) are leases: `ReservationHeartbeat` is the service that renews
+the ones held by nodes of this process while those nodes still want them, so that a crashed
+process's reservations lapse after ``ttl`` and another execution takes the key over.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import anyio
+
+from engine.interfaces import Catalog, Service, ServiceContext, ServiceHealth
+from propeller._actions import CacheLookup, CacheOutcome, CachePut, CacheRelease
+
+__all__ = ["CatalogActions", "ReservationHeartbeat"]
+
+log = logging.getLogger("slipstream.propeller")
+
+
+class CatalogActions:
+    """The cache actions' dispatcher, and the reservations this process holds.
+
+    Args:
+        catalog: the started catalog.
+        answer: receives ``(execution_id, node_id, outcome)`` of each lookup (the controller keeps
+            it for the node's next round and schedules that round).
+        clock: the current UTC time (what reservations and ages are measured against).
+        reservation_ttl: seconds a reservation lasts without a heartbeat.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        answer: Callable[[str, str, CacheOutcome], None],
+        clock: Callable[[], datetime],
+        reservation_ttl: float = 30.0,
+    ) -> None:
+        self.catalog = catalog
+        self._answer = answer
+        self._clock = clock
+        self.reservation_ttl = reservation_ttl
+        # (key digest, owner) -> (execution id, node id) of the reservations held here
+        self.held: dict[tuple[str, str], tuple[str, str]] = {}
+
+    async def carry_out(self, action: CacheLookup | CachePut | CacheRelease) -> None:
+        """Do one cache action; never raises for a catalog failure (see the module docstring)."""
+        match action:
+            case CacheLookup():
+                await self._lookup(action)
+            case CachePut():
+                await self._put(action)
+            case CacheRelease():
+                await self._release(action.key, action.owner)
+
+    async def _lookup(self, action: CacheLookup) -> None:
+        try:
+            now = self._clock()
+            artifacts = await self.catalog.lookup_many(action.keys, now=now, max_age=action.max_age)
+            holder = ""
+            if action.reserve and artifacts and artifacts[0] is None:
+                digest = action.keys[0].digest
+                reservation = await self.catalog.reserve(digest, action.owner, now=now, ttl=self.reservation_ttl)
+                holder = reservation.owner
+                if holder == action.owner:
+                    self.held[digest, holder] = (action.execution_id, action.node_id)
+            outcome = CacheOutcome(artifacts, list(action.indices), holder)
+        except Exception as exc:
+            log.warning(
+                "cache lookup for %s/%s failed (%s: %s); the node runs without the cache",
+                action.execution_id, action.node_id, type(exc).__name__, exc,
+            )  # fmt: skip
+            outcome = CacheOutcome([], list(action.indices), error=f"{type(exc).__name__}: {exc}")
+        self._answer(action.execution_id, action.node_id, outcome)
+
+    async def _put(self, action: CachePut) -> None:
+        try:
+            await self.catalog.put_many(action.drafts, now=self._clock())
+        except Exception as exc:
+            first = action.drafts[0] if action.drafts else None
+            log.warning(
+                "recording %d cached output(s) of %s failed (%s: %s); they will be computed again next time",
+                len(action.drafts), f"{first.execution_id}/{first.node_id}" if first else "?", type(exc).__name__, exc,
+            )  # fmt: skip
+        for key, owner in action.owners:
+            await self._release(key, owner)
+
+    async def _release(self, key: str, owner: str) -> None:
+        self.held.pop((key, owner), None)
+        try:
+            await self.catalog.release(key, owner)
+        except Exception as exc:  # it lapses after its ttl anyway
+            log.warning("releasing reservation %s of %s failed (%s: %s)", key[:12], owner, type(exc).__name__, exc)
+
+    async def heartbeat(self, wanted: Callable[[str, str], bool]) -> int:
+        """Renew the reservations whose nodes still want them, release the others; return how
+        many were renewed."""
+        keep: list[tuple[str, str]] = []
+        for (key, owner), (execution_id, node_id) in list(self.held.items()):
+            if wanted(execution_id, node_id):
+                keep.append((key, owner))
+            else:
+                await self._release(key, owner)
+        if not keep:
+            return 0
+        return await self.catalog.heartbeat(keep, now=self._clock(), ttl=self.reservation_ttl)
+
+
+class ReservationHeartbeat(Service):
+    """Renews this process's cache reservations every ``ttl / 3`` seconds (a `Service`).
+
+    Args:
+        actions: the controller's cache dispatcher, which knows the reservations held.
+        wanted: whether node ``(execution_id, node_id)`` still wants its reservation (it has not
+            ended, and its execution is still run here).
+    """
+
+    name = "cache-reservations"
+
+    def __init__(self, actions: CatalogActions, wanted: Callable[[str, str], bool]) -> None:
+        self.actions = actions
+        self.wanted = wanted
+        self._health = ServiceHealth()
+
+    async def start(self, context: ServiceContext) -> None:
+        return
+
+    async def run(self) -> None:
+        interval = max(self.actions.reservation_ttl / 3, 0.05)
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self.actions.heartbeat(self.wanted)
+            except Exception as exc:
+                self._health = ServiceHealth(ok=False, detail=f"renewing reservations failed: {exc}")
+                log.warning("renewing cache reservations failed (%s: %s); retrying", type(exc).__name__, exc)
+            else:
+                self._health = ServiceHealth()
+
+    async def stop(self) -> None:
+        return
+
+    def health(self) -> ServiceHealth:
+        return self._health

@@ -1,0 +1,93 @@
+"""Cached workflows for the catalog tests; importable by module path. Each task body appends a line
+to ``$SLIPSTREAM_TEST_SIDE_EFFECTS/<name>.log``, so a test counts how often a body really ran."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+
+from engine import current_context, dynamic, map_task, task, workflow
+
+
+def record(name: str, detail: object = "") -> None:
+    directory = os.environ.get("SLIPSTREAM_TEST_SIDE_EFFECTS")
+    if directory:
+        with open(Path(directory) / f"{name}.log", "a") as log:
+            log.write(f"{current_context().execution_id} {detail}\n")
+
+
+@task(cache=True, cache_version="1", cache_ignore_inputs=["note"])
+def slow_square(x: int, note: str = "") -> int:
+    record("slow_square", x)
+    return x * x
+
+
+@workflow
+def square_wf(x: int = 3, note: str = "") -> int:
+    return slow_square(x=x, note=note)
+
+
+@task(cache=True, cache_version="1")
+def scaled(x: int, factor: float) -> float:
+    record("scaled", x)
+    return x * factor
+
+
+@workflow
+def map_wf(xs: list[int], factor: float = 2.0) -> list[float]:
+    return map_task(functools.partial(scaled, factor=factor))(x=xs)
+
+
+@task
+def total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@dynamic
+def squares(n: int) -> int:
+    return total(xs=[slow_square(x=i) for i in range(n)])
+
+
+@workflow
+def dynamic_wf(n: int = 3) -> int:
+    return squares(n=n)
+
+
+@task(cache=True, cache_version="1", cache_serialize=True)
+def expensive(x: int) -> int:
+    time.sleep(0.4)  # long enough for the other executions to find the key reserved
+    record("expensive", x)
+    return x + 100
+
+
+@workflow
+def serialized_wf(x: int = 1) -> int:
+    return expensive(x=x)
+
+
+@task(cache=True, cache_version="1", cache_ttl=3600)
+def dated(x: int) -> int:
+    record("dated", x)
+    return x
+
+
+@workflow
+def ttl_wf(x: int = 1) -> int:
+    return dated(x=x)
+
+
+def versioned(version: str) -> object:
+    """The same task under another cache_version (one qualname, so one catalog name)."""
+
+    @task(cache=True, cache_version=version)
+    def bumped(x: int) -> int:
+        record("bumped", version)
+        return x
+
+    @workflow
+    def bumped_wf(x: int = 1) -> int:
+        return bumped(x=x)
+
+    return bumped_wf
