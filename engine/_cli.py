@@ -416,19 +416,63 @@ def show(
             data["counts"] = details.counts
             _write(msgspec.json.encode(data).decode())
         else:
-            from engine._cli_view import details_table
+            from engine._cli_view import details_table, values_lines
 
             _console().print(details_table(details, _now()))
         return 0
 
+            values = await _values(engine, execution_id, details.status)
     raise typer.Exit(_run_async(body))
 
 
+            data.update(values)
 @executions_app.command("history")
 def history(
     execution_id: Annotated[str, typer.Argument(metavar="ID")],
     state_dir: StateDir = None,
     postgres: Postgres = None,
+            for line in values_lines(values):
+                _console().print(line, highlight=False, markup=False)
+        return 0
+
+    raise typer.Exit(_run_async(body))
+
+
+async def _values(engine: Engine, execution_id: str, status: str) -> dict[str, Any]:
+    """The execution's inputs, and its outputs once it succeeded, as plain values."""
+    from engine._outputs import plain_value
+
+    created = (await engine.history(execution_id))[0]
+    inputs = await engine._resolved(getattr(created, "inputs", {}))
+    values: dict[str, Any] = {"inputs": {name: plain_value(literal) for name, literal in inputs.items()}}
+    if status == "succeeded":
+        values["outputs"] = await engine.outputs(execution_id, typed=False)
+    return values
+
+
+@executions_app.command("outputs")
+def outputs(
+    execution_id: Annotated[str, typer.Argument(metavar="ID")],
+    node: Annotated[
+        str | None, typer.Option("--node", help="A node id (`n2`, `n1/n0`) or a map element (`n3/17`).")
+    ] = None,
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+    as_json: AsJson = False,
+) -> None:
+    """Print the outputs of a finished execution, or of one node (typed when the code imports here)."""
+
+    async def body() -> int:
+        import msgspec
+
+        async with _open_store(state_dir, postgres) as engine:
+            value = await engine.outputs(execution_id, node, typed=not as_json)
+        if as_json:
+            _write(msgspec.json.encode(value).decode())
+        else:
+            from rich.pretty import Pretty
+
+            _console().print(Pretty(value))
     as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line.")] = False,
 ) -> None:
     """Show an execution's events in version order."""
@@ -671,7 +715,8 @@ async def _open_engine(state_dir: str | None, postgres: str | None) -> AsyncIter
 async def _open_store(state_dir: str | None, postgres: str | None) -> AsyncIterator[Engine]:
     """A client engine (no loop): reading and aborting must not resume (and then abandon) the
     unfinished executions of the store."""
-    async with _make_engine(state_dir, postgres, run_loop=False) as engine:
+    # a client runs no attempts: it needs no executor of its own (nor Ray, with --postgres)
+    async with _make_engine(state_dir, postgres, run_loop=False, executor="local") as engine:
         yield engine
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "progress_view",
     "status_line",
     "top_level_nodes",
+    "values_lines",
 ]
 
 _STATUS_STYLE = {
@@ -191,6 +192,20 @@ def executions_table(summaries: Sequence[ExecutionSummary]) -> Table:
             _local(summary.created_at),
         )
     return table
+
+
+VALUE_CHARS_SHOWN = 300  # per line; `--json` gives values whole
+
+
+def values_lines(values: dict[str, object]) -> list[str]:
+    """``inputs: ...`` and ``outputs: ...`` lines, each cut to fit a screen."""
+    lines = []
+    for name, value in values.items():
+        text = repr(value)
+        if len(text) > VALUE_CHARS_SHOWN:
+            text = f"{text[:VALUE_CHARS_SHOWN]}... ({len(text)} characters; --json for all)"
+        lines.append(f"{name}: {text}")
+    return lines
 
 
 def details_table(details: ExecutionDetails, now: datetime) -> RenderableType:

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import msgspec
 
 from engine._details import ExecutionDetails, details_of
+from engine._outputs import node_literals, plain_outputs, typed_node_outputs, typed_workflow_outputs
 from engine._wiring import backend, blob_store, build_executors, event_stream_services, index_executors
 from engine.errors import (
     ConcurrencyConflict,
@@ -121,18 +121,30 @@ class ExecutionHandle:
         """
         await self.wait(timeout)
         state = await self._engine._state(self.execution_id)
-        if state.phase == "failed":
-            error = state.error or ErrorInfo(kind="system", message="unknown failure")
-            raise TaskFailed(self.execution_id, error.node_id, error.message, error.kind, error.traceback)
-        if state.phase == "aborted":
-            raise ExecutionAborted(self.execution_id, state.abort_reason)
+        _raise_unless_succeeded(state)
         outputs = await self._engine._resolved(state.outputs or {})
         if self._workflow is not None:
             return self._workflow.decode_outputs(outputs)
-        values = {name: msgspec.msgpack.decode(literal) for name, literal in outputs.items()}
-        if not values:
-            return None
-        return values["o0"] if list(values) == ["o0"] else values
+        assert state.created is not None
+        return typed_workflow_outputs(state.created, outputs)
+
+
+def _raise_unless_succeeded(state: ExecutionState) -> None:
+    if state.phase == "failed":
+        error = state.error or ErrorInfo(kind="system", message="unknown failure")
+        raise TaskFailed(state.execution_id, error.node_id, error.message, error.kind, error.traceback)
+    if state.phase == "aborted":
+        raise ExecutionAborted(state.execution_id, state.abort_reason)
+
+
+def _code_ref(workflow: Workflow) -> str | None:
+    """Where the workflow's function lives, for readers in other processes; None when nothing
+    else could import it (a script run as ``__main__``, a function defined in a function)."""
+    fn = getattr(workflow, "fn", None)
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not module or module in ("__main__", "__mp_main__") or "<locals>" in qualname:
+        return None
+    return f"{module}:{qualname}"
 
 
 class Engine:
@@ -446,6 +458,7 @@ class Engine:
             inputs=literals,
         )
         await self.store.append(execution_id, 0, [created])
+            workflow_ref=_code_ref(workflow),
         self._workflows[spec.name] = workflow
         if self._controller is not None:  # a client engine leaves it to the serving engines
             self._controller.enqueue(execution_id)
@@ -461,11 +474,39 @@ class Engine:
             )
 
     def handle(self, execution_id: str) -> ExecutionHandle:
-        """A handle on an existing execution (outputs are decoded untyped unless launched here)."""
+        """A handle on an existing execution (its outputs are typed when the workflow's module
+        imports here, plain values otherwise)."""
         return ExecutionHandle(self, execution_id, None)
 
     async def get(self, execution_id: str) -> ExecutionDetails:
         """The execution's status and per-node progress. Raises ``ExecutionNotFound``."""
+    async def outputs(self, execution_id: str, node_id: str | None = None, *, typed: bool = True) -> Any:
+        """The outputs of a finished execution, or of one of its nodes, without waiting.
+
+        Args:
+            execution_id: the execution.
+            node_id: a node (``n2``, a dynamic child ``n1/n0``) or a map element (``n3/17``);
+                None for the workflow's outputs.
+            typed: decode to the declared Python types when the code imports here (else, and with
+                False, plain values: dicts, lists, numbers, strings, None).
+
+        Raises:
+            ExecutionNotFound: no such execution. NodeNotFound: no such node.
+            ExecutionNotFinished: the workflow's outputs were asked while it runs.
+            OutputsNotReady: the node has not succeeded (it failed, runs, or never ran).
+            TaskFailed, ExecutionAborted: the execution ended without outputs.
+        """
+        state = await self._state(execution_id)
+        if node_id is not None:
+            literals = await self._resolved(node_literals(state, node_id))
+            return typed_node_outputs(state, node_id, literals) if typed else plain_outputs(literals)
+        if state.phase not in TERMINAL_STATUSES:
+            raise ExecutionNotFinished(execution_id, "read the outputs of", state.phase)
+        if not typed:
+            _raise_unless_succeeded(state)
+            return plain_outputs(await self._resolved(state.outputs or {}))
+        return await ExecutionHandle(self, execution_id).outputs()
+
         return details_of(await self._state(execution_id))
 
     async def list_executions(

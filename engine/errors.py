@@ -38,6 +38,8 @@ __all__ = [
     "InvalidResources",
     "InvalidTransition",
     "NoTaskContext",
+    "NodeNotFound",
+    "OutputsNotReady",
     "SlipstreamError",
     "StoreUnavailable",
     "TaskFailed",
@@ -104,6 +106,28 @@ class ExecutionNotFinished(SlipstreamError):
             f"cannot {operation} execution {execution_id!r}: it is still {status}; wait for it to finish "
             "or abort it first"
         )
+
+
+class NodeNotFound(SlipstreamError):
+    """The execution has no node (or map element) with this id."""
+
+    def __init__(self, execution_id: str, node_id: str) -> None:
+        self.execution_id = execution_id
+        self.node_id = node_id
+        super().__init__(
+            f"execution {execution_id!r} has no node {node_id!r}: see its node ids with "
+            f"`slipstream executions show {execution_id}` (a map element is `<map node>/<index>`)"
+        )
+
+
+class OutputsNotReady(SlipstreamError):
+    """The node has no outputs: it has not succeeded (it failed, still runs, or never ran)."""
+
+    def __init__(self, execution_id: str, node_id: str, phase: str) -> None:
+        self.execution_id = execution_id
+        self.node_id = node_id
+        self.phase = phase
+        super().__init__(f"node {node_id!r} of execution {execution_id!r} has no outputs: it is {phase}")
 
 
 class ConcurrencyConflict(SlipstreamError):

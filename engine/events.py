@@ -67,6 +67,8 @@ class ExecutionCreated(Event, frozen=True, tag="ExecutionCreated"):
     spec: WorkflowSpec
     inputs: dict[str, bytes]
     parent: str | None = None  # the execution this one recovers
+    # ``module:qualname`` of the workflow function, so a reader that can import it gets typed outputs
+    workflow_ref: str | None = None
 
 
 class ExecutionStarted(Event, frozen=True, tag="ExecutionStarted"):
