@@ -411,26 +411,16 @@ def show(
 
         async with _open_store(state_dir, postgres) as engine:
             details = await engine.get(execution_id)
+            values = await _values(engine, execution_id, details.status)
         if as_json:
             data = msgspec.to_builtins(details)
             data["counts"] = details.counts
+            data.update(values)
             _write(msgspec.json.encode(data).decode())
         else:
             from engine._cli_view import details_table, values_lines
 
             _console().print(details_table(details, _now()))
-        return 0
-
-            values = await _values(engine, execution_id, details.status)
-    raise typer.Exit(_run_async(body))
-
-
-            data.update(values)
-@executions_app.command("history")
-def history(
-    execution_id: Annotated[str, typer.Argument(metavar="ID")],
-    state_dir: StateDir = None,
-    postgres: Postgres = None,
             for line in values_lines(values):
                 _console().print(line, highlight=False, markup=False)
         return 0
@@ -473,6 +463,16 @@ def outputs(
             from rich.pretty import Pretty
 
             _console().print(Pretty(value))
+        return 0
+
+    raise typer.Exit(_run_async(body))
+
+
+@executions_app.command("history")
+def history(
+    execution_id: Annotated[str, typer.Argument(metavar="ID")],
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line.")] = False,
 ) -> None:
     """Show an execution's events in version order."""

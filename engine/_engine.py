@@ -456,9 +456,9 @@ class Engine:
             workflow_version=spec.version,
             spec=spec,
             inputs=literals,
+            workflow_ref=_code_ref(workflow),
         )
         await self.store.append(execution_id, 0, [created])
-            workflow_ref=_code_ref(workflow),
         self._workflows[spec.name] = workflow
         if self._controller is not None:  # a client engine leaves it to the serving engines
             self._controller.enqueue(execution_id)
@@ -478,8 +478,6 @@ class Engine:
         imports here, plain values otherwise)."""
         return ExecutionHandle(self, execution_id, None)
 
-    async def get(self, execution_id: str) -> ExecutionDetails:
-        """The execution's status and per-node progress. Raises ``ExecutionNotFound``."""
     async def outputs(self, execution_id: str, node_id: str | None = None, *, typed: bool = True) -> Any:
         """The outputs of a finished execution, or of one of its nodes, without waiting.
 
@@ -507,6 +505,8 @@ class Engine:
             return plain_outputs(await self._resolved(state.outputs or {}))
         return await ExecutionHandle(self, execution_id).outputs()
 
+    async def get(self, execution_id: str) -> ExecutionDetails:
+        """The execution's status and per-node progress. Raises ``ExecutionNotFound``."""
         return details_of(await self._state(execution_id))
 
     async def list_executions(
