@@ -151,6 +151,15 @@ def serve(
         float,
         typer.Option(min=0.1, help="Seconds between sweeps for unfinished executions (handed back by others)."),
     ] = 30.0,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            help="Where tasks run (an entry point in slipstream.executors): default 'ray' with --postgres "
+            "(the ray extra; a cluster from SLIPSTREAM_RAY_ADDRESS), 'local' with a state dir.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the control loop (and the relay with --nats) until stopped by SIGTERM or Ctrl-C.
 
@@ -169,8 +178,9 @@ def serve(
 
     async def body() -> int:
         signals = _Signals()
+        chosen = {"executor": executor} if executor else {}
         engine = _make_engine(
-            state_dir, postgres, nats, workers=workers, services=services, resync_interval=resync_interval
+            state_dir, postgres, nats, workers=workers, services=services, resync_interval=resync_interval, **chosen
         )
         async with engine:
             where = "Postgres" if postgres else f"state dir {state_dir or '(default)'}"

@@ -41,7 +41,9 @@ __all__ = [
     "ExecutionSummary",
     "Executor",
     "GlobalEvent",
+    "Lineage",
     "LineageEdge",
+    "LineageLink",
     "Reservation",
     "Service",
     "ServiceContext",
@@ -882,6 +884,26 @@ class LineageEdge(msgspec.Struct, frozen=True):
     attempt: int
 
 
+class LineageLink(msgspec.Struct, frozen=True):
+    """The node run ``execution_id``/``node_id``/``attempt`` consumed ``source`` and produced ``target``."""
+
+    source: str
+    target: str
+    execution_id: str
+    node_id: str
+    attempt: int
+
+
+class Lineage(msgspec.Struct, frozen=True):
+    """The artifacts reachable from ``root`` in one direction: ``links`` between them, each found
+    at ``depth`` steps from the root (1 for the root's neighbours)."""
+
+    root: str
+    direction: Literal["upstream", "downstream"]
+    links: list[LineageLink]
+    depths: dict[str, int]
+
+
 class Catalog(abc.ABC):
     """Memoized outputs, reservations, named artifacts and lineage (DESIGN section 9).
 
@@ -902,6 +924,49 @@ class Catalog(abc.ABC):
       partitions include the given ones, newest first.
     - ``record_lineage`` stores edges between node runs and artifacts; ``lineage`` walks them.
     """
+
+    async def lineage(
+        self,
+        artifact_id: str,
+        *,
+        direction: Literal["upstream", "downstream"] = "upstream",
+        depth: int | None = None,
+    ) -> Lineage:
+        """The artifacts ``artifact_id`` was made from (``upstream``) or that were made from it
+        (``downstream``), ``depth`` steps at most (all when None), found breadth first.
+
+        Raises:
+            ValueError: an unknown direction or a depth below 1.
+        """
+        if direction not in ("upstream", "downstream"):
+            raise ValueError(f"direction must be 'upstream' or 'downstream', got {direction!r}")
+        if depth is not None and depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        # upstream: the run that produced an artifact, then what that run consumed; downstream:
+        # the runs that consumed it, then what they produced
+        first, then = ("out", "in") if direction == "upstream" else ("in", "out")
+        links: list[LineageLink] = []
+        depths = {artifact_id: 0}
+        frontier = [artifact_id]
+        level = 0
+        while frontier and (depth is None or level < depth):
+            level += 1
+            found: list[str] = []
+            for current in frontier:
+                for edge in await self.edges(artifact=current):
+                    if edge.direction != first:
+                        continue
+                    for other in await self.edges(execution_id=edge.execution_id, node_id=edge.node_id):
+                        if (other.attempt, other.direction) != (edge.attempt, then):
+                            continue
+                        pair = (other.artifact, current) if direction == "upstream" else (current, other.artifact)
+                        source, target = pair
+                        links.append(LineageLink(source, target, edge.execution_id, edge.node_id, edge.attempt))
+                        if other.artifact not in depths:
+                            depths[other.artifact] = level
+                            found.append(other.artifact)
+            frontier = found
+        return Lineage(artifact_id, direction, links, depths)
 
     name: str = ""
 
@@ -983,5 +1048,8 @@ class Catalog(abc.ABC):
         """Store edges (idempotent)."""
 
     @abc.abstractmethod
-    async def edges(self, *, artifact: str | None = None, execution_id: str | None = None) -> list[LineageEdge]:
-        """The edges touching ``artifact``, or the node runs of ``execution_id``."""
+    async def edges(
+        self, *, artifact: str | None = None, execution_id: str | None = None, node_id: str | None = None
+    ) -> list[LineageEdge]:
+        """The edges touching ``artifact``, or those of the runs of ``execution_id`` (of its node
+        ``node_id`` only, when given)."""

@@ -30,6 +30,8 @@ __all__ = ["ActorInfo", "Job", "SlipstreamActor"]
 
 # how many finished attempts an actor remembers for engines that poll it after a restart
 KEPT_RESULTS = 256
+# how long a cancelled async body may take to unwind (the engine kills the actor after that)
+CANCEL_GRACE_SECONDS = 5.0
 
 
 class Job(msgspec.Struct, frozen=True):
@@ -132,8 +134,9 @@ class SlipstreamActor:
         return self._done.get(decoded)
 
     async def cancel(self, key: bytes) -> str:
-        """Cancel the attempt: ``"cancelled"`` (an async body, cancelled), ``"unknown"``, or
-        ``"thread"`` (a sync body: Python cannot stop its thread; the caller kills this actor)."""
+        """Cancel the attempt: ``"cancelled"`` (an async body, cancelled), ``"unknown"``, ``"stuck"``
+        (an async body still running after the grace), or ``"thread"`` (a sync body: Python cannot
+        stop its thread). For the last two the caller kills this actor."""
         self._touch()
         decoded = msgspec.msgpack.decode(key, type=TaskKey)
         self._done.pop(decoded, None)
@@ -142,8 +145,8 @@ class SlipstreamActor:
             return "unknown"
         if isinstance(body, asyncio.Task):
             body.cancel()
-            await asyncio.wait([body])
-            return "cancelled"
+            await asyncio.wait([body], timeout=CANCEL_GRACE_SECONDS)
+            return "cancelled" if body.done() else "stuck"
         return "thread"
 
     async def _exit_when_orphaned(self) -> None:

@@ -54,6 +54,8 @@ __all__ = ["RayExecutor", "ray_available"]
 log = logging.getLogger("slipstream.executor.ray")
 
 HANDLE_PREFIX = "ray:"
+# how long a cancelled async body may take to unwind before its actor is killed anyway
+CANCEL_GRACE_SECONDS = 5.0
 # how long a restarted engine reuses one listing of a dead executor's actors while adopting attempts
 _LISTING_TTL = 5.0
 
@@ -224,6 +226,14 @@ class RayExecutor(Executor):
         self._closing = True
         for task in [*self._tasks, *([self._reaper] if self._reaper else [])]:
             task.cancel()
+        # async bodies are cancelled in their actors first, so that their `finally` blocks run
+        cancels = [
+            actor.handle.cancel.remote(_key_bytes(key))
+            for key, attempt in self._attempts.items()
+            if attempt.is_async and attempt.final is None and (actor := attempt.actor) is not None
+        ]
+        if cancels:
+            await asyncio.wait([asyncio.ensure_future(_swallow(ref)) for ref in cancels], timeout=CANCEL_GRACE_SECONDS)
         drivers = [a.driver for a in self._attempts.values() if a.driver is not None and not a.driver.done()]
         self._attempts.clear()
         for driver in drivers:
@@ -234,7 +244,7 @@ class RayExecutor(Executor):
                 self._stop_actor(pool, actor)
         self._pools.clear()
         if drivers or self._tasks:
-            await asyncio.wait([*drivers, *self._tasks], timeout=5.0)
+            await asyncio.wait([*drivers, *self._tasks], timeout=CANCEL_GRACE_SECONDS)
         if self._owns_ray:
             self._owns_ray = False
             await asyncio.to_thread(ray.shutdown)
@@ -321,11 +331,12 @@ class RayExecutor(Executor):
         pool = self._pool(actor.shape)
         if attempt.is_async:
             try:
-                outcome = await actor.handle.cancel.remote(_key_bytes(key))
+                # bounded: a body that swallows the cancellation gets its actor killed below
+                outcome = await asyncio.wait_for(actor.handle.cancel.remote(_key_bytes(key)), CANCEL_GRACE_SECONDS)
             except Exception:
                 outcome = "dead"
             if outcome == "cancelled" and attempt.driver is not None:
-                await asyncio.wait([attempt.driver], timeout=5.0)
+                await asyncio.wait([attempt.driver], timeout=CANCEL_GRACE_SECONDS)
                 return
         self._stop_actor(pool, actor)
         self._pump()
@@ -577,9 +588,14 @@ class RayExecutor(Executor):
 
         actors = await self._actors_named_by(handle)
         for actor, answer in zip(actors, await self._ask(actors, "cancel", key), strict=True):
-            if answer == "thread":
+            if answer in ("thread", "stuck"):
                 with contextlib.suppress(Exception):
                     ray.kill(actor, no_restart=True)
+
+
+async def _swallow(ref: Any) -> None:
+    with contextlib.suppress(Exception):  # a dead actor has nothing left to cancel
+        await ref
 
 
 def _key_bytes(key: TaskKey) -> bytes:

@@ -210,7 +210,8 @@ async def test_two_servers_one_stopped_mid_run_nothing_runs_twice(postgres_datab
     0 promptly, the other finishes everything, and no node ran twice."""
     store_args = ["--postgres", postgres_database]
     env = {"SLIPSTREAM_TEST_SIDE_EFFECTS": str(side_effects)}
-    options = ("--resync-interval", "1", "--workers", "8")
+    # the local executor: each server's own process runs its attempts (counted by pid below)
+    options = ("--resync-interval", "1", "--workers", "8", "--executor", "local")
     first = Server(store_args, *options, env=env)
     second = Server(store_args, *options, env=env)
     try:
