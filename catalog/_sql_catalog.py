@@ -284,33 +284,25 @@ class SqlCatalog(Catalog):
                 [(e.artifact, e.direction, e.execution_id, e.node_id, e.attempt) for e in edges],
             )
 
-    async def edges(self, *, artifact: str | None = None, execution_id: str | None = None) -> list[LineageEdge]:
+    async def edges(
+        self, *, artifact: str | None = None, execution_id: str | None = None, node_id: str | None = None
+    ) -> list[LineageEdge]:
         if artifact is not None:
-            where, arg = "artifact_id = ?", artifact
+            where, args = "artifact_id = ?", [artifact]
         elif execution_id is not None:
-            where, arg = "execution_id = ?", execution_id
+            where, args = "execution_id = ?", [execution_id]
+            if node_id is not None:
+                where += " AND node_id = ?"
+                args.append(node_id)
         else:
             raise ValueError("edges takes artifact= or execution_id=")
         async with self.transaction() as tx:
             rows = await tx.fetch(
                 "SELECT artifact_id, direction, execution_id, node_id, attempt FROM catalog_lineage "
                 f"WHERE {where} ORDER BY execution_id, node_id, attempt, direction, artifact_id",
-                arg,
+                *args,
             )
         return [LineageEdge(row[0], row[1], row[2], row[3], int(row[4])) for row in rows]
-
-    async def runs_edges(self, runs: Sequence[tuple[str, str]]) -> list[LineageEdge]:
-        """Every edge of the node runs ``(execution_id, node_id)`` (all attempts)."""
-        found: list[LineageEdge] = []
-        async with self.transaction() as tx:
-            for execution_id, node_id in dict.fromkeys(runs):
-                rows = await tx.fetch(
-                    "SELECT artifact_id, direction, execution_id, node_id, attempt FROM catalog_lineage "
-                    "WHERE execution_id = ? AND node_id = ?",
-                    execution_id, node_id,
-                )  # fmt: skip
-                found += [LineageEdge(row[0], row[1], row[2], row[3], int(row[4])) for row in rows]
-        return found
 
     # -- rows ----------------------------------------------------------------------------------------
 

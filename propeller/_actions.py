@@ -14,8 +14,8 @@ a round may be planned again after a crash:
 - `CacheLookup`: ask the catalog for a node's (or a map's elements') cached outputs before it
   launches, and with ``reserve`` hold the key for this node while it computes (``cache_serialize``);
   the answer comes back to the next round as an observation (`propeller._cache.CacheOutcome`).
-- `CachePut`: record outputs of succeeded attempts in the catalog (idempotent per attempt), and
-  drop the reservations those attempts held.
+- `CachePut`: record outputs of succeeded attempts in the catalog (idempotent per attempt) and
+  their lineage (what the attempt consumed and produced), and drop the reservations they held.
 - `CacheRelease`: drop a reservation whose node ended without outputs.
 """
 
@@ -79,11 +79,14 @@ class CacheOutcome(msgspec.Struct, frozen=True):
 
 
 class CachePut(msgspec.Struct, frozen=True):
-    """Record ``drafts`` in the catalog; then release each reservation in ``owners`` (key digest,
-    owner) the producing attempts held."""
+    """Record ``drafts`` in the catalog with their lineage (each draft was produced by its attempt,
+    and the attempt ``run`` consumed the artifacts ``consumed``); then release each reservation in
+    ``owners`` (key digest, owner) the producing attempts held."""
 
     drafts: list[ArtifactDraft]
     owners: list[tuple[str, str]] = []
+    consumed: list[str] = []
+    run: TaskKey | None = None
 
 
 class CacheRelease(msgspec.Struct, frozen=True):

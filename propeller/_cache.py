@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from engine.events import ElementResult, ElementsReused, NodeCacheHit
-from engine.interfaces import ArtifactDraft, CacheKey
+from engine.interfaces import ArtifactDraft, CacheKey, TaskKey
 from engine.literals import NIL_LITERAL, combine_hashes, inputs_hash, literal_hash
-from engine.models import TaskOptions
-from engine.state import WAITING, ArrayState, NodeState
+from engine.models import ArrayNode, TaskOptions
+from engine.state import WAITING, ArrayState, NodeState, binding_dependencies
 from propeller._actions import CacheLookup, CachePut, CacheRelease
 from propeller._round import Round
 
@@ -115,13 +115,49 @@ def ready_to_launch(rnd: Round, node: NodeState) -> bool:
 
 
 def record_outputs(rnd: Round, node: NodeState, outputs: Mapping[str, bytes]) -> None:
-    """A cached task or dynamic node succeeded by running: keep its outputs in the catalog."""
-    if not _cached(rnd, node):
+    """A task or dynamic node succeeded by running: keep its outputs in the catalog when it is
+    cached, and its lineage (the artifacts it consumed) whenever there is any."""
+    if not rnd.config.caching:
+        return
+    consumed = consumed_artifacts(rnd, node)
+    run = TaskKey(rnd.state.execution_id, node.node_id, node.attempt)
+    if not node.options.cache:
+        if consumed:
+            rnd.actions.append(CachePut([], consumed=consumed, run=run))
         return
     key = node_key(rnd, node)
     draft = ArtifactDraft(key, dict(outputs), rnd.state.execution_id, node.node_id, node.attempt)
     owners = [(key.digest, owner_of(rnd, node))] if node.options.cache_serialize else []
-    rnd.actions.append(CachePut([draft], owners))
+    rnd.actions.append(CachePut([draft], owners, consumed=consumed, run=run))
+
+
+def consumed_artifacts(rnd: Round, node: NodeState) -> list[str]:
+    """The catalog artifacts a node's inputs came from: the outputs of its upstream nodes that
+    were cached (recorded when they ran, or reused from the cache)."""
+    scope = node.scope
+    if scope is None:
+        return []
+    found: set[str] = set()
+    for binding in node.spec.inputs.values():
+        for dependency in binding_dependencies(binding):
+            upstream = rnd.state.nodes.get(scope.prefix + dependency)
+            artifact = artifact_of(rnd, upstream)
+            if artifact is not None:
+                found.add(artifact)
+    return sorted(found)
+
+
+def artifact_of(rnd: Round, node: NodeState | None) -> str | None:
+    """The artifact holding a succeeded node's outputs, if the catalog has one (pure: the id of
+    an artifact recorded from a run derives from its key and attempt)."""
+    if node is None or node.phase != "succeeded":
+        return None
+    if node.source.startswith("cache:"):
+        return node.source.removeprefix("cache:")
+    if node.source or not _cached(rnd, node) or node.scope is None or isinstance(node.spec, ArrayNode):
+        return None
+    key = node_key(rnd, node)
+    return ArtifactDraft(key, {}, rnd.state.execution_id, node.node_id, node.attempt).artifact_id
 
 
 def release_if_failed(rnd: Round, node: NodeState) -> None:

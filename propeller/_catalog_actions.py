@@ -18,7 +18,7 @@ from datetime import datetime
 
 import anyio
 
-from engine.interfaces import Catalog, Service, ServiceContext, ServiceHealth
+from engine.interfaces import Catalog, LineageEdge, Service, ServiceContext, ServiceHealth
 from propeller._actions import CacheLookup, CacheOutcome, CachePut, CacheRelease
 
 __all__ = ["CatalogActions", "ReservationHeartbeat"]
@@ -82,8 +82,15 @@ class CatalogActions:
         self._answer(action.execution_id, action.node_id, outcome)
 
     async def _put(self, action: CachePut) -> None:
+        edges = [LineageEdge(d.artifact_id, "out", d.execution_id, d.node_id, d.attempt) for d in action.drafts]
+        if action.run is not None:
+            run = action.run
+            edges += [LineageEdge(a, "in", run.execution_id, run.node_id, run.attempt) for a in action.consumed]
         try:
-            await self.catalog.put_many(action.drafts, now=self._clock())
+            if action.drafts:
+                await self.catalog.put_many(action.drafts, now=self._clock())
+            if edges:
+                await self.catalog.record_lineage(edges)
         except Exception as exc:
             first = action.drafts[0] if action.drafts else None
             log.warning(

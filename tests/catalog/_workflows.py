@@ -91,3 +91,29 @@ def versioned(version: str) -> object:
         return bumped(x=x)
 
     return bumped_wf
+
+
+@task(cache=True)
+def load(n: int) -> list[int]:
+    return list(range(n))
+
+
+@task(cache=True)
+def featurize(rows: list[int]) -> list[int]:
+    return [r * r for r in rows]
+
+
+@task
+def count(rows: list[int]) -> int:
+    return len(rows)
+
+
+@task(cache=True)
+def fit(features: list[int], size: int) -> float:
+    return sum(features) / max(size, 1)
+
+
+@workflow
+def pipeline_wf(n: int = 4) -> float:
+    rows = load(n=n)
+    return fit(features=featurize(rows=rows), size=count(rows=rows))
