@@ -118,22 +118,24 @@ async def test_a_third_party_store_and_blob_store_are_chosen_by_name(third_party
     assert not (tmp_path / "events.db").exists() and not (tmp_path / "blobs").exists()
 
 
-async def test_a_third_party_event_sink_is_found_by_name(third_party_plugin: Path, tmp_path: Path) -> None:
-    sink = backend("slipstream.event_sinks", "jsonl")(str(tmp_path / "events.jsonl"))
-    async with Engine.embedded(tmp_path, executor="inline", services=[sink]) as eng:
-        handle = await eng.launch(wf.shout_back, text="hey")
-        assert await handle.outputs(timeout=30) == "HEY"
-        written = tmp_path / "events.jsonl"
+async def test_a_third_party_event_sink_is_found_by_name_and_resumes_from_its_cursor(
+    third_party_plugin: Path, tmp_path: Path
+) -> None:
+    written = tmp_path / "events.jsonl"
 
-        def kinds() -> list[str]:
-            text = written.read_text() if written.exists() else ""
-            return [json.loads(line)["kind"] for line in text.splitlines()]
+    def lines() -> list[dict[str, object]]:
+        return [json.loads(line) for line in written.read_text().splitlines()] if written.exists() else []
 
-        await wait_until(lambda: "ExecutionSucceeded" in kinds())
-        assert eng.health()["jsonl"].ok
-    assert kinds()[0] == "ExecutionCreated" and len(kinds()) == len(await _history(tmp_path, handle.execution_id))
-
-
-async def _history(state_dir: Path, execution_id: str) -> list[object]:
-    async with Engine.embedded(state_dir, executor="local", run_loop=False) as eng:
-        return list(await eng.history(execution_id))
+    executions = []
+    for text in ("hey", "you"):  # a second engine, with a fresh sink, goes on from the cursor
+        sink = backend("slipstream.event_sinks", "jsonl")(str(written))
+        async with Engine.embedded(tmp_path, executor="inline", services=[sink]) as eng:
+            handle = await eng.launch(wf.shout_back, text=text)
+            assert await handle.outputs(timeout=30) == text.upper()
+            executions.append(handle.execution_id)
+            await wait_until(lambda: sum(line["kind"] == "ExecutionSucceeded" for line in lines()) == len(executions))
+            assert eng.health()["jsonl"].ok
+            expected = [e for eid in executions for e in await eng.history(eid)]
+    assert [(line["execution_id"], line["version"]) for line in lines()] == [
+        (e.execution_id, e.version) for e in expected
+    ]  # each event once, in commit order

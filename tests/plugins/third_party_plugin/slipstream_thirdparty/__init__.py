@@ -15,6 +15,7 @@ import json
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -49,7 +50,7 @@ class InlineExecutor(Executor):
         self.name = name
         self._report: Callable[[TaskKey], None] = lambda key: None
         self._blobs: BlobStore | None = None
-        self._running: dict[TaskKey, asyncio.Task[None]] = {}
+        self._running: dict[TaskKey, tuple[asyncio.Task[None], datetime]] = {}
         self._done: dict[TaskKey, TaskStatus] = {}
         self.submitted: list[TaskKey] = []
 
@@ -66,16 +67,17 @@ class InlineExecutor(Executor):
     async def submit(self, request: TaskRequest) -> str:
         if request.key not in self._running and request.key not in self._done:
             self.submitted.append(request.key)
-            self._running[request.key] = asyncio.create_task(self._run(request))
+            started = datetime.now(UTC)
+            self._running[request.key] = asyncio.create_task(self._run(request, started)), started
         return ""
 
-    async def _run(self, request: TaskRequest) -> None:
+    async def _run(self, request: TaskRequest, started: datetime) -> None:
         if self._blobs is not None:
             request = await resolve_request(request, self._blobs)
         if request.task.is_async:
-            status = await run_attempt_async(request, worker="inline")
+            status = await run_attempt_async(request, worker="inline", started_at=started)
         else:
-            status = await asyncio.to_thread(run_attempt, request, worker="inline")
+            status = await asyncio.to_thread(run_attempt, request, worker="inline", started_at=started)
         self._running.pop(request.key, None)
         self._done[request.key] = status
         self._report(request.key)
@@ -83,14 +85,16 @@ class InlineExecutor(Executor):
     async def poll(self, key: TaskKey, handle: str = "") -> TaskStatus:
         if key in self._done:
             return self._done[key]
-        return TaskStatus(phase="running", worker="inline") if key in self._running else TaskStatus(phase="lost")
+        if key in self._running:
+            return TaskStatus(phase="running", worker="inline", started_at=self._running[key][1])
+        return TaskStatus(phase="lost")
 
     async def cancel(self, key: TaskKey, handle: str = "") -> None:
         running = self._running.pop(key, None)
         if running is not None:
-            running.cancel()  # a sync body in a thread runs on; its result is dropped
+            running[0].cancel()  # a sync body in a thread runs on; its result is dropped
             with contextlib.suppress(asyncio.CancelledError):
-                await running
+                await running[0]
         self._done.pop(key, None)
 
     def forget(self, key: TaskKey) -> None:
