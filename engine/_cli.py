@@ -1,5 +1,5 @@
 """The ``slipstream`` command line (DESIGN section 11): ``run``, ``serve``, ``executions ...``,
-``events tail`` and ``lineage run``.
+``events tail``, ``lineage run`` and ``catalog ls|show|lineage|evict``.
 
 Only typer and the standard library are imported up front, so that ``slipstream --help`` stays quick;
 the engine, rich and the rendering in ``engine._cli_view`` are imported by the commands that use them.
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from engine._engine import Engine, ExecutionHandle
     from engine._subscribe import Subscription
     from engine._workflow import Workflow
+    from engine.interfaces import Artifact, Catalog
     from engine.models import WorkflowSpec
 
 __all__ = ["app", "main"]
@@ -63,6 +64,10 @@ lineage_app = typer.Typer(
     help="Emit OpenLineage run events for node runs.", no_args_is_help=True, add_completion=False
 )
 app.add_typer(lineage_app, name="lineage")
+catalog_app = typer.Typer(
+    help="List, inspect, trace and evict cached artifacts.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(catalog_app, name="catalog")
 
 StateDir = Annotated[
     str | None,
@@ -696,6 +701,147 @@ def parse_inputs(workflow: Workflow, args: Iterable[str]) -> dict[str, Any]:
     inputs = workflow.parse_cli_inputs(raw)
     workflow.encode_inputs(inputs)
     return inputs
+
+
+# -- the catalog ------------------------------------------------------------------------------------
+
+
+@catalog_app.command("ls")
+def catalog_ls(
+    task: Annotated[str | None, typer.Option(help="Only artifacts of this task (its module.qualname).")] = None,
+    project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
+    domain: Annotated[str | None, typer.Option(help="Only this domain.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+    as_json: AsJson = False,
+) -> None:
+    """List cached artifacts, newest first."""
+
+    async def body() -> int:
+        import msgspec
+
+        from engine import _cli_catalog as view
+
+        async with _open_catalog(state_dir, postgres) as catalog:
+            found = await catalog.list_artifacts(task=task, project=project, domain=domain, limit=limit)
+        if as_json:
+            _write(msgspec.json.encode([view.artifact_json(a) for a in found]).decode())
+        else:
+            _console().print(view.artifacts_table(found) if found else "no artifacts")
+        return 0
+
+    raise typer.Exit(_run_async(body))
+
+
+@catalog_app.command("show")
+def catalog_show(
+    artifact_id: Annotated[str, typer.Argument(metavar="ARTIFACT", help="An artifact id, or its first 8+ digits.")],
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show an artifact: its task, the run that produced it, its names and its outputs."""
+
+    async def body() -> int:
+        import msgspec
+
+        from engine import _cli_catalog as view
+
+        async with _open_catalog(state_dir, postgres) as catalog:
+            artifact = await _artifact(catalog, artifact_id)
+        if as_json:
+            _write(msgspec.json.encode(view.artifact_json(artifact)).decode())
+        else:
+            for line in view.artifact_lines(artifact):
+                _write(line)
+        return 0
+
+    raise typer.Exit(_run_async(body))
+
+
+@catalog_app.command("lineage")
+def catalog_lineage(
+    artifact_id: Annotated[str, typer.Argument(metavar="ARTIFACT", help="An artifact id, or its first 8+ digits.")],
+    direction: Annotated[
+        str, typer.Option(help="upstream (what it was made from) or downstream (what was made from it).")
+    ] = "upstream",
+    depth: Annotated[int | None, typer.Option(min=1, help="At most this many steps (default: all).")] = None,
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show the artifacts an artifact was made from, or that were made from it, as a tree."""
+    if direction not in ("upstream", "downstream"):
+        raise BadInput(f"--direction must be upstream or downstream, not {direction!r}")
+
+    async def body() -> int:
+        import msgspec
+
+        from engine import _cli_catalog as view
+
+        async with _open_catalog(state_dir, postgres) as catalog:
+            root = await _artifact(catalog, artifact_id)
+            graph = await catalog.lineage(root.id, direction=direction, depth=depth)  # type: ignore[arg-type]
+            artifacts = {found: await catalog.get(found) for found in graph.depths}
+        if as_json:
+            _write(msgspec.json.encode(view.lineage_json(graph, artifacts)).decode())
+        else:
+            for line in view.lineage_lines(graph, artifacts):
+                _write(line)
+        return 0
+
+    raise typer.Exit(_run_async(body))
+
+
+@catalog_app.command("evict")
+def catalog_evict(
+    artifact_id: Annotated[
+        str | None, typer.Argument(metavar="[ARTIFACT]", help="The artifact to remove (id or 8+ digits).")
+    ] = None,
+    task: Annotated[str | None, typer.Option(help="Remove every artifact of this task instead.")] = None,
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+    as_json: AsJson = False,
+) -> None:
+    """Remove cached artifacts: the next run of their task computes them again."""
+    if (artifact_id is None) == (task is None):
+        raise BadInput("name one ARTIFACT or pass --task TASK (see `slipstream catalog ls`)")
+
+    async def body() -> int:
+        import msgspec
+
+        async with _open_catalog(state_dir, postgres) as catalog:
+            if artifact_id is not None:
+                removed = await catalog.evict(artifact_id=(await _artifact(catalog, artifact_id)).id)
+            else:
+                removed = await catalog.evict(task=task)
+        if as_json:
+            _write(msgspec.json.encode({"evicted": removed}).decode())
+        else:
+            _write(f"evicted {removed} artifact{'s' if removed != 1 else ''}")
+        return 0
+
+    raise typer.Exit(_run_async(body))
+
+
+@asynccontextmanager
+async def _open_catalog(state_dir: str | None, postgres: str | None) -> AsyncIterator[Catalog]:
+    """The catalog of the store a client engine opens (embedded: ``<state_dir>/catalog.db``)."""
+    async with _open_store(state_dir, postgres) as engine:
+        if engine.catalog is None:
+            raise BadInput("this engine has no catalog")
+        yield engine.catalog
+
+
+async def _artifact(catalog: Catalog, artifact_id: str) -> Artifact:
+    found = await catalog.get(artifact_id)
+    if found is None:
+        raise BadInput(
+            f"no artifact {artifact_id!r} in the catalog (or the prefix is ambiguous or shorter than 8 digits); "
+            "list them with `slipstream catalog ls`"
+        )
+    return found
 
 
 # -- engines ----------------------------------------------------------------------------------------
