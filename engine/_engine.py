@@ -397,7 +397,9 @@ class Engine:
 
     async def _start_services(self, stack: AsyncExitStack) -> None:
         controller = self._controller
-        context = ServiceContext(store=self.store, wake=controller.enqueue if controller else _ignore)
+        context = ServiceContext(
+            store=self.store, wake=controller.enqueue if controller else _ignore, serving=controller is not None
+        )
         for service in [*self.services, *self._loop_services]:
             await service.start(context)
             stack.push_async_callback(service.stop)

@@ -529,10 +529,14 @@ class ServiceContext(msgspec.Struct, frozen=True, kw_only=True):
         store: the engine's event store (started).
         wake: schedules a reconcile round of an execution (a service that learns something about
             it, such as a poller finding an external job done); a no-op in a client engine.
+        serving: the engine runs executions (a server) rather than being a client
+            (``run_loop=False``): a service that cannot reach what it talks to at start then logs
+            and retries, where a client's raises.
     """
 
     store: EventStore
     wake: Callable[[str], None]
+    serving: bool = False
 
 
 class Service(abc.ABC):

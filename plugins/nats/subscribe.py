@@ -18,18 +18,14 @@ on the stream ``SLIPSTREAM``; this module reads them back as the same typed `eng
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import Any
 
 from engine.errors import ConfigError
 from engine.events import AnyEvent, decode_event_json
+from plugins.nats._connect import connect
+from plugins.nats._outbox import DEFAULT_STREAM, SUBJECT_PREFIX
 
 __all__ = ["DEFAULT_STREAM", "SUBJECT_PREFIX", "NatsEventSource", "filter_subject"]
-
-log = logging.getLogger("slipstream.nats")
-
-DEFAULT_STREAM = "SLIPSTREAM"
-SUBJECT_PREFIX = "slipstream.events"
 
 
 def filter_subject(
@@ -112,23 +108,10 @@ class NatsEventSource:
         Raises:
             ConfigError: NATS cannot be reached, or no stream named ``stream`` exists (no relay ran).
         """
-        import nats
         from nats.js import api
         from nats.js.errors import NotFoundError
 
-        try:
-            self._nc = await nats.connect(
-                self.url,
-                connect_timeout=self.connect_timeout,
-                max_reconnect_attempts=-1,
-                allow_reconnect=True,
-                error_cb=_log_error,
-            )
-        except Exception as exc:  # nats raises OSError, TimeoutError, NoServersError...
-            raise ConfigError(
-                f"cannot reach NATS at {self.url!r} to subscribe to events ({type(exc).__name__}: {exc}); "
-                "start the server or fix the URL (nats= or SLIPSTREAM_NATS_URL)"
-            ) from exc
+        self._nc = await connect(self.url, "subscribe to events", connect_timeout=self.connect_timeout)
         try:
             js = self._nc.jetstream()
             try:
@@ -215,7 +198,3 @@ class NatsEventSource:
             await nc.flush(timeout=2)
         with contextlib.suppress(Exception):
             await nc.close()
-
-
-async def _log_error(exc: Exception) -> None:
-    log.warning("NATS subscription connection: %s: %s", type(exc).__name__, exc)
