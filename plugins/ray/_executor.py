@@ -56,6 +56,8 @@ log = logging.getLogger("slipstream.executor.ray")
 HANDLE_PREFIX = "ray:"
 # how long a cancelled async body may take to unwind before its actor is killed anyway
 CANCEL_GRACE_SECONDS = 5.0
+# how often the cluster's resources are read again
+_RESIZE_INTERVAL = 30.0
 # how long a restarted engine reuses one listing of a dead executor's actors while adopting attempts
 _LISTING_TTL = 5.0
 
@@ -166,7 +168,9 @@ class RayExecutor(Executor):
         self.idle_timeout = idle_timeout
         self.gpu_idle_timeout = gpu_idle_timeout
         self.max_actors = max_actors
-        self.orphan_timeout = orphan_timeout or max(2 * gpu_idle_timeout, gpu_idle_timeout + 60.0)
+        # longer than any idle timeout: a live engine stops its idle actors before they give up on it
+        longest = max(idle_timeout, gpu_idle_timeout)
+        self.orphan_timeout = orphan_timeout or max(2 * longest, longest + 60.0)
         self.init_options = dict(init_options or {})
         self.executor_id = uuid.uuid4().hex[:12]
         self._handle = f"{HANDLE_PREFIX}{namespace}/{self.executor_id}"
@@ -448,10 +452,19 @@ class RayExecutor(Executor):
             ray.kill(actor.handle, no_restart=True)
 
     async def _reap_idle(self) -> None:
-        """Stop actors idle for longer than their pool's timeout."""
+        """Stop actors idle for longer than their pool's timeout; re-read the cluster's size now
+        and then (nodes join and leave a cluster)."""
+        import ray
+
+        looked = time.monotonic()
         while True:
             await asyncio.sleep(min(self.idle_timeout, self.gpu_idle_timeout, 5.0))
             now = time.monotonic()
+            if now - looked >= _RESIZE_INTERVAL and self._capacity is not None:
+                looked = now
+                with contextlib.suppress(Exception):  # a GCS hiccup: keep the last known size
+                    self._capacity.resize(await asyncio.to_thread(ray.cluster_resources))
+                    self._pump()
             for pool in self._pools.values():
                 timeout = self.gpu_idle_timeout if pool.shape.gpus else self.idle_timeout
                 for actor in pool.idle():

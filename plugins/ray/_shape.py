@@ -71,6 +71,10 @@ class Capacity:
         self.total = {name: float(total.get(name, 0.0)) for name in ("CPU", "GPU", "memory")}
         self.used = {name: 0.0 for name in self.total}
 
+    def resize(self, total: Mapping[str, float]) -> None:
+        """The cluster's resources changed (nodes joined or left); what is used stays counted."""
+        self.total = {name: float(total.get(name, 0.0)) for name in self.total}
+
     def fits(self, shape: Shape, freed: Iterable[Shape] = ()) -> bool:
         """Whether one more actor of ``shape`` fits, once the actors of ``freed`` are gone."""
         used = dict(self.used)

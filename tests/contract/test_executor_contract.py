@@ -312,3 +312,31 @@ async def test_a_worker_that_dies_is_a_retryable_system_error(backend: Backend, 
     assert status.error is not None and status.error.node_id == "die"
     again = await harness.run(request(_tasks.add, "die", 2, a=1, b=2))
     assert output(again, _tasks.add) == 3
+
+
+# --- map chunks ------------------------------------------------------------------------------------
+
+
+@SYNC_ASYNC
+async def test_a_chunk_reports_one_outcome_per_element(harness: Harness, kind: str) -> None:
+    ok, bad = pick(kind, _tasks.add, _tasks.async_add), pick(kind, _tasks.boom, _tasks.async_boom)
+    chunk = msgspec.structs.replace(
+        request(ok, "map/c1", a=10),
+        elements=[4, 7, 9],
+        element_attempts=[1, 2, 1],
+        mapped={"b": [to_literal(b, int) for b in (1, 2, 3)]},
+    )
+    status = await harness.run(chunk)
+    assert status.phase == "succeeded" and status.error is None, status
+    assert [(r.index, r.attempt, r.output) for r in status.elements] == [
+        (4, 1, to_literal(11, int)),
+        (7, 2, to_literal(12, int)),
+        (9, 1, to_literal(13, int)),
+    ]
+    failing = msgspec.structs.replace(
+        request(bad, "fail/c1"), elements=[0, 1], element_attempts=[1, 1], mapped={"x": [to_literal(5, int)] * 2}
+    )
+    status = await harness.run(failing)
+    assert status.phase == "succeeded", "a chunk whose elements all failed still ran to its end"
+    assert [(r.index, r.error.kind if r.error else None) for r in status.elements] == [(0, "user"), (1, "user")]
+    assert status.elements[0].error is not None and status.elements[0].error.node_id == "fail/0"

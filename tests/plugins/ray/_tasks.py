@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from engine import Resources, current_context, task, workflow
+from engine import Resources, current_context, map_task, task, workflow
 from tests.contract._probe import hold
 
 
@@ -63,3 +63,15 @@ def killed_once(probe: str) -> list[str]:
 @workflow
 def where_on_gpu() -> list[str]:
     return gpu_where()
+
+
+@task
+def plus_one(x: int) -> int:
+    if x < 0:
+        raise ValueError(f"negative {x}")
+    return x + 1
+
+
+@workflow
+def mapped(xs: list[int]) -> list[int | None]:
+    return map_task(plus_one, min_success_ratio=0.5)(x=xs)

@@ -102,6 +102,24 @@ def test_bad_arguments() -> None:
         RayExecutor(max_actors=0)
 
 
+def test_the_cluster_address_comes_from_the_argument_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLIPSTREAM_RAY_ADDRESS", "ray://from-env:10001")
+    assert RayExecutor().address == "ray://from-env:10001"
+    assert RayExecutor("auto").address == "auto"
+    monkeypatch.delenv("SLIPSTREAM_RAY_ADDRESS")
+    assert RayExecutor().address is None  # a local Ray, or the one this process initialised
+
+
+async def test_a_map_runs_in_chunks_on_the_actors(engine: Engine) -> None:
+    xs = [*range(300), -1]
+    handle = await engine.launch(_tasks.mapped, xs=xs)
+    assert await handle.outputs(timeout=60) == [*range(1, 301), None]
+    history = await engine.history(handle.execution_id)
+    chunks = [e for e in history if type(e).__name__ == "ChunkFinished"]
+    assert 1 < len(chunks) < len(xs), "elements go out in chunks, each one actor call"
+    assert ray_executor(engine).pool_sizes() == {"cpu1": 2}
+
+
 async def test_whole_gpus_run_at_most_two_at_once_on_distinct_ids(engine: Engine, probe: Probe) -> None:
     handle = await engine.launch(_tasks.four_on_gpus, probe=probe.address)
     released = 0
