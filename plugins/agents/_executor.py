@@ -11,8 +11,9 @@ one. ``close`` therefore leaves jobs running; the attempts they belong to are fi
 engine opens the store next. A crash between the agent's ``create`` and the recorded start submits
 the attempt again, and ``create``, idempotent per attempt, returns the same job.
 
-Limits: a ``@dynamic`` cannot run on an agent, nor can a ``map_task`` over an agent task (a chunk of
-elements); both are refused with a `ConfigError` that says so.
+A ``map_task`` over an agent task runs one job per element: a chunk of elements is a set of jobs,
+created together and reported together (one `ElementResult` each) when the last one ends. A
+``@dynamic`` cannot run on an agent: it is refused with a `ConfigError` that says so.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 import msgspec
 
 from engine.errors import ConfigError, SlipstreamError
+from engine.events import ElementResult
 from engine.interfaces import (
     Agent,
     AgentJob,
@@ -52,12 +54,14 @@ log = logging.getLogger("slipstream.executor.agents")
 
 
 class _Handle(msgspec.Struct, frozen=True, array_like=True):
-    """What ``NodeRunning.handle`` holds: enough to find the job, and to type its outputs, after a
-    restart (the executor is not given the spec then)."""
+    """What ``NodeRunning.handle`` holds: enough to find the job (or a chunk's jobs, as ``(index,
+    attempt, job id)``), and to type its outputs, after a restart (the executor is not given the spec
+    then)."""
 
     agent: str
     job: str
     task: TaskRef
+    elements: list[tuple[int, int, str]] = []
 
 
 _HANDLE_ENCODER = msgspec.json.Encoder()
@@ -65,14 +69,28 @@ _HANDLE_DECODER = msgspec.json.Decoder(_Handle)
 
 
 @dataclass(slots=True)
+class _Element:
+    """One element's job in a chunk, and its result once it ended."""
+
+    index: int
+    attempt: int
+    job_id: str
+    result: ElementResult | None = None
+
+
+@dataclass(slots=True)
 class _Job:
     key: TaskKey
     agent: Agent
-    job_id: str
+    job_id: str  # "" for a chunk, whose jobs are its elements'
     task: Any  # engine.Task (plugins may not import the SDK's class)
     handle: str
     status: TaskStatus
+    elements: list[_Element] = field(default_factory=list)
     next_poll: float = 0.0
+
+    def job_ids(self) -> list[str]:
+        return [element.job_id for element in self.elements] if self.elements else [self.job_id]
 
 
 class AgentExecutor(Executor):
@@ -141,11 +159,12 @@ class AgentExecutor(Executor):
                 log.warning("closing agent %r failed", started.name, exc_info=True)
 
     async def submit(self, request: TaskRequest) -> str:
-        """Create the attempt's job on its agent (once per key); return the attempt's handle.
+        """Create the attempt's job on its agent (a chunk: one job per element), once per key;
+        return the attempt's handle.
 
         Raises:
             ConfigError: the task has no ``@agent`` declaration, its agent is not installed, it is a
-                ``@dynamic`` or a map chunk, or a declared secret is not set.
+                ``@dynamic``, its settings are wrong, or a declared secret is not set.
         """
         known = self._jobs.get(request.key)
         if known is not None:
@@ -153,11 +172,6 @@ class AgentExecutor(Executor):
         what = f"task {request.task.name!r}"
         if request.kind == "dynamic":
             raise ConfigError(f"{what} is a @dynamic, which cannot run on an agent: run it on executor='local'")
-        if request.elements:
-            raise ConfigError(
-                f"{what} is mapped (map_task), and the agents executor runs one job per task attempt, not chunks of "
-                "elements: call the agent task from a @dynamic loop instead, or map a task on executor='local'"
-            )
         task = load_task(request.task)
         declaration = declaration_of(task.fn)
         if declaration is None:
@@ -175,22 +189,35 @@ class AgentExecutor(Executor):
                 f"{what} declares secrets {missing} that are not set in the engine's environment: export them "
                 "(e.g. `export NAME=...`), or remove them from the task's secrets=[...]"
             )
-        job = AgentJob(
-            key=request.key,
-            task=request.task.name,
-            config=dict(declaration.config),
-            inputs=decode_inputs(task, request.inputs),
-            secrets=secrets,
-            timeout=request.timeout,
-            project=request.project,
-            domain=request.domain,
-        )
-        job_id = await found.create(job)
-        handle = _HANDLE_ENCODER.encode(_Handle(declaration.name, job_id, request.task)).decode()
-        status = TaskStatus(
-            phase="running", worker=f"agent:{declaration.name}", handle=handle, started_at=datetime.now(UTC)
-        )
-        self._track(_Job(request.key, found, job_id, task, handle, status))
+        jobs = [
+            AgentJob(
+                key=key,
+                task=request.task.name,
+                config=dict(declaration.config),
+                inputs=decode_inputs(task, literals),
+                secrets=secrets,
+                timeout=request.timeout,
+                project=request.project,
+                domain=request.domain,
+            )
+            for key, literals in _attempts(request)
+        ]
+        job_ids = await _create_all(found, jobs)
+        worker = f"agent:{declaration.name}"
+        started = datetime.now(UTC)
+        if request.elements:
+            elements = [
+                _Element(index, attempt, job_id)
+                for index, attempt, job_id in zip(request.elements, request.element_attempts, job_ids, strict=True)
+            ]
+            described = _Handle(declaration.name, "", request.task, [(e.index, e.attempt, e.job_id) for e in elements])
+            handle = _HANDLE_ENCODER.encode(described).decode()
+            status = TaskStatus(phase="running", worker=worker, handle=handle, started_at=started)
+            self._track(_Job(request.key, found, "", task, handle, status, elements))
+        else:
+            handle = _HANDLE_ENCODER.encode(_Handle(declaration.name, job_ids[0], request.task)).decode()
+            status = TaskStatus(phase="running", worker=worker, handle=handle, started_at=started)
+            self._track(_Job(request.key, found, job_ids[0], task, handle, status))
         self._report(request.key)  # the start: the loop records NodeRunning with the handle
         return handle
 
@@ -215,12 +242,12 @@ class AgentExecutor(Executor):
         """Delete the attempt's job (stopping it); unknown attempts are ignored."""
         job = self._jobs.pop(key, None)
         if job is not None:
-            await job.agent.delete(job.job_id)
+            await _delete_all(job.agent, job.job_ids())
             return
         parsed = _parse(handle)
         if parsed is not None:
             found = await self._agent(parsed.agent, f"task {parsed.task.name!r}")
-            await found.delete(parsed.job)
+            await _delete_all(found, [job_id for _, _, job_id in parsed.elements] or [parsed.job])
 
     def forget(self, key: TaskKey) -> None:
         self._jobs.pop(key, None)
@@ -255,7 +282,8 @@ class AgentExecutor(Executor):
         found = await self._agent(parsed.agent, f"task {parsed.task.name!r}")
         task = load_task(parsed.task)
         status = TaskStatus(phase="running", worker=f"agent:{parsed.agent}", handle=handle)
-        job = _Job(key, found, parsed.job, task, handle, status)
+        elements = [_Element(index, attempt, job_id) for index, attempt, job_id in parsed.elements]
+        job = _Job(key, found, parsed.job, task, handle, status, elements)
         self._track(job)
         return job
 
@@ -270,15 +298,26 @@ class AgentExecutor(Executor):
     async def _refresh(self, job: _Job) -> bool:
         """Ask the agent about the job; whether its status changed."""
         job.next_poll = time.monotonic() + self._interval(job.agent)
-        try:
-            answer = await job.agent.get(job.job_id)
-        except Exception as exc:
-            # the other side is unreachable for now: keep the job, ask again at the next tick
-            log.warning("agent %r: get(%r) failed (%s: %s)", job.agent.name, job.job_id, type(exc).__name__, exc)
+        if job.elements:
+            return await self._refresh_chunk(job)
+        answer = await _get(job.agent, job.job_id)
+        if answer is None or self._jobs.get(job.key) is not job or answer.phase == "running":
             return False
-        if self._jobs.get(job.key) is not job or answer.phase == "running":
+        job.status = _status(job, answer, job.job_id)
+        return True
+
+    async def _refresh_chunk(self, job: _Job) -> bool:
+        pending = [element for element in job.elements if element.result is None]
+        answers = await asyncio.gather(*(_get(job.agent, element.job_id) for element in pending))
+        if self._jobs.get(job.key) is not job:
             return False
-        job.status = _status(job, answer)
+        for element, answer in zip(pending, answers, strict=True):
+            if answer is not None and answer.phase != "running":
+                element.result = _element_result(job, element, answer)
+        if any(element.result is None for element in job.elements):
+            return False
+        results = [element.result for element in job.elements if element.result is not None]
+        job.status = msgspec.structs.replace(job.status, phase="succeeded", elements=results)
         return True
 
     async def _poll_forever(self) -> None:
@@ -290,7 +329,7 @@ class AgentExecutor(Executor):
                     changed = await self._refresh(job)
                 except Exception:
                     # a bug in an agent must not stop the polling of every other job
-                    log.exception("agent %r: polling job %r failed", job.agent.name, job.job_id)
+                    log.exception("agent %r: polling the job(s) of attempt %s failed", job.agent.name, job.key)
                     continue
                 if changed:
                     self._report(job.key)
@@ -303,7 +342,60 @@ class AgentExecutor(Executor):
                 await self._wake.wait()
 
 
-def _status(job: _Job, answer: AgentJobStatus) -> TaskStatus:
+def _attempts(request: TaskRequest) -> list[tuple[TaskKey, dict[str, bytes]]]:
+    """The attempts a request asks for, with their input literals: itself, or a chunk's elements
+    (node ``<map>/<index>``, as `engine.runtime` runs them)."""
+    if not request.elements:
+        return [(request.key, request.inputs)]
+    array_id = request.key.node_id.rpartition("/")[0]
+    attempts = []
+    for position, (index, attempt) in enumerate(zip(request.elements, request.element_attempts, strict=True)):
+        literals = dict(request.inputs)
+        for name, values in request.mapped.items():
+            literals[name] = values[position]
+        attempts.append((TaskKey(request.key.execution_id, f"{array_id}/{index}", attempt), literals))
+    return attempts
+
+
+async def _create_all(agent: Agent, jobs: list[AgentJob]) -> list[str]:
+    """Create every job, or none: if one create fails, delete those that were made, then raise."""
+    if len(jobs) == 1:
+        return [await agent.create(jobs[0])]
+    made = await asyncio.gather(*(agent.create(job) for job in jobs), return_exceptions=True)
+    failures = [outcome for outcome in made if isinstance(outcome, BaseException)]
+    if failures:
+        await _delete_all(agent, [outcome for outcome in made if isinstance(outcome, str)])
+        raise failures[0]
+    return [outcome for outcome in made if isinstance(outcome, str)]
+
+
+async def _delete_all(agent: Agent, job_ids: list[str]) -> None:
+    if len(job_ids) == 1:
+        await agent.delete(job_ids[0])
+    else:
+        await asyncio.gather(*(agent.delete(job_id) for job_id in job_ids))
+
+
+async def _get(agent: Agent, job_id: str) -> AgentJobStatus | None:
+    """The job's status, or None when the agent cannot tell now (asked again at the next tick)."""
+    try:
+        return await agent.get(job_id)
+    except Exception as exc:
+        log.warning("agent %r: get(%r) failed (%s: %s)", agent.name, job_id, type(exc).__name__, exc)
+        return None
+
+
+def _element_result(job: _Job, element: _Element, answer: AgentJobStatus) -> ElementResult:
+    status = _status(job, answer, element.job_id)
+    if status.phase == "succeeded":
+        return ElementResult(element.index, element.attempt, status.outputs.get("o0"))
+    if status.phase == "lost":
+        message = answer.message or f"agent {job.agent.name!r} lost job {element.job_id!r}"
+        return ElementResult(element.index, element.attempt, error=ErrorInfo(kind="system", message=message))
+    return ElementResult(element.index, element.attempt, error=status.error)
+
+
+def _status(job: _Job, answer: AgentJobStatus, job_id: str) -> TaskStatus:
     base = job.status
     match answer.phase:
         case "succeeded":
@@ -311,7 +403,7 @@ def _status(job: _Job, answer: AgentJobStatus) -> TaskStatus:
             try:
                 outputs = encode_outputs(job.task, value)
             except SlipstreamError as exc:
-                error = ErrorInfo(kind="user", message=f"agent job {job.job_id!r}: {exc}", retryable=False)
+                error = ErrorInfo(kind="user", message=f"agent job {job_id!r}: {exc}", retryable=False)
                 return msgspec.structs.replace(base, phase="failed", error=error)
             return msgspec.structs.replace(base, phase="succeeded", outputs=outputs)
         case "failed":
@@ -320,7 +412,7 @@ def _status(job: _Job, answer: AgentJobStatus) -> TaskStatus:
         case "lost":
             return TaskStatus(phase="lost", handle=base.handle)
         case _:
-            message = f"agent {job.agent.name!r} reported an unknown phase {answer.phase!r} for job {job.job_id!r}"
+            message = f"agent {job.agent.name!r} reported an unknown phase {answer.phase!r} for job {job_id!r}"
             return msgspec.structs.replace(base, phase="failed", error=ErrorInfo(kind="system", message=message))
 
 

@@ -125,3 +125,14 @@ def bad_settings() -> None:
 @workflow
 def shout_all(texts: list[str]) -> list[str]:
     return map_task(shout)(text=texts)
+
+
+@task(executor="agents")
+@agent("shell", command="echo $$ >> {gate}.pids; while [ ! -e {gate} ]; do sleep 0.05; done; printf '%s' {gate}")
+def wait_for_own_gate(gate: str) -> str:
+    """Records its pid beside ``gate``, waits until ``gate`` exists, then prints it."""
+
+
+@workflow
+def gated_map(gates: list[str]) -> list[str]:
+    return map_task(wait_for_own_gate)(gate=gates)

@@ -272,11 +272,36 @@ def test_agents_are_found_by_entry_point() -> None:
     assert os.name == "posix"  # the shell agent is POSIX only
 
 
-async def test_a_map_over_an_agent_task_is_refused_with_a_typed_error(make_engine: EngineFactory) -> None:
+async def test_a_map_runs_one_job_per_element(make_engine: EngineFactory, tmp_path: Path) -> None:
     async with make_engine() as eng:
-        handle = await eng.launch(wf.shout_all, texts=["a", "b"])
-        with pytest.raises(TaskFailed, match="runs one job per task attempt, not chunks of elements"):
-            await handle.outputs(timeout=30)
+        handle = await eng.launch(wf.shout_all, texts=["a", "b", "c"])
+        assert await handle.outputs(timeout=30) == ["A", "B", "C"]
+        history = await eng.history(handle.execution_id)
+    assert "ChunkFinished" in kinds(history)
+    assert len(jobs(tmp_path)) == 3
+
+
+async def test_a_restarted_engine_resumes_polling_a_chunk_of_jobs(make_engine: EngineFactory, tmp_path: Path) -> None:
+    gates = [str(tmp_path / f"gate-{i}") for i in range(3)]
+    pids = [Path(f"{gate}.pids") for gate in gates]
+    async with make_engine() as first:
+        handle = await first.launch(wf.gated_map, gates=gates)
+        execution_id = handle.execution_id
+        await wait_until(lambda: all(len(lines(p)) == 1 for p in pids))
+
+        async def started_recorded() -> bool:
+            return "NodeRunning" in kinds(await first.history(execution_id))
+
+        with anyio.fail_after(15):
+            while not await started_recorded():  # noqa: ASYNC110 - polling the store, no event to await
+                await anyio.sleep(0.02)
+    for gate in gates:
+        await anyio.Path(gate).touch()
+    async with make_engine(shell=CountingShell) as second:
+        assert await second.handle(execution_id).outputs(timeout=30) == gates
+        shell = second.executors["agents"]._agents["shell"]  # type: ignore[attr-defined]
+    assert isinstance(shell, CountingShell) and "get" in shell.calls and "create" not in shell.calls
+    assert all(len(lines(p)) == 1 for p in pids)  # every element's job created exactly once
 
 
 async def test_the_executor_and_agents_are_built_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
