@@ -134,13 +134,15 @@ class AgentExecutor(Executor):
         self._blobs: BlobStore | None = None
         self._wake = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()  # two first submits for one agent build and start it once
 
     # -- Executor ----------------------------------------------------------------------------------
 
     async def start(self, report: Callable[[TaskKey], None], *, blobs: BlobStore | None = None) -> None:
         self._report = report
         self._blobs = blobs
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # made on the loop that runs the engine
+        self._starting = asyncio.Lock()
         self._poller = asyncio.create_task(self._poll_forever(), name=f"slipstream-agents:{self.name}")
 
     async def close(self) -> None:
@@ -261,6 +263,10 @@ class AgentExecutor(Executor):
         started = self._agents.get(name)
         if started is not None:
             return started
+        async with self._starting:
+            return self._agents.get(name) or await self._start_agent(name, what)
+
+    async def _start_agent(self, name: str, what: str) -> Agent:
         chosen = self._given.get(name)
         if chosen is None:
             installed = {ep.name: ep for ep in entry_points(group=AGENT_GROUP)}
@@ -320,18 +326,22 @@ class AgentExecutor(Executor):
         job.status = msgspec.structs.replace(job.status, phase="succeeded", elements=results)
         return True
 
+    async def _refresh_quietly(self, job: _Job) -> bool:
+        try:
+            return await self._refresh(job)
+        except Exception:
+            # a bug in an agent must not stop the polling of every other job
+            log.exception("agent %r: polling the job(s) of attempt %s failed", job.agent.name, job.key)
+            return False
+
     async def _poll_forever(self) -> None:
         while True:
             now = time.monotonic()
             due = [job for job in self._jobs.values() if job.status.phase == "running" and job.next_poll <= now]
-            for job in due:
-                try:
-                    changed = await self._refresh(job)
-                except Exception:
-                    # a bug in an agent must not stop the polling of every other job
-                    log.exception("agent %r: polling the job(s) of attempt %s failed", job.agent.name, job.key)
-                    continue
-                if changed:
+            # concurrently: an agent across a network answers in round trips, not microseconds
+            changed = await asyncio.gather(*(self._refresh_quietly(job) for job in due))
+            for job, moved in zip(due, changed, strict=True):
+                if moved:
                     self._report(job.key)
             waiting = [job.next_poll for job in self._jobs.values() if job.status.phase == "running"]
             self._wake.clear()
