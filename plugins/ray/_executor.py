@@ -47,19 +47,17 @@ from engine.errors import ConfigError
 from engine.interfaces import BlobStore, Executor, TaskKey, TaskRequest, TaskStatus
 from engine.models import ErrorInfo, TaskRef
 from engine.runtime import can_load, portable_ref, read_secrets, resolve_request
+from plugins.ray._elsewhere import HANDLE_PREFIX, Elsewhere, cancel_on, key_bytes
 from plugins.ray._shape import Capacity, Shape, shape_of
 
 __all__ = ["RayExecutor", "ray_available"]
 
 log = logging.getLogger("slipstream.executor.ray")
 
-HANDLE_PREFIX = "ray:"
 # how long a cancelled async body may take to unwind before its actor is killed anyway
 CANCEL_GRACE_SECONDS = 5.0
 # how often the cluster's resources are read again
 _RESIZE_INTERVAL = 30.0
-# how long a restarted engine reuses one listing of a dead executor's actors while adopting attempts
-_LISTING_TTL = 5.0
 
 
 def ray_available() -> bool:
@@ -102,6 +100,7 @@ class _Attempt:
     started_at: datetime | None = None
     final: TaskStatus | None = None
     driver: asyncio.Task[None] | None = None
+    remote: Any = None  # the actor of another executor, for an adopted attempt
 
 
 @dataclass(eq=False)
@@ -186,7 +185,7 @@ class RayExecutor(Executor):
         self._closing = False
         self._reaper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # actor starts and adoptions in progress
-        self._listings: dict[str, tuple[float, list[Any]]] = {}  # other executors' actors, by handle
+        self._elsewhere = Elsewhere()  # attempts of this engine before a restart
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -232,7 +231,7 @@ class RayExecutor(Executor):
             task.cancel()
         # async bodies are cancelled in their actors first, so that their `finally` blocks run
         cancels = [
-            actor.handle.cancel.remote(_key_bytes(key))
+            actor.handle.cancel.remote(key_bytes(key))
             for key, attempt in self._attempts.items()
             if attempt.is_async and attempt.final is None and (actor := attempt.actor) is not None
         ]
@@ -323,9 +322,12 @@ class RayExecutor(Executor):
         attempt = self._attempts.pop(key, None)
         if attempt is None:
             if handle.startswith(HANDLE_PREFIX) and handle != self._handle:
-                await self._cancel_elsewhere(key, handle)
+                await self._elsewhere.cancel(key, handle, CANCEL_GRACE_SECONDS)
             return
         if attempt.final is not None:
+            return
+        if attempt.remote is not None:  # adopted: it runs on an actor of the engine before a restart
+            await cancel_on(attempt.remote, key, CANCEL_GRACE_SECONDS)
             return
         actor = attempt.actor
         if actor is None:
@@ -336,7 +338,7 @@ class RayExecutor(Executor):
         if attempt.is_async:
             try:
                 # bounded: a body that swallows the cancellation gets its actor killed below
-                outcome = await asyncio.wait_for(actor.handle.cancel.remote(_key_bytes(key)), CANCEL_GRACE_SECONDS)
+                outcome = await asyncio.wait_for(actor.handle.cancel.remote(key_bytes(key)), CANCEL_GRACE_SECONDS)
             except Exception:
                 outcome = "dead"
             if outcome == "cancelled" and attempt.driver is not None:
@@ -527,92 +529,42 @@ class RayExecutor(Executor):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # --- attempts of another executor (an engine that restarted) ------------------------------
-
-    async def _actors_named_by(self, handle: str) -> list[Any]:
-        """The live actors of the executor that gave out ``handle``."""
-        import ray
-
-        cached = self._listings.get(handle)
-        if cached is not None and time.monotonic() - cached[0] < _LISTING_TTL:
-            return cached[1]
-        namespace, _, executor_id = handle[len(HANDLE_PREFIX) :].partition("/")
-
-        def find() -> list[Any]:
-            names = [
-                entry["name"]
-                for entry in ray.util.list_named_actors(all_namespaces=True)
-                if entry["namespace"] == namespace and entry["name"].startswith(f"{executor_id}-")
-            ]
-            found = []
-            for name in names:
-                with contextlib.suppress(ValueError):  # it exited meanwhile
-                    found.append(ray.get_actor(name, namespace=namespace))
-            return found
-
-        actors = await asyncio.to_thread(find)
-        self._listings[handle] = (time.monotonic(), actors)
-        return actors
-
-    async def _ask(self, actors: list[Any], method: str, key: TaskKey) -> list[Any]:
-        async def one(actor: Any) -> Any:
-            try:
-                return await getattr(actor, method).remote(_key_bytes(key))
-            except Exception:  # a dead actor knows nothing
-                return None
-
-        return list(await asyncio.gather(*(one(actor) for actor in actors)))
+    # --- attempts of another executor (this engine before a restart) ---------------------------
 
     async def _adopt(self, key: TaskKey, handle: str) -> _Attempt | None:
-        """Find an attempt another executor (this engine before a restart) left on its actors."""
-        actors = await self._actors_named_by(handle)
-        for actor, answer in zip(actors, await self._ask(actors, "status", key), strict=True):
-            if answer is None or key in self._attempts:
-                continue
-            attempt = _Attempt(key, Shape(0.0), b"", False)
-            self._attempts[key] = attempt
-            if answer == b"running":
-                attempt.phase, attempt.worker = "running", f"ray:adopted[{handle}]"
-                attempt.driver = self._loop.create_task(self._await_adopted(attempt, actor)) if self._loop else None
-            else:
-                attempt.final = msgspec.structs.replace(
-                    msgspec.msgpack.decode(answer, type=TaskStatus), handle=self._handle
-                )
-            return attempt
-        return self._attempts.get(key)
+        """Track an attempt that the actors named by ``handle`` know (see `Elsewhere`)."""
+        found = await self._elsewhere.find(key, handle)
+        if found is None or key in self._attempts:
+            return self._attempts.get(key)
+        remote, answer = found
+        attempt = _Attempt(key, Shape(0.0), b"", False, remote=remote)
+        self._attempts[key] = attempt
+        if answer == b"running":
+            attempt.phase, attempt.worker = "running", f"ray:adopted[{handle}]"
+            attempt.driver = self._loop.create_task(self._await_adopted(attempt, remote)) if self._loop else None
+        else:
+            final = msgspec.msgpack.decode(answer, type=TaskStatus)
+            attempt.final = msgspec.structs.replace(final, handle=self._handle)
+        return attempt
 
-    async def _await_adopted(self, attempt: _Attempt, actor: Any) -> None:
+    async def _await_adopted(self, attempt: _Attempt, remote: Any) -> None:
         try:
-            answer = await actor.wait.remote(_key_bytes(attempt.key))
+            answer = await remote.wait.remote(key_bytes(attempt.key))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._finish(
-                attempt, _system_failure(attempt, f"the Ray actor running the attempt died ({type(exc).__name__})")
-            )
+            message = f"the Ray actor running the attempt died ({type(exc).__name__})"
+            self._finish(attempt, _system_failure(attempt, message))
             return
         if answer is None:
             self._finish(attempt, _system_failure(attempt, "the Ray actor running the attempt no longer knows it"))
         else:
             self._finish(attempt, msgspec.msgpack.decode(answer, type=TaskStatus))
 
-    async def _cancel_elsewhere(self, key: TaskKey, handle: str) -> None:
-        import ray
-
-        actors = await self._actors_named_by(handle)
-        for actor, answer in zip(actors, await self._ask(actors, "cancel", key), strict=True):
-            if answer in ("thread", "stuck"):
-                with contextlib.suppress(Exception):
-                    ray.kill(actor, no_restart=True)
-
 
 async def _swallow(ref: Any) -> None:
     with contextlib.suppress(Exception):  # a dead actor has nothing left to cancel
         await ref
-
-
-def _key_bytes(key: TaskKey) -> bytes:
-    return msgspec.msgpack.encode(key)
 
 
 def _system_failure(attempt: _Attempt, message: str) -> TaskStatus:

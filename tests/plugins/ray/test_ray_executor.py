@@ -179,19 +179,27 @@ async def test_a_restarted_engine_polls_and_cancels_by_handle(probe: Probe) -> N
     try:
         finishing = request(contract_tasks.wait_for_go, "finishing", probe=probe.address, name="finishing")
         stopping = request(contract_tasks.wait_for_go, "stopping", probe=probe.address, name="stopping")
+        dropped = request(contract_tasks.async_wait_for_go, "dropped", probe=probe.address, name="dropped")
         handle = await before.submit(finishing)
         assert await before.submit(stopping) == handle
+        assert await before.submit(dropped) == handle  # queued: two CPUs, two actors
         await probe.reached("finishing")
         await probe.reached("stopping")
         # the engine "restarts": a new executor, with only the handles the log recorded
         await after.start()
         assert (await after.executor.poll(finishing.key, handle)).phase == "running"
+        assert (await after.executor.poll(stopping.key, handle)).phase == "running"
         assert (await after.executor.poll(TaskKey("exec-1", "other", 1), handle)).phase == "lost"
         probe.let_go("finishing")
         done = await after.wait(finishing.key, FINAL)
         assert output(done, contract_tasks.wait_for_go) == 1
+        # an adopted sync attempt: its actor is killed (a sync body cannot be stopped otherwise)
         await after.executor.cancel(stopping.key, handle)
-        await probe.gone("stopping")  # its actor was killed: a sync body cannot be stopped otherwise
+        await probe.gone("stopping")
+        # one never polled since the restart, found by its handle: an async body is cancelled
+        await probe.reached("dropped")  # it started on the actor "finishing" left free
+        await after.executor.cancel(dropped.key, handle)
+        await probe.reached("dropped:cancelled")
     finally:
         await after.executor.close()
         await before.executor.close()
