@@ -13,8 +13,8 @@ durable cursor ``relay:<stream>`` in the store, and publishes each event as JSON
   connection, the relay drops the connection (and whatever it still buffered, which must not reach
   the stream after what is sent again), reconnects and publishes again from the last acked
   position; JetStream drops the messages it already holds by their Msg-Id (within the stream's
-  ``duplicate_window``; the cursor is written after every page, so a restart repeats at most a
-  page and the window of acks in flight).
+  ``duplicate_window``; the cursor is written at least every ``cursor_interval`` while busy and
+  whenever the relay catches up, so a restart repeats at most that much).
 - **One relay at a time.** The relay holds the store's lease ``relay:<stream>`` (a Postgres session
   advisory lock, an ``flock`` for SQLite), checked before every page; the others stand by and take
   over when its process dies or it stops.
@@ -31,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -78,6 +80,10 @@ class NatsRelay(Service):
         poll: the longest wait for a change of the log before reading it again.
         lease_poll: seconds between tries of a relay that stands by for the lease.
         connect_timeout: seconds one connection attempt may take.
+        cursor_interval: while pages keep coming, the cursor is written at most this often (it is
+            always written when the relay catches up, stops or fails); a restart after a crash
+            publishes again at most what was acked in that time (dropped by the Msg-Id window).
+        clock: monotonic seconds (injectable for tests).
 
     Raises:
         ConfigError: a stream name or prefix JetStream refuses, or a window or batch below 1.
@@ -99,6 +105,8 @@ class NatsRelay(Service):
         poll: float = 0.5,
         lease_poll: float = 1.0,
         connect_timeout: float = 5.0,
+        cursor_interval: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         check_stream_name(stream, prefix)
         if window < 1 or batch < 1:
@@ -114,6 +122,8 @@ class NatsRelay(Service):
         self.poll = poll
         self.lease_poll = lease_poll
         self.connect_timeout = connect_timeout
+        self.cursor_interval = cursor_interval
+        self._clock = clock
         self.lease = relay_cursor(stream)
         self._store: EventStore | None = None
         self._serving = False
@@ -121,6 +131,7 @@ class NatsRelay(Service):
         self._js: Any = None
         self._acks: AckWindow | None = None
         self._written = 0  # the cursor as last written
+        self._written_at = 0.0
         self._scopes: dict[str, tuple[str, str]] = {}  # execution id -> (project, domain)
         self._health = ServiceHealth(ok=False, detail="not started")
         self.published = 0  # events stored in the stream by this relay
@@ -210,7 +221,7 @@ class NatsRelay(Service):
                 for item in page:
                     await self._publish(item, acks)
                 following = page[-1].seq
-                await self._record(store)
+                await self._record(store, busy=True)
                 continue
             # caught up: settle what is in flight, then wait for the next commit
             await self._drain(acks)
@@ -261,11 +272,17 @@ class NatsRelay(Service):
         acks.reap()
         self.published, self.duplicates = acks.published, acks.duplicates
 
-    async def _record(self, store: EventStore) -> None:
+    async def _record(self, store: EventStore, *, busy: bool = False) -> None:
+        """Write the acked position to the cursor; while ``busy`` (more pages to come) at most every
+        ``cursor_interval`` seconds, since each write is a round trip to the store."""
         acks = self._acks
-        if acks is not None and acks.acked > self._written:
-            await store.write_cursor(self.lease, acks.acked)
-            self._written = acks.acked
+        if acks is None or acks.acked <= self._written:
+            return
+        now = self._clock()
+        if busy and now - self._written_at < self.cursor_interval:
+            return
+        await store.write_cursor(self.lease, acks.acked)
+        self._written, self._written_at = acks.acked, now
 
     async def _scope(self, event: AnyEvent) -> tuple[str, str]:
         scope = self._scopes.get(event.execution_id)
