@@ -17,7 +17,8 @@ Every attempt's handle is ``ray:<namespace>/<executor id>``; its actors are name
 ``<executor id>-<n>`` (detached: they outlive a crashed engine), and each remembers its recent
 attempts by key. A restarted engine polling or cancelling with that handle asks those actors:
 one still running the attempt is waited on, one that finished it gives its result, none knowing
-it means ``lost``. An actor whose engine is gone exits once idle for ``orphan_timeout``.
+it means ``lost``. An actor whose engine is gone exits once idle for ``orphan_timeout``: the
+engine calls each of its actors every third of that while it lives.
 
 Failures: an actor that dies (killed, out of memory, its node lost) fails its attempt as a
 retryable system error; the next attempt gets a fresh actor. Cancel: an ``async def`` body is
@@ -129,7 +130,9 @@ class RayExecutor(Executor):
             cold start GPU work wants to avoid).
         max_actors: the most actors of one shape at once; default: as many as the cluster fits
             (and, for shapes that reserve nothing, the cluster's CPU count).
-        orphan_timeout: seconds an actor whose engine stopped calling it waits before exiting.
+        orphan_timeout: seconds an idle actor waits without hearing from its engine before it
+            exits (60): a crashed engine cannot stop its detached actors, and they would hold their
+            GPUs forever. A live engine calls its actors every third of it.
         init_options: keyword arguments for ``ray.init`` when `start` starts Ray (e.g.
             ``{"num_cpus": 4}``).
 
@@ -157,7 +160,10 @@ class RayExecutor(Executor):
                 "executor 'ray' needs Ray, which is not installed: pip install 'slipstream[ray]', or run tasks "
                 "in this process with executor='local' (Engine.connect(..., executor='local'))"
             )
-        for what, value in (("idle_timeout", idle_timeout), ("gpu_idle_timeout", gpu_idle_timeout)):
+        timeouts = {"idle_timeout": idle_timeout, "gpu_idle_timeout": gpu_idle_timeout}
+        if orphan_timeout is not None:
+            timeouts["orphan_timeout"] = orphan_timeout
+        for what, value in timeouts.items():
             if value <= 0:
                 raise ValueError(f"RayExecutor({what}={value}): give a positive number of seconds")
         if max_actors is not None and max_actors < 1:
@@ -167,9 +173,7 @@ class RayExecutor(Executor):
         self.idle_timeout = idle_timeout
         self.gpu_idle_timeout = gpu_idle_timeout
         self.max_actors = max_actors
-        # longer than any idle timeout: a live engine stops its idle actors before they give up on it
-        longest = max(idle_timeout, gpu_idle_timeout)
-        self.orphan_timeout = orphan_timeout or max(2 * longest, longest + 60.0)
+        self.orphan_timeout = orphan_timeout or 60.0
         self.init_options = dict(init_options or {})
         self.executor_id = uuid.uuid4().hex[:12]
         self._handle = f"{HANDLE_PREFIX}{namespace}/{self.executor_id}"
@@ -454,16 +458,17 @@ class RayExecutor(Executor):
             ray.kill(actor.handle, no_restart=True)
 
     async def _reap_idle(self) -> None:
-        """Stop actors idle for longer than their pool's timeout; re-read the cluster's size now
-        and then (nodes join and leave a cluster)."""
+        """Stop actors idle for longer than their pool's timeout; tell the others this engine is
+        alive (an actor that stops hearing from it exits, see ``orphan_timeout``); re-read the
+        cluster's size now and then (nodes join and leave a cluster)."""
         import ray
 
-        looked = time.monotonic()
+        resized = heard = time.monotonic()
         while True:
-            await asyncio.sleep(min(self.idle_timeout, self.gpu_idle_timeout, 5.0))
+            await asyncio.sleep(min(self.idle_timeout, self.gpu_idle_timeout, self.orphan_timeout / 3, 5.0))
             now = time.monotonic()
-            if now - looked >= _RESIZE_INTERVAL and self._capacity is not None:
-                looked = now
+            if now - resized >= _RESIZE_INTERVAL and self._capacity is not None:
+                resized = now
                 with contextlib.suppress(Exception):  # a GCS hiccup: keep the last known size
                     self._capacity.resize(await asyncio.to_thread(ray.cluster_resources))
                     self._pump()
@@ -472,6 +477,12 @@ class RayExecutor(Executor):
                 for actor in pool.idle():
                     if now - actor.idle_since >= timeout:
                         self._stop_actor(pool, actor)
+            if now - heard >= self.orphan_timeout / 3:
+                heard = now
+                for pool in self._pools.values():
+                    for actor in pool.actors:
+                        if actor.ready:
+                            actor.handle.info.remote()  # fire and forget: only its arrival matters
 
     # --- attempts ------------------------------------------------------------------------------
 

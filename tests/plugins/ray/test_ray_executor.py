@@ -236,3 +236,28 @@ async def test_a_task_larger_than_the_cluster_is_refused_naming_its_resources() 
             await harness.submit(req)
     finally:
         await harness.executor.close()
+
+
+async def test_actors_of_an_engine_that_is_gone_exit_by_themselves() -> None:
+    import ray
+
+    ensure_ray()
+    executor = RayExecutor(orphan_timeout=1.0)
+    harness = Harness(executor)
+    await harness.start()
+
+    def names() -> list[str]:
+        return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if executor.executor_id in a["name"]]
+
+    try:
+        assert (await harness.run(request(contract_tasks.add, a=1, b=2))).phase == "succeeded"
+        assert len(names()) == 1
+        assert executor._reaper is not None
+        executor._reaper.cancel()  # the engine "crashed": nobody calls its actors any more
+        for _ in range(600):  # the actor's own timer decides; this only looks, for up to 30 s
+            if not names():
+                break
+            await asyncio.sleep(0.05)
+        assert names() == []
+    finally:
+        await executor.close()
