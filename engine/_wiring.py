@@ -50,8 +50,8 @@ def build_executors(
             executors built here, each of which must accept it.
 
     Raises:
-        ConfigError: an unknown name, two executors with one name, or a cluster address for
-            executors that do not connect to a cluster.
+        ConfigError: an unknown name, two executors with one name, an option an executor built by
+            name does not take, or a cluster address for executors that do not connect to a cluster.
     """
     built: list[Executor] = []
     for item in executors:
@@ -68,8 +68,23 @@ def build_executors(
                     "(pip install 'slipstream[ray]') and use executor='ray', or drop the address"
                 )
             kwargs.setdefault("address", cluster_address)
+        _check_options(item, cls, kwargs)
         built.append(cls(**kwargs))
     return index_executors(built)
+
+
+def _check_options(name: str, cls: Any, kwargs: Mapping[str, Any]) -> None:
+    """Refuse options an executor does not take (they would be a TypeError, or silently lost)."""
+    parameters = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = sorted(set(kwargs) - set(parameters))
+    if unknown:
+        raise ConfigError(
+            f"executor {name!r} takes no option(s) {unknown} (executor_options go to every executor built by "
+            f"name; it takes {sorted(parameters)}): build the executors that need options yourself, e.g. "
+            "executors=[LocalExecutor(mode='process'), 'agents']"
+        )
 
 
 def index_executors(executors: Mapping[str, Executor] | Sequence[Executor]) -> dict[str, Executor]:

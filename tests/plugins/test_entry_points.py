@@ -87,6 +87,8 @@ def test_a_backend_that_is_not_installed_is_a_config_error(tmp_path: Path) -> No
         Engine.embedded(tmp_path, store="scratch")
     with pytest.raises(ConfigError, match=r"no backend named 'scratch' in entry-point group 'slipstream\.stores'"):
         Engine.connect("postgresql://127.0.0.1/none", executor="local", store="scratch")
+    with pytest.raises(ConfigError, match=r"executor 'agents' takes no option\(s\) \['mode'\]"):
+        Engine.embedded(tmp_path, executors=["local", "agents"], executor_options={"mode": "process"})
 
 
 async def test_a_third_party_executor_and_agent_run_through_an_unchanged_engine(
