@@ -79,10 +79,10 @@ _ARTIFACT_COLUMNS = (
 _ARTIFACT_FROM = "catalog_artifacts a JOIN catalog_datasets d ON d.id = a.dataset_id"
 
 
-def _artifact_row(draft: ArtifactDraft, at: Any) -> tuple[Any, ...]:
-    key = draft.key
+def _artifact_row(draft: ArtifactDraft, dataset_id: str, digest: str, at: Any) -> tuple[Any, ...]:
     outputs = _outputs_encoder.encode(draft.outputs)
-    return (draft.artifact_id, key.dataset.id, key.digest, key.inputs, outputs, draft.execution_id, draft.node_id,
+    artifact_id = ArtifactDraft.id_for(digest, draft.execution_id, draft.node_id, draft.attempt)
+    return (artifact_id, dataset_id, digest, draft.key.inputs, outputs, draft.execution_id, draft.node_id,
             draft.attempt, at)  # fmt: skip
 
 
@@ -130,9 +130,11 @@ class SqlCatalog(Catalog):
 
     async def put_many(self, drafts: Sequence[ArtifactDraft], *, now: datetime) -> list[Artifact]:
         at = self.to_db_time(now)
+        # one hash per key and per dataset: a map records thousands of drafts of one dataset
+        dataset_ids = {dataset: dataset.id for dataset in {draft.key.dataset for draft in drafts}}
+        digests = [draft.key.digest for draft in drafts]
         async with self.transaction() as tx:
-            datasets = {draft.key.dataset.id: draft.key.dataset for draft in drafts}
-            for dataset_id, dataset in datasets.items():
+            for dataset, dataset_id in dataset_ids.items():
                 await tx.execute(
                     "INSERT INTO catalog_datasets (id, project, domain, name, version, interface, created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
@@ -141,10 +143,17 @@ class SqlCatalog(Catalog):
             await tx.execute_many(
                 "INSERT INTO catalog_artifacts (id, dataset_id, cache_key, input_hash, outputs, execution_id, "
                 "node_id, attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                [_artifact_row(draft, at) for draft in drafts],
+                [
+                    _artifact_row(draft, dataset_ids[draft.key.dataset], digest, at)
+                    for draft, digest in zip(drafts, digests, strict=True)
+                ],
             )
-            found = await self._by_ids(tx, [draft.artifact_id for draft in drafts])
-        return [found[draft.artifact_id] for draft in drafts]
+            ids = [
+                ArtifactDraft.id_for(d, x.execution_id, x.node_id, x.attempt)
+                for d, x in zip(digests, drafts, strict=True)
+            ]
+            found = await self._by_ids(tx, ids)
+        return [found[artifact_id] for artifact_id in ids]
 
     async def get(self, artifact_id: str) -> Artifact | None:
         async with self.transaction() as tx:

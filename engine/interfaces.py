@@ -866,8 +866,12 @@ class ArtifactDraft(msgspec.Struct, frozen=True):
     @property
     def artifact_id(self) -> str:
         """The id the artifact gets (content of the key and the producing attempt)."""
-        raw = f"{self.key.digest}:{self.execution_id}:{self.node_id}:{self.attempt}"
-        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+        return self.id_for(self.key.digest, self.execution_id, self.node_id, self.attempt)
+
+    @staticmethod
+    def id_for(digest: str, execution_id: str, node_id: str, attempt: int) -> str:
+        """`artifact_id` from a key's digest already computed."""
+        return hashlib.sha256(f"{digest}:{execution_id}:{node_id}:{attempt}".encode()).hexdigest()[:32]
 
 
 class Reservation(msgspec.Struct, frozen=True):

@@ -195,6 +195,9 @@ class Controller:
                 task_status.started()
         finally:
             self.queue.shutdown()
+            if self.catalog is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.catalog.flush()  # the last rounds' records reach the catalog
 
     async def resync(self) -> None:
         """Enqueue every unfinished execution in the store (start-up and periodic sweep)."""

@@ -53,3 +53,10 @@ def runs(side_effects: Path, name: str) -> list[str]:
     """The details logged by each completed run of the task ``name``."""
     path = side_effects / f"{name}.log"
     return [line.split(" ", 1)[1] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def flushed(engine: Engine) -> None:
+    """Wait for the records the engine's loop is still writing to its catalog (in the background)."""
+    controller = engine._controller
+    assert controller is not None and controller.catalog is not None
+    await controller.catalog.flush()

@@ -10,7 +10,7 @@ from pathlib import Path
 from engine import Engine
 from engine.events import ElementsReused, NodeCacheHit, NodeSucceeded
 from tests.catalog import _workflows as wf
-from tests.catalog.conftest import EngineFactory, runs
+from tests.catalog.conftest import EngineFactory, flushed, runs
 
 
 async def run(engine: Engine, workflow: object, **inputs: object) -> tuple[object, list[object]]:
@@ -33,6 +33,7 @@ async def test_a_second_execution_reuses_the_cached_output(make_engine: EngineFa
         assert not hits(history1)
         [hit] = hits(history2)
         assert hit.node_id == "slow_square" and hit.outputs
+        await flushed(engine)
         artifact = await engine.catalog.get(hit.artifact)  # type: ignore[union-attr]
         assert artifact is not None and artifact.dataset.name.endswith("slow_square")
         produced = next(e for e in history1 if isinstance(e, NodeSucceeded) and e.node_id == "slow_square")
@@ -99,6 +100,7 @@ async def test_cached_outputs_expire_after_cache_ttl(make_engine: EngineFactory,
 async def test_evicted_outputs_are_computed_again(make_engine: EngineFactory, side_effects: Path) -> None:
     async with make_engine() as engine:
         _, history = await run(engine, wf.square_wf, x=2)
+        await flushed(engine)
         [artifact] = await engine.catalog.list_artifacts()  # type: ignore[union-attr]
         assert await engine.catalog.evict(artifact_id=artifact.id) == 1  # type: ignore[union-attr]
         _, history = await run(engine, wf.square_wf, x=2)

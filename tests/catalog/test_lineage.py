@@ -6,7 +6,7 @@ import pytest
 
 from engine.events import NodeCacheHit
 from tests.catalog import _workflows as wf
-from tests.catalog.conftest import EngineFactory
+from tests.catalog.conftest import EngineFactory, flushed
 
 
 async def test_lineage_walks_upstream_and_downstream(make_engine: EngineFactory) -> None:
@@ -15,6 +15,7 @@ async def test_lineage_walks_upstream_and_downstream(make_engine: EngineFactory)
         assert catalog is not None
         handle = await engine.launch(wf.pipeline_wf, n=4)
         await handle.wait(timeout=60)
+        await flushed(engine)
         by_node = {a.node_id: a for a in await catalog.list_artifacts()}
         assert sorted(by_node) == ["featurize", "fit", "load"]  # count is not cached
         load, featurize, fit = by_node["load"], by_node["featurize"], by_node["fit"]
@@ -36,6 +37,7 @@ async def test_lineage_walks_upstream_and_downstream(make_engine: EngineFactory)
         # a rerun reuses all three: the graph is unchanged, and a hit is consumed like a run's output
         again = await engine.launch(wf.pipeline_wf, n=4)
         await again.wait(timeout=60)
+        await flushed(engine)
         assert sum(isinstance(e, NodeCacheHit) for e in await engine.history(again.execution_id)) == 3
         assert (await catalog.lineage(fit.id)).depths == up.depths
         rerun_count = await catalog.edges(execution_id=again.execution_id, node_id="count")

@@ -13,7 +13,7 @@ from engine.events import NodeCacheHit
 from engine.interfaces import CacheKey
 from engine.literals import inputs_hash
 from tests.catalog import _workflows as wf
-from tests.catalog.conftest import EngineFactory, runs
+from tests.catalog.conftest import EngineFactory, flushed, runs
 
 
 async def test_five_concurrent_executions_compute_a_key_once(make_engine: EngineFactory, side_effects: Path) -> None:
@@ -61,7 +61,8 @@ async def test_a_lapsed_reservation_is_taken_over(make_engine: EngineFactory, si
             await handle.wait()
         assert await handle.outputs() == 103
         assert runs(side_effects, "expensive") == ["3"]
-        # the owner released its reservation with the outputs: the key is free again
+        # the owner released its reservation once its outputs were in the catalog: the key is free
+        await flushed(engine)
         free = await catalog.reserve(key.digest, "probe", now=datetime.now(UTC), ttl=1.0)
         assert free.owner == "probe"
 
