@@ -10,6 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "ArtifactNotFound",
+    "ArtifactQuery",
     "BlobNotFound",
     "BlobStoreUnavailable",
     "BrokerUnavailable",
@@ -50,6 +52,8 @@ __all__ = [
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
+    "ArtifactNotFound": "engine.errors",
+    "ArtifactQuery": "engine._artifacts",
     "BlobNotFound": "engine.errors",
     "BlobStoreUnavailable": "engine.errors",
     "BrokerUnavailable": "engine.errors",
@@ -89,6 +93,7 @@ _LAZY: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
+    from engine._artifacts import ArtifactQuery
     from engine._context import TaskContext, current_context
     from engine._details import ExecutionDetails, NodeDetails
     from engine._engine import Engine, ExecutionHandle
@@ -99,6 +104,7 @@ if TYPE_CHECKING:
     from engine._task import dynamic, task
     from engine._workflow import workflow
     from engine.errors import (
+        ArtifactNotFound,
         BlobNotFound,
         BlobStoreUnavailable,
         BrokerUnavailable,

@@ -19,15 +19,18 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from engine._details import ExecutionDetails, details_of
+from engine._literals import from_literal
 from engine._outputs import node_literals, plain_outputs, typed_node_outputs, typed_workflow_outputs
 from engine._wiring import backend, blob_store, build_executors, event_stream_services, index_executors
 from engine.errors import (
+    ArtifactNotFound,
     ConcurrencyConflict,
     ConfigError,
     ExecutionAborted,
     ExecutionNotFinished,
     ExecutionNotFound,
     TaskFailed,
+    TypeMismatch,
 )
 from engine.events import AnyEvent, ExecutionCreated
 from engine.events import ExecutionAborted as ExecutionAbortedEvent
@@ -54,6 +57,7 @@ from engine.models import ErrorInfo, WorkflowSpec
 from engine.state import ExecutionState
 
 if TYPE_CHECKING:
+    from engine._artifacts import ArtifactQuery
     from engine._subscribe import Subscription
     from engine._workflow import Workflow
     from propeller import Controller
@@ -441,7 +445,12 @@ class Engine:
         spec: WorkflowSpec | None = getattr(workflow, "spec", None)
         if spec is None or not hasattr(workflow, "encode_inputs"):
             raise ConfigError(f"launch() needs a @workflow, got {workflow!r}: decorate the function with @workflow")
+        queries = workflow.artifact_inputs(inputs) if hasattr(workflow, "artifact_inputs") else {}
         literals = workflow.encode_inputs(inputs)
+        artifacts: dict[str, str] = {}
+        if queries:
+            resolved, artifacts = await self._resolve_artifacts(workflow, queries)
+            literals.update(resolved)
         self._check_executors(spec)
         if self.blobs is not None:  # stored before ExecutionCreated refers to them
             literals = await offload_outputs(literals, self.blobs, self._inline_limit)
@@ -459,12 +468,50 @@ class Engine:
             spec=spec,
             inputs=literals,
             workflow_ref=_code_ref(workflow),
+            artifacts=artifacts,
         )
         await self.store.append(execution_id, 0, [created])
         self._workflows[spec.name] = workflow
         if self._controller is not None:  # a client engine leaves it to the serving engines
             self._controller.enqueue(execution_id)
         return ExecutionHandle(self, execution_id, workflow)
+
+    async def _resolve_artifacts(
+        self, workflow: Workflow, queries: dict[str, ArtifactQuery]
+    ) -> tuple[dict[str, bytes], dict[str, str]]:
+        """The literals of inputs that come from the catalog, and the artifact each one took.
+
+        Raises:
+            ArtifactNotFound: no artifact answers a query, or it lacks the output asked for.
+            TypeMismatch: the artifact's value does not fit the input's type.
+            ConfigError: the engine has no catalog.
+        """
+        name = workflow.spec.name
+        if self.catalog is None:
+            raise ConfigError(f"workflow {name!r} takes inputs from the catalog ({sorted(queries)}): open an engine "
+                              "with a catalog (Engine.embedded and Engine.connect have one)")  # fmt: skip
+        literals: dict[str, bytes] = {}
+        chosen: dict[str, str] = {}
+        for input_name, query in queries.items():
+            found = await self.catalog.query(query.name, query.partitions, latest=True)
+            if not found:
+                raise ArtifactNotFound(name, input_name, repr(query))
+            artifact = found[0]
+            literal = artifact.outputs.get(query.output)
+            if literal is None:
+                why = f"artifact {artifact.id} has no output {query.output!r}; it has {sorted(artifact.outputs)}"
+                raise ArtifactNotFound(name, input_name, repr(query), why)
+            if not may_hold_references(literal):  # a value in the blob store was typed when stored
+                try:
+                    from_literal(literal, workflow.interface.inputs[input_name].type)
+                except TypeMismatch as exc:
+                    raise TypeMismatch(
+                        f"workflow {name!r}, input {input_name!r}: artifact {artifact.id} of {query!r} does not fit: "
+                        f"{exc}"
+                    ) from None
+            literals[input_name] = literal
+            chosen[input_name] = artifact.id
+        return literals, chosen
 
     def _check_executors(self, spec: WorkflowSpec) -> None:
         names = {node.options.executor for node in spec.task_nodes() if node.options.executor}

@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from engine._artifacts import ArtifactQuery
 from engine._literals import check_type, to_literal
 from engine._types import is_namedtuple, is_optional, normalize_type, type_repr, unsupported_leaves
 from engine.errors import CompileError, TypeMismatch
@@ -201,7 +202,8 @@ def interface_of(
         if param.default is None and not is_optional(tp):
             tp = tp | None  # `x: int = None` means Optional, as in flytekit
         try:
-            to_literal(param.default, tp)
+            if not isinstance(param.default, ArtifactQuery):  # resolved at launch, typed then
+                to_literal(param.default, tp)
         except CompileError as exc:
             raise TypeMismatch(f"{what}: default of argument {name!r} does not fit its type: {exc}") from None
         inputs[name] = InputSpec(tp, param.default, True)

@@ -100,6 +100,8 @@ def _options(
     executor: str | None,
     secrets: Iterable[str],
     cache_ttl: float | datetime.timedelta | None = None,
+    publish: str | None = None,
+    partitions: Iterable[str] = (),
 ) -> TaskOptions:
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise CompileError(f"{what}: retries must be an int >= 0, got {retries!r}")
@@ -133,6 +135,19 @@ def _options(
             "task: add cache=True"
         )
     ttl = _seconds(what, "cache_ttl", cache_ttl)
+    if publish is not None and (not isinstance(publish, str) or not publish):
+        raise CompileError(f"{what}: publish names the artifact, a non-empty string; got {publish!r}")
+    if isinstance(partitions, str):
+        raise CompileError(f"{what}: partitions takes a list of input names, not one string")
+    partition_names = tuple(partitions)
+    if partition_names and not publish:
+        raise CompileError(f"{what}: partitions apply to a published artifact: add publish='<name>'")
+    unknown_partitions = [n for n in partition_names if n not in interface.inputs]
+    if unknown_partitions:
+        raise CompileError(
+            f"{what}: partitions names {unknown_partitions}, which are not inputs; its inputs are "
+            f"{list(interface.inputs)}"
+        )
     return TaskOptions(
         retries=retries,
         timeout=seconds,
@@ -143,8 +158,10 @@ def _options(
         resources=resources if resources is not None else Resources(),
         executor=executor,
         secrets=tuple(secrets),
-        cache_interface=_interface_hash(interface) if cache else "",
+        cache_interface=_interface_hash(interface) if cache or publish else "",
         cache_ttl=ttl,
+        publish=publish or "",
+        partitions=partition_names,
     )
 
 
@@ -346,6 +363,8 @@ def task(
     cache_serialize: bool = False,
     cache_ignore_inputs: Iterable[str] = (),
     cache_ttl: float | datetime.timedelta | None = None,
+    publish: str | None = None,
+    partitions: Iterable[str] = (),
     retries: int = 0,
     timeout: float | datetime.timedelta | None = None,
     resources: Resources | None = None,
@@ -362,6 +381,8 @@ def task(
     cache_serialize: bool = False,
     cache_ignore_inputs: Iterable[str] = (),
     cache_ttl: float | datetime.timedelta | None = None,
+    publish: str | None = None,
+    partitions: Iterable[str] = (),
     retries: int = 0,
     timeout: float | datetime.timedelta | None = None,
     resources: Resources | None = None,
@@ -379,6 +400,9 @@ def task(
         cache_serialize: only one execution computes a given cache key; the others wait for it.
         cache_ignore_inputs: inputs left out of the cache key.
         cache_ttl: seconds (or a ``timedelta``) after which a cached output is no longer reused.
+        publish: also publish the outputs as a named artifact in the catalog, found with
+            ``catalog.query(name, partitions)`` or an ``ArtifactQuery`` workflow input.
+        partitions: inputs whose values partition the published artifact (``["region"]``).
         retries: retries on user errors.
         timeout: seconds (or a ``timedelta``) before an attempt is cancelled.
         resources: CPUs, memory and GPUs the task needs.
@@ -397,6 +421,8 @@ def task(
         cache_serialize=cache_serialize,
         cache_ignore_inputs=cache_ignore_inputs,
         cache_ttl=cache_ttl,
+        publish=publish,
+        partitions=partitions,
         retries=retries,
         timeout=timeout,
         resources=resources,
@@ -417,6 +443,8 @@ def dynamic(
     cache_serialize: bool = False,
     cache_ignore_inputs: Iterable[str] = (),
     cache_ttl: float | datetime.timedelta | None = None,
+    publish: str | None = None,
+    partitions: Iterable[str] = (),
     retries: int = 0,
     timeout: float | datetime.timedelta | None = None,
     resources: Resources | None = None,
@@ -433,6 +461,8 @@ def dynamic(
     cache_serialize: bool = False,
     cache_ignore_inputs: Iterable[str] = (),
     cache_ttl: float | datetime.timedelta | None = None,
+    publish: str | None = None,
+    partitions: Iterable[str] = (),
     retries: int = 0,
     timeout: float | datetime.timedelta | None = None,
     resources: Resources | None = None,
@@ -451,6 +481,8 @@ def dynamic(
         cache_serialize: see ``task``.
         cache_ignore_inputs: see ``task``.
         cache_ttl: see ``task``.
+        publish: see ``task``.
+        partitions: see ``task``.
         retries: see ``task``.
         timeout: see ``task``.
         resources: see ``task``.
@@ -469,6 +501,8 @@ def dynamic(
         cache_serialize=cache_serialize,
         cache_ignore_inputs=cache_ignore_inputs,
         cache_ttl=cache_ttl,
+        publish=publish,
+        partitions=partitions,
         retries=retries,
         timeout=timeout,
         resources=resources,

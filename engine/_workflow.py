@@ -8,6 +8,7 @@ from typing import Any, overload
 
 import msgspec
 
+from engine._artifacts import ArtifactQuery
 from engine._compiler import CompileContext, Entity, current_context
 from engine._files import Dir, File
 from engine._interface import Interface, interface_of
@@ -95,7 +96,15 @@ class Workflow(Entity):
                 "task, give them a default, or remove them"
             )
         self.interface = interface
-        defaults = {n: to_literal(s.default, s.type) for n, s in interface.inputs.items() if s.has_default}
+        # an input defaulting to an ArtifactQuery has no literal default: `Engine.launch` asks the catalog
+        self.artifact_defaults = {
+            n: s.default for n, s in interface.inputs.items() if s.has_default and isinstance(s.default, ArtifactQuery)
+        }
+        defaults = {
+            n: to_literal(s.default, s.type)
+            for n, s in interface.inputs.items()
+            if s.has_default and n not in self.artifact_defaults
+        }
         self.spec = ctx.spec(
             interface.typed_inputs(),
             interface.typed_outputs(),
@@ -160,6 +169,8 @@ class Workflow(Entity):
             )
         literals: dict[str, bytes] = {}
         for name, spec in self.interface.inputs.items():
+            if isinstance(kwargs.get(name), ArtifactQuery) or (name not in kwargs and name in self.artifact_defaults):
+                continue  # resolved from the catalog at launch (`artifact_inputs`)
             if name in kwargs:
                 try:
                     literals[name] = to_literal(kwargs[name], spec.type)
@@ -168,6 +179,12 @@ class Workflow(Entity):
             else:
                 literals[name] = self.spec.defaults[name]
         return literals
+
+    def artifact_inputs(self, kwargs: dict[str, Any]) -> dict[str, ArtifactQuery]:
+        """The inputs to resolve from the catalog: given as an `ArtifactQuery`, or defaulting to one."""
+        queries = {name: query for name, query in self.artifact_defaults.items() if name not in kwargs}
+        queries.update({name: value for name, value in kwargs.items() if isinstance(value, ArtifactQuery)})
+        return queries
 
     def decode_outputs(self, outputs: dict[str, bytes]) -> Any:
         """Turn an execution's output literals into the Python value the workflow returns.

@@ -8,6 +8,7 @@
     │   ├── InvalidResources    a Resources(cpu=, mem=, gpu=) value is invalid (also a ValueError)
     │   └── InvalidBlobAddress  a blob address is not ``sha256/<64 lowercase hex>`` (also a ValueError)
     ├── ExecutionNotFound       an execution id is not in the store
+    ├── ArtifactNotFound        no artifact answers a workflow input's ArtifactQuery
     ├── ExecutionNotFinished    an operation needs a finished execution (recover)
     ├── ConcurrencyConflict     another writer appended first (optimistic concurrency)
     ├── InvalidTransition       an event does not follow from the execution's state
@@ -24,6 +25,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "ArtifactNotFound",
     "BlobNotFound",
     "BlobStoreUnavailable",
     "BrokerUnavailable",
@@ -93,6 +95,19 @@ class ExecutionNotFound(SlipstreamError):
         super().__init__(
             f"execution {execution_id!r} not found: list known ids with `slipstream executions list` "
             "or `Engine.list_executions()`"
+        )
+
+
+class ArtifactNotFound(SlipstreamError):
+    """No artifact in the catalog answers the query a workflow input defaults to (or is given)."""
+
+    def __init__(self, workflow: str, input_name: str, query: str, why: str = "") -> None:
+        self.workflow = workflow
+        self.input_name = input_name
+        detail = f" ({why})" if why else ""
+        super().__init__(
+            f"workflow {workflow!r}, input {input_name!r}: no artifact answers {query}{detail}; run a task that "
+            f"publishes it first (see `slipstream catalog ls`), or pass {input_name}=... explicitly"
         )
 
 

@@ -69,6 +69,8 @@ class ExecutionCreated(Event, frozen=True, tag="ExecutionCreated"):
     parent: str | None = None  # the execution this one recovers
     # ``module:qualname`` of the workflow function, so a reader that can import it gets typed outputs
     workflow_ref: str | None = None
+    # inputs resolved from the catalog at launch (an ArtifactQuery): input name -> artifact id
+    artifacts: dict[str, str] = {}
 
 
 class ExecutionStarted(Event, frozen=True, tag="ExecutionStarted"):

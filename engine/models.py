@@ -218,6 +218,9 @@ class TaskOptions(msgspec.Struct, frozen=True, omit_defaults=True):
     # the age in seconds beyond which a cached output is not reused (None: any age)
     cache_interface: str = ""
     cache_ttl: float | None = None
+    # publish the outputs as a named artifact, partitioned by the values of these inputs
+    publish: str = ""
+    partitions: tuple[str, ...] = ()
 
 
 class TypedName(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -25,7 +25,17 @@ import msgspec
 
 from engine.interfaces import Artifact, ArtifactDraft, CacheKey, TaskKey, TaskRequest
 
-__all__ = ["Action", "CacheLookup", "CacheOutcome", "CachePut", "CacheRelease", "Cancel", "Release", "Submit"]
+__all__ = [
+    "Action",
+    "CacheLookup",
+    "CacheOutcome",
+    "CachePut",
+    "CacheRelease",
+    "Cancel",
+    "Publication",
+    "Release",
+    "Submit",
+]
 
 
 class Submit(msgspec.Struct, frozen=True):
@@ -78,6 +88,13 @@ class CacheOutcome(msgspec.Struct, frozen=True):
     error: str = ""
 
 
+class Publication(msgspec.Struct, frozen=True):
+    """Publish the recorded artifact as ``name`` with these partition values."""
+
+    name: str
+    partitions: dict[str, str] = {}
+
+
 class CachePut(msgspec.Struct, frozen=True):
     """Record ``drafts`` in the catalog with their lineage (each draft was produced by its attempt,
     and the attempt ``run`` consumed the artifacts ``consumed``); then release each reservation in
@@ -87,6 +104,7 @@ class CachePut(msgspec.Struct, frozen=True):
     owners: list[tuple[str, str]] = []
     consumed: list[str] = []
     run: TaskKey | None = None
+    publish: Publication | None = None  # of the one draft (a task's ``publish=`` option)
 
 
 class CacheRelease(msgspec.Struct, frozen=True):

@@ -17,12 +17,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import timedelta
 
+import msgspec
+
 from engine.events import ElementResult, ElementsReused, NodeCacheHit
 from engine.interfaces import ArtifactDraft, CacheKey, TaskKey
 from engine.literals import NIL_LITERAL, combine_hashes, inputs_hash, literal_hash
 from engine.models import ArrayNode, TaskOptions
 from engine.state import WAITING, ArrayState, NodeState, binding_dependencies
-from propeller._actions import CacheLookup, CachePut, CacheRelease
+from propeller._actions import CacheLookup, CachePut, CacheRelease, Publication
 from propeller._round import Round
 
 __all__ = ["element_keys", "map_lookup", "owner_of", "ready_to_launch", "record_elements", "record_outputs"]
@@ -121,14 +123,28 @@ def record_outputs(rnd: Round, node: NodeState, outputs: Mapping[str, bytes]) ->
         return
     consumed = consumed_artifacts(rnd, node)
     run = TaskKey(rnd.state.execution_id, node.node_id, node.attempt)
-    if not node.options.cache:
+    options = node.options
+    if not (options.cache or options.publish):
         if consumed:
             rnd.actions.append(CachePut([], consumed=consumed, run=run))
         return
     key = node_key(rnd, node)
     draft = ArtifactDraft(key, dict(outputs), rnd.state.execution_id, node.node_id, node.attempt)
-    owners = [(key.digest, owner_of(rnd, node))] if node.options.cache_serialize else []
-    rnd.actions.append(CachePut([draft], owners, consumed=consumed, run=run))
+    owners = [(key.digest, owner_of(rnd, node))] if options.cache and options.cache_serialize else []
+    publish = None
+    if options.publish:
+        inputs = rnd.state.node_inputs(node)
+        publish = Publication(options.publish, {name: _partition_value(inputs[name]) for name in options.partitions})
+    rnd.actions.append(CachePut([draft], owners, consumed=consumed, run=run, publish=publish))
+
+
+def _partition_value(literal: bytes) -> str:
+    """A partition's value: the input's plain value as text (no user code, no blob read)."""
+    try:
+        value = msgspec.msgpack.decode(literal)
+    except msgspec.DecodeError:
+        return literal.hex()
+    return value if isinstance(value, str) else msgspec.json.encode(value).decode()
 
 
 def consumed_artifacts(rnd: Round, node: NodeState) -> list[str]:
@@ -154,7 +170,8 @@ def artifact_of(rnd: Round, node: NodeState | None) -> str | None:
         return None
     if node.source.startswith("cache:"):
         return node.source.removeprefix("cache:")
-    if node.source or not _cached(rnd, node) or node.scope is None or isinstance(node.spec, ArrayNode):
+    recorded = rnd.config.caching and (node.options.cache or bool(node.options.publish))
+    if node.source or not recorded or node.scope is None or isinstance(node.spec, ArrayNode):
         return None
     key = node_key(rnd, node)
     return ArtifactDraft(key, {}, rnd.state.execution_id, node.node_id, node.attempt).artifact_id

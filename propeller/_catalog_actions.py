@@ -142,6 +142,11 @@ class CatalogActions:
                     await self.catalog.put_many(part, now=batch[0][1])
                 if edges:
                     await self.catalog.record_lineage(edges)
+                for action, at in batch:
+                    if action.publish is not None and action.drafts:
+                        publication = action.publish
+                        artifact_id = action.drafts[0].artifact_id
+                        await self.catalog.publish(artifact_id, publication.name, publication.partitions, now=at)
             except Exception as exc:
                 first = drafts[0] if drafts else None
                 log.warning(

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from engine import current_context, dynamic, map_task, task, workflow
+from engine import ArtifactQuery, current_context, dynamic, map_task, task, workflow
 
 
 def record(name: str, detail: object = "") -> None:
@@ -117,3 +117,33 @@ def fit(features: list[int], size: int) -> float:
 def pipeline_wf(n: int = 4) -> float:
     rows = load(n=n)
     return fit(features=featurize(rows=rows), size=count(rows=rows))
+
+
+@task(publish="features", partitions=["region"])
+def make_features(region: str, n: int) -> list[int]:
+    return list(range(n))
+
+
+@workflow
+def publish_wf(region: str, n: int) -> list[int]:
+    return make_features(region=region, n=n)
+
+
+@task(publish="features", partitions=["region"])
+def wrong_features(region: str) -> str:
+    return "not a list"
+
+
+@workflow
+def publish_wrong_wf(region: str) -> str:
+    return wrong_features(region=region)
+
+
+@task
+def summarize(features: list[int]) -> int:
+    return sum(features)
+
+
+@workflow
+def consume_wf(features: list[int] = ArtifactQuery("features", {"region": "eu"})) -> int:
+    return summarize(features=features)
