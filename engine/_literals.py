@@ -34,6 +34,7 @@ from engine._types import (
 from engine.errors import CompileError, TypeMismatch
 
 __all__ = [
+    "HASHED_PICKLE_EXT_CODE",
     "PICKLE_EXT_CODE",
     "Placeholder",
     "check_type",
@@ -48,6 +49,11 @@ __all__ = [
 
 # msgpack extension type code of a cloudpickled leaf value
 PICKLE_EXT_CODE = 1
+# a cloudpickled leaf with a stable digest beside it: ``[sha256 of a by-name pickle, cloudpickle]``.
+# cloudpickle writes classes and functions of ``__main__`` by value, with a random tracker id and in
+# an order that follows the hash seed, so equal values pickle to different bytes in each process;
+# cache keys hash the digest instead (`engine.literals.literal_hash`).
+HASHED_PICKLE_EXT_CODE = 5
 
 
 class Placeholder:
@@ -70,13 +76,31 @@ def _enc_hook(obj: Any) -> Any:
     import cloudpickle
 
     try:
-        return msgspec.msgpack.Ext(PICKLE_EXT_CODE, cloudpickle.dumps(obj))
+        pickled = cloudpickle.dumps(obj)
     except Exception as exc:  # pickling can fail in arbitrary ways
         raise TypeError(f"{type(obj).__qualname__} value cannot be pickled: {exc}") from exc
+    digest = _stable_digest(obj)
+    if digest is None:
+        return msgspec.msgpack.Ext(PICKLE_EXT_CODE, pickled)
+    return msgspec.msgpack.Ext(HASHED_PICKLE_EXT_CODE, _PLAIN_RAW.encode([digest, pickled]))
+
+
+def _stable_digest(obj: Any) -> bytes | None:
+    """sha256 of ``obj`` pickled with classes and functions by name (stable across processes for
+    equal state), or None when it cannot be pickled that way (a lambda, a local class)."""
+    import hashlib
+    import pickle
+
+    try:
+        return hashlib.sha256(pickle.dumps(obj, protocol=4)).digest()
+    except Exception:
+        return None
 
 
 def _ext_hook(code: int, data: memoryview) -> Any:
-    if code != PICKLE_EXT_CODE:
+    if code == HASHED_PICKLE_EXT_CODE:
+        data = msgspec.msgpack.decode(data)[1]
+    elif code != PICKLE_EXT_CODE:
         raise TypeError(f"unknown msgpack extension type {code} in a literal")
     import cloudpickle
 
@@ -91,6 +115,7 @@ def _dec_hook(tp: Any, obj: Any) -> Any:
     raise TypeError(f"Expected `{type_repr(tp)}`, got `{type(obj).__qualname__}`")
 
 
+_PLAIN_RAW = msgspec.msgpack.Encoder()
 _ENCODER = msgspec.msgpack.Encoder(order="deterministic", enc_hook=_enc_hook)
 _PLAIN_ENCODER = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
 _BUILTIN_TYPES = (

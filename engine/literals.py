@@ -258,9 +258,7 @@ def references(literal: bytes) -> set[str]:
     return found
 
 
-def substitute(
-    literal: bytes, blobs: Mapping[str, bytes], chunks: dict[str, list[bytes]] | None = None
-) -> bytes:
+def substitute(literal: bytes, blobs: Mapping[str, bytes], chunks: dict[str, list[bytes]] | None = None) -> bytes:
     """``literal`` with every reference replaced by the value it names (pure; ``blobs`` must
     hold each blob reachable from it: see `references`, applied again to what they hold).
 
@@ -301,17 +299,27 @@ def substitute(
 #
 # A cache key must be the same for equal values in any process. Literals are canonical already (the
 # codec sorts dicts, normalises through the declared type, writes aware datetimes as UTC
-# timestamps and decimals without trailing zeros); two cases are left to the hash: a float -0.0,
-# equal to 0.0 but written with its sign bit, and values in the blob store, which hash by their
-# content, so that a value offloaded and the same value inline give one key.
+# timestamps and decimals without trailing zeros); three cases are left to the hash: a float -0.0,
+# equal to 0.0 but written with its sign bit; values pickled from ``__main__``, whose pickles differ
+# between processes, hashed by the stable digest the codec stores beside them; and values in the
+# blob store, which hash by their content, so that a value offloaded and inline give one key.
 
 _NEG_ZERO_MARKERS = (b"\xcb\x80\x00\x00\x00\x00\x00\x00\x00", b"\xca\x80\x00\x00\x00")
 
 
-def _without_negative_zero(literal: bytes) -> bytes:
-    """``literal`` with every float -0.0 written as 0.0 (itself when it holds none)."""
-    if not any(marker in literal for marker in _NEG_ZERO_MARKERS):
+_HASHED_PICKLE = 5  # the codec's pickled leaf with a stable digest (engine._literals)
+
+
+def _canonical_for_hash(literal: bytes) -> bytes:
+    """``literal`` with every float -0.0 written as 0.0 and every pickled leaf that carries a
+    stable digest replaced by it (itself when it holds neither)."""
+    if not any(marker in literal for marker in _NEG_ZERO_MARKERS) and not may_hold_references(literal):
         return literal
+
+    def ext_hook(code: int, data: memoryview) -> object:
+        if code == _HASHED_PICKLE:
+            return msgspec.msgpack.Ext(code, msgspec.msgpack.decode(data)[0])
+        return msgspec.msgpack.Ext(code, bytes(data))
 
     def fix(value: object) -> object:
         if isinstance(value, float):
@@ -323,7 +331,7 @@ def _without_negative_zero(literal: bytes) -> bytes:
         return value
 
     try:
-        decoded = msgspec.msgpack.decode(literal)
+        decoded = msgspec.msgpack.decode(literal, ext_hook=ext_hook)
     except msgspec.DecodeError:
         return literal
     # the plain encoder keeps map order as decoded: the literal's canonical order
@@ -340,7 +348,7 @@ def literal_hash(literal: bytes) -> str:
     ext = _ext(literal)
     if ext is not None and ext.code == BLOB_REF:
         return bytes(ext.data).hex()
-    return hashlib.sha256(_without_negative_zero(literal)).hexdigest()
+    return hashlib.sha256(_canonical_for_hash(literal)).hexdigest()
 
 
 def inputs_hash(inputs: Mapping[str, bytes], ignore: Iterable[str] = ()) -> str:

@@ -143,3 +143,32 @@ def test_a_cache_key_is_the_same_in_other_processes() -> None:
     assert len(digests) == 1
     assert len(next(iter(digests))) == 64
     assert CacheKey("p", "d", "t", "1", "i", "x").digest != CacheKey("p", "d", "t", "2", "i", "x").digest
+
+
+_MAIN_SCRIPT = """
+from engine._literals import to_literal, from_literal
+from engine.literals import literal_hash
+class Config:  # a class of __main__: cloudpickle writes it by value, differently in each process
+    def __init__(self, depth):
+        self.depth = depth
+        self.weights = {"a": [1.5, 2.0]}
+literal = to_literal([Config(3)], list[Config])
+assert from_literal(literal, list[Config])[0].depth == 3
+print(literal_hash(literal))
+"""
+
+
+def test_a_constant_pickled_from_main_hashes_the_same_in_other_processes() -> None:
+    digests = set()
+    for seed in ("0", "1", "777"):
+        out = subprocess.run(
+            [sys.executable, "-c", _MAIN_SCRIPT],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+            timeout=60,
+        )
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1
