@@ -48,6 +48,11 @@ class MapTask(Entity):
             raise CompileError(
                 f"map_task: {target.name!r} is a @dynamic; map a @task, or loop over the inputs inside a @dynamic"
             )
+        if target.options.publish:
+            raise CompileError(
+                f"map_task: task {target.name!r} publishes its outputs as {target.options.publish!r}, which its "
+                "elements cannot do one by one; publish the map's list from a task downstream instead"
+            )
         if len(target.interface.outputs) > 1:
             raise CompileError(
                 f"map_task: task {target.name!r} has {len(target.interface.outputs)} outputs; a mapped task "

@@ -74,3 +74,10 @@ def test_publish_options_are_checked() -> None:
         @task(publish="")
         def h(day: str) -> int:
             return 1
+
+
+def test_a_publishing_task_cannot_be_mapped() -> None:
+    from engine import map_task
+
+    with pytest.raises(CompileError, match="publishes its outputs as 'features'"):
+        map_task(wf.make_features)
