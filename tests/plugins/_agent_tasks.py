@@ -136,3 +136,8 @@ def wait_for_own_gate(gate: str) -> str:
 @workflow
 def gated_map(gates: list[str]) -> list[str]:
     return map_task(wait_for_own_gate)(gate=gates)
+
+
+@workflow
+def sensed_all(paths: list[str]) -> list[str]:
+    return map_task(arrives, concurrency=200)(path=paths)

@@ -5,6 +5,7 @@ created once and polled by the new engine), and the typed errors of bad declarat
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -311,3 +312,19 @@ async def test_the_executor_and_agents_are_built_by_name(tmp_path: Path, monkeyp
         handle = await eng.launch(wf.shout_greeting, name="grace")
         assert await handle.outputs(timeout=30) == "HELLO GRACE"
     assert len(jobs(tmp_path)) == 1
+
+
+async def test_jobs_in_flight_hold_no_worker_thread(make_engine: EngineFactory, tmp_path: Path) -> None:
+    paths = [tmp_path / "later" / f"{i}.csv" for i in range(200)]
+    sensor_jobs = tmp_path / "agents" / "sensor"
+    async with make_engine() as eng:
+        before = threading.active_count()
+        handle = await eng.launch(wf.sensed_all, paths=[str(p) for p in paths])
+        await wait_until(lambda: sensor_jobs.is_dir() and len(list(sensor_jobs.iterdir())) == len(paths), timeout=30)
+        await anyio.sleep(0.3)  # several polls of every job
+        assert threading.active_count() < before + 50  # the loop polls them; anyio's small pool does the stats
+        assert (await eng.get(handle.execution_id)).status == "running"
+        await anyio.Path(tmp_path / "later").mkdir()
+        for path in paths:
+            await anyio.Path(path).touch()
+        assert await handle.outputs(timeout=60) == [str(p) for p in paths]
