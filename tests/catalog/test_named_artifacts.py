@@ -33,6 +33,9 @@ async def test_published_outputs_feed_a_workflow_input(make_engine: EngineFactor
         assert await handle.outputs() == 0 + 1 + 2 + 3
         created = (await engine.history(handle.execution_id))[0]
         assert isinstance(created, ExecutionCreated) and created.artifacts == {"features": eu.id}
+        await flushed(engine)  # the run that consumed it is in the artifact's lineage
+        consumers = await catalog.edges(artifact=eu.id)
+        assert ("in", handle.execution_id, "summarize") in {(e.direction, e.execution_id, e.node_id) for e in consumers}
 
         handle = await engine.launch(wf.consume_wf, features=ArtifactQuery("features", {"region": "us"}))
         await handle.wait(timeout=60)
