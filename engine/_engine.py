@@ -20,6 +20,7 @@ import anyio
 
 from engine._details import ExecutionDetails, details_of
 from engine._literals import from_literal
+from engine._logs import AttemptLogs, read_logs
 from engine._outputs import node_literals, plain_outputs, typed_node_outputs, typed_workflow_outputs
 from engine._wiring import backend, blob_store, build_executors, event_stream_services, index_executors
 from engine.errors import (
@@ -553,6 +554,27 @@ class Engine:
             _raise_unless_succeeded(state)
             return plain_outputs(await self._resolved(state.outputs or {}))
         return await ExecutionHandle(self, execution_id).outputs()
+
+    def logs(
+        self, execution_id: str, node_id: str | None = None, *, attempt: int | None = None, follow: bool = False
+    ) -> AsyncIterator[AttemptLogs]:
+        """What the execution's attempts printed and logged (stdout, stderr, `current_context().logger`).
+
+        ``async for entry in eng.logs(id): print(entry.node_id, entry.attempt, entry.text)``.
+        Each attempt keeps at most 1 MiB of text (its start and its end, with a line saying what was
+        dropped), stored in the blob store when it ends.
+
+        Args:
+            execution_id: the execution.
+            node_id: only this node and its children (a map's elements are ``<map>/<index>``).
+            attempt: only this attempt number.
+            follow: keep going until the execution ends; attempts running in this process yield
+                their new lines as they are written (``running=True``), others when they end.
+
+        Raises:
+            ExecutionNotFound: no such execution (when iteration starts).
+        """
+        return read_logs(self.store, self.blobs, execution_id, node_id, attempt=attempt, follow=follow)
 
     async def get(self, execution_id: str) -> ExecutionDetails:
         """The execution's status and per-node progress. Raises ``ExecutionNotFound``."""

@@ -113,12 +113,14 @@ class NodeSucceeded(Event, frozen=True, tag="NodeSucceeded"):
     """The attempt (or, for dynamic/array/subworkflow nodes, the node's children) finished."""
 
     outputs: dict[str, bytes] = {}
+    logs: str = ""  # blob address of what the attempt printed and logged ("" if nothing)
 
 
 class NodeFailed(Event, frozen=True, tag="NodeFailed"):
     """The attempt failed; ``error.retryable`` and the node's retry budgets decide what comes next."""
 
     error: ErrorInfo
+    logs: str = ""  # blob address of what the attempt printed and logged ("" if nothing)
 
 
 class NodeSkipped(Event, frozen=True, tag="NodeSkipped"):
@@ -157,13 +159,16 @@ class ElementResult(msgspec.Struct, frozen=True, array_like=True, omit_defaults=
     """The outcome of one map element's attempt, inside a batch event.
 
     ``output`` is the element's output literal when it succeeded (``None`` for a task without
-    outputs: the map then collects nil); ``error`` is set when it failed.
+    outputs: the map then collects nil); ``error`` is set when it failed. ``logs`` is what the
+    element printed and logged: its text in an executor's `TaskStatus`, the blob address of that
+    text in an event ("" if nothing).
     """
 
     index: int
     attempt: int
     output: bytes | None = None
     error: ErrorInfo | None = None
+    logs: str = ""
 
 
 class ChunkQueued(Event, frozen=True, tag="ChunkQueued"):

@@ -355,6 +355,9 @@ class TaskStatus(msgspec.Struct, frozen=True, omit_defaults=True):
     started_at: datetime | None = None
     handle: str = ""
     elements: list[ElementResult] = []  # a chunk's per-element results
+    # what the attempt printed and logged (bounded: engine._capture.LOG_LIMIT); the loop stores it
+    # in the blob store and records the address in the attempt's final event
+    logs: str = ""
 
 
 class Executor(abc.ABC):

@@ -40,6 +40,7 @@ __all__ = [
     "manifest_items",
     "may_hold_references",
     "offload",
+    "offload_logs",
     "offload_outputs",
     "offload_spec",
     "offload_status",
@@ -408,6 +409,19 @@ async def offload_status(status: TaskStatus, store: BlobStore, limit: int) -> Ta
         await store_blobs(store, blobs)
         elements = kept
     return msgspec.structs.replace(status, outputs=outputs, elements=elements, dynamic_spec=dynamic_spec)
+
+
+async def offload_logs(status: TaskStatus, store: BlobStore) -> TaskStatus:
+    """An executor's status with the text of its logs (and of each chunk element's) replaced by
+    the blob address of that text, as events record them."""
+    logs = await store.put(status.logs.encode()) if status.logs else ""
+    elements = status.elements
+    if any(result.logs for result in elements):
+        elements = [
+            msgspec.structs.replace(result, logs=await store.put(result.logs.encode())) if result.logs else result
+            for result in elements
+        ]
+    return msgspec.structs.replace(status, logs=logs, elements=elements)
 
 
 class BlobCache:

@@ -39,6 +39,7 @@ from typing import Any
 
 import msgspec
 
+from engine._capture import AttemptLog, capture
 from engine._compiler import CompileContext
 from engine._context import TaskContext, bind_context, read_secrets
 from engine._literals import from_literal, to_literal
@@ -126,17 +127,17 @@ def run_attempt(
             f"run_attempt got async task {task.name!r} inside a running event loop; "
             "await run_attempt_async(request) there instead"
         )
-    with bind_context(context):
+    with bind_context(context), capture(run.label) as log:
         if request.kind == "dynamic":
-            return run.expand(task, inputs)
+            return _with_logs(run.expand(task, inputs), log)
         try:
             result = task.fn(**inputs)
             if inspect.iscoroutine(result):
                 # asyncio.run copies this context, so the task still sees its TaskContext
                 result = asyncio.run(result)
         except _TASK_ERRORS as exc:
-            return run.raised(exc)
-        return run.encode(task, result)
+            return _with_logs(run.raised(exc), log)
+        return _with_logs(run.encode(task, result), log)
 
 
 async def run_attempt_async(
@@ -186,9 +187,9 @@ async def run_attempt_async(
     if isinstance(prepared, TaskStatus):
         return prepared
     task, inputs, context = prepared
-    with bind_context(context):
+    with bind_context(context), capture(run.label) as log:
         if request.kind == "dynamic":
-            return run.expand(task, inputs)
+            return _with_logs(run.expand(task, inputs), log)
         try:
             result = task.fn(**inputs)
             if inspect.isawaitable(result):
@@ -197,10 +198,15 @@ async def run_attempt_async(
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise
-            return run.raised(exc)
+            return _with_logs(run.raised(exc), log)
         except _TASK_ERRORS as exc:
-            return run.raised(exc)
-        return run.encode(task, result)
+            return _with_logs(run.raised(exc), log)
+        return _with_logs(run.encode(task, result), log)
+
+
+def _with_logs(status: TaskStatus, log: AttemptLog) -> TaskStatus:
+    text = log.text()
+    return msgspec.structs.replace(status, logs=text) if text else status
 
 
 # One cache per blob store in this process: a worker reads each manifest chunk of a map once, not
@@ -272,8 +278,8 @@ def _load_once(request: TaskRequest, task: Task | None) -> Task | None:
 def _element_result(element: TaskRequest, status: TaskStatus) -> ElementResult:
     index = int(element.key.node_id.rpartition("/")[2])
     if status.phase == "succeeded":
-        return ElementResult(index, element.key.attempt, status.outputs.get("o0"))
-    return ElementResult(index, element.key.attempt, error=status.error)
+        return ElementResult(index, element.key.attempt, status.outputs.get("o0"), logs=status.logs)
+    return ElementResult(index, element.key.attempt, error=status.error, logs=status.logs)
 
 
 def _chunk_done(results: list[ElementResult], worker: str, gpu_ids: Sequence[str], started: datetime) -> TaskStatus:
@@ -289,6 +295,8 @@ class _Run:
         self.worker = worker
         self.gpu_ids = list(gpu_ids)
         self.started_at = started_at or datetime.now(UTC)
+        key = request.key
+        self.label = f"{key.execution_id} {key.node_id}#{key.attempt}"
 
     def prepare(
         self, environ: Mapping[str, str] | None, task: Task | None = None

@@ -19,10 +19,11 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 import anyio
+import msgspec
 
 from engine.errors import ConcurrencyConflict, StoreUnavailable
 from engine.interfaces import BlobStore, Catalog, EventStore, Executor, TaskKey, TaskRequest, TaskStatus
-from engine.literals import offload_status, store_blobs
+from engine.literals import offload_logs, offload_status, store_blobs
 from engine.state import ExecutionState
 from propeller._actions import CacheOutcome, Submit
 from propeller._attempts import Attempts
@@ -399,13 +400,16 @@ class Controller:
             await self._hand_back(execution_id)
 
     async def _offloaded(self, statuses: dict[TaskKey, TaskStatus]) -> dict[TaskKey, TaskStatus]:
-        """Statuses whose outputs fit in events: an executor that returned a value above the
-        inline limit (one that does not offload in its workers) has it stored here."""
+        """Statuses ready to be recorded: their logs stored as blobs (events hold the address),
+        and outputs above the inline limit stored too (for an executor that does not offload them
+        in its workers). Without a blob store, logs are not kept."""
         if self.blobs is None:
-            return statuses
+            return {key: _without_logs(status) for key, status in statuses.items()}
         limit = self.config.inline_limit
         result = dict(statuses)
         for key, status in statuses.items():
+            if status.logs or any(r.logs for r in status.elements):
+                status = result[key] = await offload_logs(status, self.blobs)
             if (
                 any(len(v) > limit for v in status.outputs.values())
                 or any(r.output is not None and len(r.output) > limit for r in status.elements)
@@ -434,3 +438,10 @@ class Controller:
                     )
                     return False
         return True
+
+
+def _without_logs(status: TaskStatus) -> TaskStatus:
+    if not status.logs and not any(r.logs for r in status.elements):
+        return status
+    elements = [msgspec.structs.replace(r, logs="") if r.logs else r for r in status.elements]
+    return msgspec.structs.replace(status, logs="", elements=elements)

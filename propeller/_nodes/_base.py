@@ -57,9 +57,9 @@ def observe_leaf(rnd: Round, node: NodeState, status: TaskStatus) -> bool:
         rnd.record_start(node, status)
     if status.phase == "failed":
         error = status.error or ErrorInfo(kind="system", message="executor reported no error")
-        rnd.emit(NodeFailed, node.node_id, node.attempt, error=error)
+        rnd.emit(NodeFailed, node.node_id, node.attempt, error=error, logs=status.logs)
     return status.phase == "succeeded"
 
 
 def succeed_leaf(rnd: Round, node: NodeState, status: TaskStatus) -> None:
-    rnd.emit(NodeSucceeded, node.node_id, node.attempt, outputs=status.outputs)
+    rnd.emit(NodeSucceeded, node.node_id, node.attempt, outputs=status.outputs, logs=status.logs)
