@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "ArtifactNotFound",
     "ArtifactQuery",
+    "AttemptLogs",
     "BlobNotFound",
     "BlobStoreUnavailable",
     "BrokerUnavailable",
@@ -33,6 +34,8 @@ __all__ = [
     "InvalidTransition",
     "NoTaskContext",
     "NodeDetails",
+    "NodeNotFound",
+    "OutputsNotReady",
     "Promise",
     "Resources",
     "SlipstreamError",
@@ -68,6 +71,8 @@ _LAZY: dict[str, str] = {
     "InvalidResources": "engine.errors",
     "InvalidTransition": "engine.errors",
     "NoTaskContext": "engine.errors",
+    "NodeNotFound": "engine.errors",
+    "OutputsNotReady": "engine.errors",
     "SlipstreamError": "engine.errors",
     "StoreUnavailable": "engine.errors",
     "TaskFailed": "engine.errors",
@@ -87,6 +92,7 @@ _LAZY: dict[str, str] = {
     "current_context": "engine._context",
     "Engine": "engine._engine",
     "ExecutionHandle": "engine._engine",
+    "AttemptLogs": "engine._logs",
     "ExecutionDetails": "engine._details",
     "NodeDetails": "engine._details",
     "ExecutionSummary": "engine.interfaces",
@@ -99,6 +105,7 @@ if TYPE_CHECKING:
     from engine._engine import Engine, ExecutionHandle
     from engine._files import Dir, File
     from engine._literals import from_literal, to_literal
+    from engine._logs import AttemptLogs
     from engine._map import map_task
     from engine._promise import Promise
     from engine._task import dynamic, task
@@ -118,7 +125,9 @@ if TYPE_CHECKING:
         InvalidBlobAddress,
         InvalidResources,
         InvalidTransition,
+        NodeNotFound,
         NoTaskContext,
+        OutputsNotReady,
         SlipstreamError,
         StoreUnavailable,
         TaskFailed,
