@@ -155,18 +155,22 @@ async def main(argv: list[str]) -> dict[str, Any]:
 
     args = parse_args(argv)
     started = datetime.now(UTC)
-    ray.init(include_dashboard=False, log_to_driver=False)
-    gpus = "hardware"
-    if not ray.cluster_resources().get("GPU"):
-        ray.shutdown()
-        ray.init(include_dashboard=False, log_to_driver=False, num_gpus=2)
-        gpus = "logical"
+    owns = not ray.is_initialized()  # a Ray this process already runs is used as it is
+    gpus = "as initialised by the caller"
+    if owns:
+        ray.init(include_dashboard=False, log_to_driver=False)
+        gpus = "hardware"
+        if not ray.cluster_resources().get("GPU"):
+            ray.shutdown()
+            ray.init(include_dashboard=False, log_to_driver=False, num_gpus=2)
+            gpus = "logical"
     try:
         resources = {name: ray.cluster_resources().get(name, 0) for name in ("CPU", "GPU")}
         mapped = await map_figures(args.elements, args.repeat)
         gpu = await gpu_figures(args.gpu_repeat)
     finally:
-        ray.shutdown()
+        if owns:
+            ray.shutdown()
     return {
         "command": " ".join(["python -m benchmarks ray", *argv]),
         "started": started.isoformat(timespec="seconds"),
