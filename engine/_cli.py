@@ -60,9 +60,7 @@ executions_app = typer.Typer(
 app.add_typer(executions_app, name="executions")
 events_app = typer.Typer(help="Follow the stream of committed events.", no_args_is_help=True, add_completion=False)
 app.add_typer(events_app, name="events")
-lineage_app = typer.Typer(
-    help="Emit OpenLineage run events for node runs.", no_args_is_help=True, add_completion=False
-)
+lineage_app = typer.Typer(help="Emit OpenLineage run events for node runs.", no_args_is_help=True, add_completion=False)
 app.add_typer(lineage_app, name="lineage")
 catalog_app = typer.Typer(
     help="List, inspect, trace and evict cached artifacts.", no_args_is_help=True, add_completion=False
@@ -183,11 +181,14 @@ def serve(
 
     async def body() -> int:
         signals = _Signals()
+        if nats:
+            _log_to_stderr("slipstream.nats")  # when this server's relay publishes, stands by, retries
         chosen = {"executor": executor} if executor else {}
         engine = _make_engine(
             state_dir, postgres, nats, workers=workers, services=services, resync_interval=resync_interval, **chosen
         )
         async with engine:
+            signals.install()
             where = "Postgres" if postgres else f"state dir {state_dir or '(default)'}"
             _note(f"serving executions of {where} with {workers} workers; SIGTERM or Ctrl-C to stop")
             await signals.stop.wait()
@@ -202,6 +203,17 @@ def serve(
         return 0
 
     raise typer.Exit(_run_async(body))
+
+
+def _log_to_stderr(name: str) -> None:
+    """Print the records of logger ``name`` from INFO up on stderr, with their time."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _sinks(specs: list[str]) -> list[Any]:
@@ -341,6 +353,11 @@ class _Signals:
     def __init__(self) -> None:
         self.stop = asyncio.Event()
         self.name = ""
+        self.install()
+
+    def install(self) -> None:
+        """Put the handlers (back) in place: a backend started since may have put its own there
+        (Ray's core worker does, and ends the process with SIGABRT on SIGTERM)."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._received, signum)
@@ -478,37 +495,6 @@ def outputs(
             from rich.pretty import Pretty
 
             _console().print(Pretty(value))
-        return 0
-
-    raise typer.Exit(_run_async(body))
-
-
-@app.command("logs")
-def logs(
-    execution_id: Annotated[str, typer.Argument(metavar="ID")],
-    node: Annotated[
-        str | None, typer.Option("--node", help="Only this node and its children (a map element: `n3/17`).")
-    ] = None,
-    attempt: Annotated[int | None, typer.Option("--attempt", min=1, help="Only this attempt.")] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the execution ends.")] = False,
-    state_dir: StateDir = None,
-    postgres: Postgres = None,
-    as_json: AsJson = False,
-) -> None:
-    """Print what an execution's attempts printed and logged, each under a header naming the node
-    and attempt (one JSON object per attempt with --json)."""
-
-    async def body() -> int:
-        import msgspec
-
-        async with _open_store(state_dir, postgres) as engine:
-            async for entry in engine.logs(execution_id, node, attempt=attempt, follow=follow):
-                if as_json:
-                    _write(msgspec.json.encode(entry).decode())
-                else:
-                    if not entry.running:
-                        _write(f"==> {entry.node_id} attempt {entry.attempt} <==")
-                    _write(entry.text.rstrip("\n"))
         return 0
 
     raise typer.Exit(_run_async(body))

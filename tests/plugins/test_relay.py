@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from engine.interfaces import ServiceContext
 from plugins.local import LocalExecutor
 from plugins.nats import NatsRelay, relay_cursor
 from tests.engine import _workflows as wf
+from tests.engine.test_serve import Server, client
 
 from ._stream import (
     OwnNats,
@@ -53,6 +55,14 @@ def own_nats() -> Iterator[OwnNats]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def side_effects(tmp_path: Path) -> Path:
+    """Where the servers' tasks record their runs (one line per run; see tests/engine/_workflows.py)."""
+    directory = tmp_path / "side-effects"
+    directory.mkdir()
+    return directory
 
 
 @pytest.fixture
@@ -222,3 +232,82 @@ async def test_a_stream_taken_by_other_subjects_is_a_clear_error(
         other = NatsRelay(nats_url, stream=f"{stream}_2", prefix=prefix)  # the same subjects
         with pytest.raises(ConfigError, match=f"refused the stream '{stream}_2'"):
             await other.start(ServiceContext(store=store, wake=lambda _: None))
+
+
+def _relay_state(server: Server) -> str:
+    """What the server's relay last said it does: ``publishing``, ``standing by`` or ``""``."""
+    for line in reversed(server.lines):
+        if "event relay: publishing" in line:
+            return "publishing"
+        if "event relay: lost the lease" in line:
+            return "standing by"
+    return ""
+
+
+@pytest.mark.timeout(300)
+async def test_two_servers_with_nats_one_stopped_mid_run_one_relay_at_a_time(
+    postgres_database: str, own_nats: OwnNats, side_effects: Path
+) -> None:
+    """200 executions on two `serve --nats` processes sharing Postgres; the one whose relay is
+    active is SIGTERMed mid-run: it exits 0, the other finishes everything and takes over the
+    relay, never two relays at once, and the stream holds every event once, in order."""
+    store_args = ["--postgres", postgres_database]
+    env = {"SLIPSTREAM_TEST_SIDE_EFFECTS": str(side_effects)}
+    options = ("--nats", own_nats.url, "--resync-interval", "1", "--workers", "8", "--executor", "local")
+    servers = [Server(store_args, *options, env=env), Server(store_args, *options, env=env)]
+    overlaps: list[list[str]] = []
+
+    async def watch() -> None:
+        while True:
+            states = [_relay_state(s) for s in servers if s.process.poll() is None]
+            if states.count("publishing") > 1:
+                overlaps.append(states)
+            await anyio.sleep(0.02)
+
+    try:
+        for server in servers:
+            await server.wait_for("serving executions")
+        with anyio.fail_after(30):
+            while not any(_relay_state(s) == "publishing" for s in servers):  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        async with anyio.create_task_group() as watching:
+            watching.start_soon(watch)
+            async with client(store_args) as eng:
+                handles = [await eng.launch(wf.crashable, project=PROJECT, n=3) for _ in range(200)]
+                ids = {handle.execution_id for handle in handles}
+
+                async def finished() -> int:
+                    done = await eng.list_executions(workflow="crashable", status="succeeded", limit=1000)
+                    return len(ids & {summary.execution_id for summary in done})
+
+                with anyio.fail_after(60):
+                    while await finished() < 30:  # noqa: ASYNC110 - polled: the servers are other processes
+                        await anyio.sleep(0.1)
+                assert await finished() < 200, "everything finished before the stop: the test proves nothing"
+                active = [s for s in servers if _relay_state(s) == "publishing"]
+                assert len(active) == 1, [s.stderr for s in servers]
+                stopped, staying = active[0], next(s for s in servers if s is not active[0])
+                code, took = await stopped.stop(signal.SIGTERM)
+                assert code == 0, stopped.stderr
+                assert took < 15, f"the stopped server took {took:.1f}s"
+                assert "Traceback" not in stopped.stderr
+                await staying.wait_for("event relay: publishing", timeout=30)
+                with anyio.fail_after(120):
+                    while await finished() < 200:  # noqa: ASYNC110
+                        await anyio.sleep(0.2)
+                for handle in handles:
+                    assert await handle.outputs(timeout=10) == 3 + sum(x + 1 for x in (10, 20, 30, 40))
+                log = [(0, event) for execution_id in sorted(ids) for event in await eng.history(execution_id)]
+            await wait_for_stream(own_nats.url, "SLIPSTREAM", len(log), 60)
+            watching.cancel_scope.cancel()
+        assert not overlaps, f"two relays published at once: {overlaps[:3]}"
+        for name in ("step_0", "step_1", "step_2", "step_10", "step_20", "step_30", "step_40"):
+            per_execution = Counter(line.split()[0] for line in (side_effects / f"{name}.log").read_text().splitlines())
+            assert set(per_execution.values()) == {1}, f"{name} ran twice in some execution"
+        messages = await read_stream(own_nats.url, "SLIPSTREAM", "slipstream.events")
+        check_stream(messages, log, "slipstream.events", PROJECT)
+        code, _ = await staying.stop(signal.SIGTERM)
+        assert code == 0, staying.stderr
+    finally:
+        for server in servers:
+            server.kill()
