@@ -22,6 +22,9 @@ import anyio
 import msgspec
 
 from engine.errors import ConcurrencyConflict, StoreUnavailable
+from engine.events import AnyEvent, ExecutionStarted, ExecutionSucceeded
+from engine.events import ExecutionAborted as ExecutionAbortedEvent
+from engine.events import ExecutionFailed as ExecutionFailedEvent
 from engine.interfaces import BlobStore, Catalog, EventStore, Executor, TaskKey, TaskRequest, TaskStatus
 from engine.literals import offload_logs, offload_status, store_blobs
 from engine.state import ExecutionState
@@ -37,6 +40,8 @@ from propeller._round import Observations, PlannerConfig
 __all__ = ["Controller"]
 
 log = logging.getLogger("slipstream.propeller")
+# One line per execution start and end, for whoever runs the loop (`slipstream serve` prints them).
+lifecycle_log = logging.getLogger("slipstream.executions")
 
 
 def utc_now() -> datetime:
@@ -386,6 +391,8 @@ class Controller:
                 self._cache_answers.setdefault(execution_id, {}).setdefault(node_id, outcome)
             raise
         self._cache[execution_id] = state
+        if plan.events:
+            log_lifecycle(state, plan.events)
         self.attempts.forget_finished(execution_id, statuses)
         actions = plan.actions
         if self._draining:  # start nothing new: whoever takes the execution over submits it
@@ -445,3 +452,38 @@ def _without_logs(status: TaskStatus) -> TaskStatus:
         return status
     elements = [msgspec.structs.replace(r, logs="") if r.logs else r for r in status.elements]
     return msgspec.structs.replace(status, logs="", elements=elements)
+
+
+def log_lifecycle(state: ExecutionState, events: list[AnyEvent]) -> None:
+    """A ``key=value`` line per execution start and end in ``events`` (the same fields are set on
+    the record, for structured handlers)."""
+    if not lifecycle_log.isEnabledFor(logging.INFO):
+        return
+    for event in events:
+        if isinstance(event, ExecutionStarted):
+            what = "started"
+        elif isinstance(event, ExecutionSucceeded | ExecutionFailedEvent | ExecutionAbortedEvent):
+            what = state.phase
+        else:
+            continue
+        created = state.created
+        fields: dict[str, object] = {
+            "execution": event.execution_id,
+            "workflow": created.workflow if created else "",
+            "project": created.project if created else "",
+            "domain": created.domain if created else "",
+        }
+        if what != "started" and state.started_at is not None:
+            fields["seconds"] = round((event.at - state.started_at).total_seconds(), 3)
+        if isinstance(event, ExecutionFailedEvent):
+            fields["node"] = event.error.node_id
+            fields["error"] = event.error.message.splitlines()[0] if event.error.message else ""
+        if isinstance(event, ExecutionAbortedEvent):
+            fields["reason"] = state.abort_reason
+        text = " ".join(f"{key}={_quoted(value)}" for key, value in fields.items())
+        lifecycle_log.info("execution %s %s", what, text, extra={"event": f"execution_{what}", **fields})
+
+
+def _quoted(value: object) -> str:
+    text = str(value)
+    return text if text and not any(c in text for c in ' "=') else '"' + text.replace('"', '\\"') + '"'

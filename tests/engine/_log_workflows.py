@@ -79,3 +79,13 @@ async def waits_for_file(path: str) -> str:
 @workflow
 def waiting(path: str) -> str:
     return waits_for_file(path=path)
+
+
+@task
+def broken(x: int) -> int:
+    raise ValueError(f"bad value {x}")
+
+
+@workflow
+def failing(x: int = 3) -> int:
+    return broken(x=x)

@@ -4,11 +4,13 @@ read back with `Engine.logs` and `slipstream logs`."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import anyio
+import pytest
 
 from engine import Engine
 from engine._capture import LOG_LIMIT
@@ -99,3 +101,21 @@ async def test_slipstream_logs_prints_each_attempt_under_a_header(tmp_path: Path
     out = cli(*command, "--attempt", "2", "--json")
     (line,) = out.stdout.splitlines()
     assert json.loads(line)["text"] == "attempt 2 starts\n"
+
+
+async def test_the_loop_logs_one_line_per_execution_start_and_end(
+    eng: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="slipstream.executions")
+    ok = await eng.launch(wf.shouting_map, xs=[1])
+    await ok.outputs(timeout=30)
+    bad = await eng.launch(wf.failing)
+    await bad.wait(timeout=30)
+    records = [r for r in caplog.records if r.name == "slipstream.executions"]
+    assert [r.event for r in records if r.execution == ok.execution_id] == ["execution_started", "execution_succeeded"]
+    assert [r.event for r in records if r.execution == bad.execution_id] == ["execution_started", "execution_failed"]
+    ended = next(r for r in records if r.event == "execution_succeeded")
+    assert ended.getMessage().startswith(f"execution succeeded execution={ok.execution_id} workflow=shouting_map")
+    assert ended.seconds >= 0
+    failed = next(r for r in records if r.event == "execution_failed").getMessage()
+    assert 'error="ValueError: bad value 3"' in failed and "node=" in failed
