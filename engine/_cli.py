@@ -500,6 +500,37 @@ def outputs(
     raise typer.Exit(_run_async(body))
 
 
+@app.command("logs")
+def logs(
+    execution_id: Annotated[str, typer.Argument(metavar="ID")],
+    node: Annotated[
+        str | None, typer.Option("--node", help="Only this node and its children (a map element: `n3/17`).")
+    ] = None,
+    attempt: Annotated[int | None, typer.Option("--attempt", min=1, help="Only this attempt.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the execution ends.")] = False,
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+    as_json: AsJson = False,
+) -> None:
+    """Print what an execution's attempts printed and logged, each under a header naming the node
+    and attempt (one JSON object per attempt with --json)."""
+
+    async def body() -> int:
+        import msgspec
+
+        async with _open_store(state_dir, postgres) as engine:
+            async for entry in engine.logs(execution_id, node, attempt=attempt, follow=follow):
+                if as_json:
+                    _write(msgspec.json.encode(entry).decode())
+                else:
+                    if not entry.running:
+                        _write(f"==> {entry.node_id} attempt {entry.attempt} <==")
+                    _write(entry.text.rstrip("\n"))
+        return 0
+
+    raise typer.Exit(_run_async(body))
+
+
 @executions_app.command("history")
 def history(
     execution_id: Annotated[str, typer.Argument(metavar="ID")],
