@@ -181,6 +181,7 @@ def serve(
 
     async def body() -> int:
         signals = _Signals()
+        _log_to_stderr("slipstream.executions")  # a line per execution started and ended here
         if nats:
             _log_to_stderr("slipstream.nats")  # when this server's relay publishes, stands by, retries
         chosen = {"executor": executor} if executor else {}
