@@ -66,6 +66,9 @@ async def test_serve_runs_what_a_client_launches(store_args: list[str]) -> None:
         _, stderr = server.communicate(timeout=30)
     assert "serving executions" in stderr
     assert "Traceback" not in stderr
+    for execution_id in (first.execution_id, second.execution_id):
+        assert f"execution started execution={execution_id}" in stderr
+        assert f"execution succeeded execution={execution_id}" in stderr
 
 
 async def test_a_client_engine_runs_nothing_itself(tmp_path: Path) -> None:
