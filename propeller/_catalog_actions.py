@@ -174,7 +174,8 @@ class CatalogActions:
         many were renewed."""
         keep: list[tuple[str, str]] = []
         for (key, owner), (execution_id, node_id) in list(self.held.items()):
-            if wanted(execution_id, node_id):
+            # a node that succeeded keeps its key until its outputs are written (the writer releases it)
+            if key in self._pending or wanted(execution_id, node_id):
                 keep.append((key, owner))
             else:
                 await self._release(key, owner)
