@@ -88,6 +88,7 @@ class _Job:
     status: TaskStatus
     elements: list[_Element] = field(default_factory=list)
     next_poll: float = 0.0
+    quiet_polls: int = 0  # polls in a row that found it still running
 
     def job_ids(self) -> list[str]:
         return [element.job_id for element in self.elements] if self.elements else [self.job_id]
@@ -100,12 +101,16 @@ class AgentExecutor(Executor):
         agents: the agents to use (instances); agents not given are found by name in the
             entry-point group ``slipstream.agents`` when a task first asks for them, and built with
             no arguments.
-        poll_interval: seconds between two ``get`` of a job; None uses each agent's own
-            ``poll_interval``.
+        poll_interval: seconds between two ``get`` of a job that just started; None uses each
+            agent's own ``poll_interval``. A job found running again and again is asked less and
+            less often (the interval grows by half each time), up to ``backoff`` times the interval,
+            so that many long jobs (sensors waiting for hours) cost the loop little.
+        backoff: how far the interval may grow, as a multiple of ``poll_interval`` (1: never).
         name: the executor's name, which tasks give in ``executor=``.
 
     Raises:
-        ConfigError: two agents with one name, or a poll interval that is not positive.
+        ConfigError: two agents with one name, a poll interval that is not positive, or a backoff
+            below 1.
     """
 
     gates_start = False
@@ -115,10 +120,14 @@ class AgentExecutor(Executor):
         agents: Sequence[Agent] | Mapping[str, Agent] = (),
         *,
         poll_interval: float | None = None,
+        backoff: float = 10.0,
         name: str = "agents",
     ) -> None:
         if poll_interval is not None and not poll_interval > 0:
             raise ConfigError(f"AgentExecutor poll_interval must be positive seconds, got {poll_interval!r}")
+        if not backoff >= 1:
+            raise ConfigError(f"AgentExecutor backoff must be a multiple >= 1 of the poll interval, got {backoff!r}")
+        self._backoff = float(backoff)
         self.name = name
         self._given: dict[str, Agent] = {}
         for found_name, found in agents.items() if isinstance(agents, Mapping) else ((a.name, a) for a in agents):
@@ -294,16 +303,18 @@ class AgentExecutor(Executor):
         return job
 
     def _track(self, job: _Job) -> None:
-        job.next_poll = time.monotonic() + self._interval(job.agent)
+        job.next_poll = time.monotonic() + self._interval(job)
         self._jobs[job.key] = job
         self._wake.set()
 
-    def _interval(self, found: Agent) -> float:
-        return self._poll_interval if self._poll_interval is not None else max(found.poll_interval, 0.01)
+    def _interval(self, job: _Job) -> float:
+        base = self._poll_interval if self._poll_interval is not None else max(job.agent.poll_interval, 0.01)
+        return base * min(1.5**job.quiet_polls, self._backoff)
 
     async def _refresh(self, job: _Job) -> bool:
         """Ask the agent about the job; whether its status changed."""
-        job.next_poll = time.monotonic() + self._interval(job.agent)
+        job.next_poll = time.monotonic() + self._interval(job)
+        job.quiet_polls += 1
         if job.elements:
             return await self._refresh_chunk(job)
         answer = await _get(job.agent, job.job_id)
@@ -320,6 +331,7 @@ class AgentExecutor(Executor):
         for element, answer in zip(pending, answers, strict=True):
             if answer is not None and answer.phase != "running":
                 element.result = _element_result(job, element, answer)
+                job.quiet_polls = 0  # its elements are ending: ask often again
         if any(element.result is None for element in job.elements):
             return False
         results = [element.result for element in job.elements if element.result is not None]

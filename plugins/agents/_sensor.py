@@ -54,15 +54,26 @@ class FileSensor(Agent):
         """
         target = _target(job)
         job_id = job_id_for(job.key)
+        await anyio.to_thread.run_sync(self._create, job_id, json.dumps({"task": job.task, "path": target}))
+        return job_id
+
+    async def get(self, job_id: str) -> AgentJobStatus:
+        return await anyio.to_thread.run_sync(self._look, job_id)
+
+    async def delete(self, job_id: str) -> None:
+        path = job_path(self.directory, job_id)
+        if path is not None:
+            await anyio.to_thread.run_sync(shutil.rmtree, path, True)
+
+    def _create(self, job_id: str, spec: str) -> None:
         path = self.directory / job_id
         try:
             path.mkdir(parents=True)
         except FileExistsError:
-            return job_id
-        write_atomic(path / "job.json", json.dumps({"task": job.task, "path": target}))
-        return job_id
+            return  # created before (a restart between create and the recorded handle)
+        write_atomic(path / "job.json", spec)
 
-    async def get(self, job_id: str) -> AgentJobStatus:
+    def _look(self, job_id: str) -> AgentJobStatus:
         path = job_path(self.directory, job_id)
         try:
             spec = json.loads((path / "job.json").read_text()) if path is not None else None
@@ -71,14 +82,9 @@ class FileSensor(Agent):
         if spec is None:
             return AgentJobStatus(phase="lost", message=f"no file-sensor job {job_id!r}")
         target = str(spec["path"])
-        if await anyio.to_thread.run_sync(os.path.exists, target):
+        if os.path.exists(target):
             return AgentJobStatus(phase="succeeded", value=target)
         return AgentJobStatus(phase="running")
-
-    async def delete(self, job_id: str) -> None:
-        path = job_path(self.directory, job_id)
-        if path is not None:
-            await anyio.to_thread.run_sync(shutil.rmtree, path, True)
 
 
 def _target(job: AgentJob) -> str:

@@ -43,11 +43,10 @@ from plugins.agents._jobdir import default_directory, job_id_for, job_path, writ
 __all__ = ["ShellAgent"]
 
 _SETTINGS = frozenset({"command", "env", "cwd", "fatal_exit_codes"})
-# $1: the command, $2: the job directory. The exit code is written by rename, so it is whole.
-_WRAPPER = (
-    'sh -c "$1" > "$2/stdout" 2> "$2/stderr" < /dev/null; code=$?; '
-    'printf %s "$code" > "$2/.exit.partial" && mv "$2/.exit.partial" "$2/exit"'
-)
+# $1: the command, $2: the job directory. The command runs in a subshell (a fork, no exec: cheaper
+# than a second sh) without the wrapper's arguments. The exit file may be seen empty while it is
+# written; a reader then finds the wrapper alive and looks again.
+_WRAPPER = '( cmd=$1; set --; eval "$cmd" ) > "$2/stdout" 2> "$2/stderr" < /dev/null; printf %s "$?" > "$2/exit"'
 # A job directory without a pid this long after it was made is a create that died midway.
 _START_GRACE_SECONDS = 60.0
 _MESSAGE_TAIL = 2000
@@ -73,6 +72,7 @@ class ShellAgent(Agent):
         self.kill_grace = kill_grace
         self.poll_interval = poll_interval
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # reaped when seen done
+        self._pids: dict[str, tuple[int, str]] = {}  # job id -> (pid, start time), as read from its file
 
     async def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -85,38 +85,14 @@ class ShellAgent(Agent):
         """
         command, env, cwd = _settings(job)
         job_id = job_id_for(job.key)
-        path = self.directory / job_id
-        try:
-            path.mkdir(parents=True)
-        except FileExistsError:
-            return job_id  # created before (a restart between create and the recorded handle)
         fatal = sorted(int(code) for code in job.config.get("fatal_exit_codes", (126, 127)))
-        write_atomic(path / "job.json", json.dumps({"task": job.task, "command": command, "fatal_exit_codes": fatal}))
-        child = await anyio.to_thread.run_sync(self._spawn, command, path, env, cwd)
-        self._children[job_id] = child
-        write_atomic(path / "pid", f"{child.pid} {_started_at(child.pid) or ''}")
+        spec = json.dumps({"task": job.task, "command": command, "fatal_exit_codes": fatal})
+        # file system work and the fork off the event loop: the loop runs every other execution
+        await anyio.to_thread.run_sync(self._create, job_id, spec, command, env, cwd)
         return job_id
 
     async def get(self, job_id: str) -> AgentJobStatus:
-        path = job_path(self.directory, job_id)
-        if path is None or not path.is_dir():
-            return AgentJobStatus(phase="lost", message=f"no shell job {job_id!r}")
-        self._reap(job_id)
-        ended = _read_exit(path)
-        if ended is not None:
-            return _outcome(path, job_id, ended)
-        pid = _read_pid(path)
-        if pid is None:
-            age = time.time() - path.stat().st_mtime
-            if age < _START_GRACE_SECONDS:
-                return AgentJobStatus(phase="running")
-            return AgentJobStatus(phase="lost", message=f"shell job {job_id!r} never started its command")
-        if _alive(*pid):
-            return AgentJobStatus(phase="running")
-        ended = _read_exit(path)  # it may have ended between the two looks
-        if ended is not None:
-            return _outcome(path, job_id, ended)
-        return AgentJobStatus(phase="lost", message=f"the process of shell job {job_id!r} vanished (killed outside?)")
+        return await anyio.to_thread.run_sync(self._look, job_id)
 
     async def delete(self, job_id: str) -> None:
         path = job_path(self.directory, job_id)
@@ -134,7 +110,45 @@ class ShellAgent(Agent):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid[0], signal.SIGKILL)
         self._reap(job_id)
+        self._pids.pop(job_id, None)
         await anyio.to_thread.run_sync(shutil.rmtree, path, True)
+
+    def _create(self, job_id: str, spec: str, command: str, env: dict[str, str], cwd: str | None) -> None:
+        path = self.directory / job_id
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            return  # created before (a restart between create and the recorded handle)
+        write_atomic(path / "job.json", spec)
+        child = self._spawn(command, path, env, cwd)
+        self._children[job_id] = child
+        write_atomic(path / "pid", f"{child.pid} {_started_at(child.pid) or ''}")
+
+    def _look(self, job_id: str) -> AgentJobStatus:
+        path = job_path(self.directory, job_id)
+        if path is None:
+            return AgentJobStatus(phase="lost", message=f"no shell job {job_id!r}")
+        self._reap(job_id)
+        ended = _read_exit(path)
+        if ended is not None:
+            return _outcome(path, job_id, ended)
+        pid = self._pids.get(job_id) or _read_pid(path)
+        if pid is None:
+            if not path.is_dir():
+                return AgentJobStatus(phase="lost", message=f"no shell job {job_id!r}")
+            if time.time() - path.stat().st_mtime < _START_GRACE_SECONDS:
+                return AgentJobStatus(phase="running")
+            return AgentJobStatus(phase="lost", message=f"shell job {job_id!r} never started its command")
+        self._pids[job_id] = pid  # a job's pid never changes: read its file once
+        if _alive(*pid):
+            return AgentJobStatus(phase="running")
+        ended = _read_exit(path)  # it may have ended between the two looks
+        if ended is not None:
+            return _outcome(path, job_id, ended)
+        self._pids.pop(job_id, None)
+        if not path.is_dir():
+            return AgentJobStatus(phase="lost", message=f"no shell job {job_id!r}")
+        return AgentJobStatus(phase="lost", message=f"the process of shell job {job_id!r} vanished (killed outside?)")
 
     def _spawn(self, command: str, path: Path, env: dict[str, str], cwd: str | None) -> subprocess.Popen[bytes]:
         return subprocess.Popen(

@@ -16,7 +16,7 @@ from catalog import LocalBlobStore
 from engine import ConfigError, Engine, ExecutionAborted, TaskFailed
 from engine._postgres_store import PostgresEventStore
 from engine._sqlite_store import SqliteEventStore
-from engine.interfaces import AgentJob, AgentJobStatus, TaskKey
+from engine.interfaces import AgentJob, AgentJobStatus, TaskKey, TaskStatus
 from plugins.agents import AgentExecutor, FileSensor, ShellAgent, agent
 from plugins.local import LocalExecutor
 
@@ -328,3 +328,19 @@ async def test_jobs_in_flight_hold_no_worker_thread(make_engine: EngineFactory, 
         for path in paths:
             await anyio.Path(path).touch()
         assert await handle.outputs(timeout=60) == [str(p) for p in paths]
+
+
+def test_a_job_found_running_again_and_again_is_asked_less_often() -> None:
+    from plugins.agents._executor import _Job
+
+    executor = AgentExecutor([ShellAgent("/nonexistent")], poll_interval=0.1, backoff=4)
+    job = _Job(TaskKey("e", "n", 1), ShellAgent("/nonexistent"), "j", None, "", TaskStatus(phase="running"))
+    intervals = []
+    for quiet in range(6):
+        job.quiet_polls = quiet
+        intervals.append(round(executor._interval(job), 3))
+    assert intervals == [0.1, 0.15, 0.225, 0.338, 0.4, 0.4]  # grows by half, up to 4x
+    with pytest.raises(ConfigError, match="backoff must be a multiple >= 1"):
+        AgentExecutor(backoff=0.5)
+    with pytest.raises(ConfigError, match="poll_interval must be positive"):
+        AgentExecutor(poll_interval=0)

@@ -69,8 +69,11 @@ async def test_a_killed_engine_leaves_the_job_running_and_the_next_one_finishes_
     jobs, log, gate = tmp_path / "jobs", tmp_path / "pids.log", tmp_path / "gate"
     execution_id = f"crash-{uuid.uuid4().hex[:8]}"
     await anyio.to_thread.run_sync(run_engine, target, jobs, "launch", execution_id, log, gate, fault)
+    with anyio.fail_after(15):  # the job runs on, the engine is gone
+        while not (log.exists() and log.read_text().split()):  # noqa: ASYNC110 - a file the job writes
+            await anyio.sleep(0.02)
     pids = log.read_text().split()
-    assert len(pids) == 1 and len(list(jobs.iterdir())) == 1  # the job runs on, the engine is gone
+    assert len(pids) == 1 and len(list(jobs.iterdir())) == 1
     gate.touch()
     output = await anyio.to_thread.run_sync(run_engine, target, jobs, "resume", execution_id, log, gate)
     assert output == "done"
