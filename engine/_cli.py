@@ -155,11 +155,12 @@ def serve(
         typer.Option(min=0.1, help="Seconds between sweeps for unfinished executions (handed back by others)."),
     ] = 30.0,
     executor: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             "--executor",
             help="Where tasks run (an entry point in slipstream.executors): default 'ray' with --postgres "
-            "(the ray extra; a cluster from SLIPSTREAM_RAY_ADDRESS), 'local' with a state dir.",
+            "(the ray extra; a cluster from SLIPSTREAM_RAY_ADDRESS), 'local' with a state dir. Repeatable: "
+            "the first is the default, tasks pick the others with executor= (--executor local --executor agents).",
             show_default=False,
         ),
     ] = None,
@@ -184,7 +185,7 @@ def serve(
         _log_to_stderr("slipstream.executions")  # a line per execution started and ended here
         if nats:
             _log_to_stderr("slipstream.nats")  # when this server's relay publishes, stands by, retries
-        chosen = {"executor": executor} if executor else {}
+        chosen = {"executor": executor[0], "executors": executor} if executor else {}
         engine = _make_engine(
             state_dir, postgres, nats, workers=workers, services=services, resync_interval=resync_interval, **chosen
         )
@@ -497,6 +498,25 @@ def outputs(
 
             _console().print(Pretty(value))
         return 0
+
+    raise typer.Exit(_run_async(body))
+
+
+@executions_app.command("watch")
+def watch(
+    execution_id: Annotated[str, typer.Argument(metavar="ID")],
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+    as_json: AsJson = False,
+    no_progress: NoProgress = False,
+) -> None:
+    """Follow an execution started elsewhere with the live view of `run`, then print its outputs
+    (exit 0) or its failure (exit 1)."""
+    mode = _progress_mode(as_json, no_progress)
+
+    async def body() -> int:
+        async with _open_store(state_dir, postgres) as engine:
+            return await _follow_and_report(engine, engine.handle(execution_id), mode, as_json)
 
     raise typer.Exit(_run_async(body))
 

@@ -5,6 +5,9 @@ created once and polled by the new engine), and the typed errors of bad declarat
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +24,8 @@ from plugins.agents import AgentExecutor, FileSensor, ShellAgent, agent
 from plugins.local import LocalExecutor
 
 from . import _agent_tasks as wf
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -344,3 +349,31 @@ def test_a_job_found_running_again_and_again_is_asked_less_often() -> None:
         AgentExecutor(backoff=0.5)
     with pytest.raises(ConfigError, match="poll_interval must be positive"):
         AgentExecutor(poll_interval=0)
+
+
+def start_server(state: Path, *executors: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIPSTREAM_")}
+    env["SLIPSTREAM_STATE_DIR"] = str(state)  # where the server's shell agent keeps its jobs
+    chosen = [arg for name in executors for arg in ("--executor", name)]
+    serve = ["serve", "--state-dir", str(state), *chosen, "--path", str(ROOT)]
+    return subprocess.Popen(
+        [sys.executable, "-c", "from engine._cli import main; main()", *serve],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def test_slipstream_serve_runs_agent_tasks_with_several_executors(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    server = start_server(state, "local", "agents")
+    try:
+        async with Engine.embedded(state, executors=["local", "agents"], run_loop=False) as client:
+            handle = await client.launch(wf.shout_greeting, name="serve")
+            assert await handle.outputs(timeout=60) == "HELLO SERVE"
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=30)
+    assert "Traceback" not in stderr
+    assert len(list((state / "agents" / "shell").iterdir())) == 1  # the server's agent ran the job
