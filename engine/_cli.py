@@ -502,25 +502,6 @@ def outputs(
     raise typer.Exit(_run_async(body))
 
 
-@executions_app.command("watch")
-def watch(
-    execution_id: Annotated[str, typer.Argument(metavar="ID")],
-    state_dir: StateDir = None,
-    postgres: Postgres = None,
-    as_json: AsJson = False,
-    no_progress: NoProgress = False,
-) -> None:
-    """Follow an execution started elsewhere with the live view of `run`, then print its outputs
-    (exit 0) or its failure (exit 1)."""
-    mode = _progress_mode(as_json, no_progress)
-
-    async def body() -> int:
-        async with _open_store(state_dir, postgres) as engine:
-            return await _follow_and_report(engine, engine.handle(execution_id), mode, as_json)
-
-    raise typer.Exit(_run_async(body))
-
-
 @app.command("logs")
 def logs(
     execution_id: Annotated[str, typer.Argument(metavar="ID")],
