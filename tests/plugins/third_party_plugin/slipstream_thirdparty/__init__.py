@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -128,9 +129,8 @@ class CountdownAgent(Agent):
         return job_id
 
     async def get(self, job_id: str) -> AgentJobStatus:
-        try:
-            found = json.loads((self.directory / job_id).read_text())
-        except (OSError, ValueError):  # unknown (or not an id of ours): lost
+        found = await asyncio.to_thread(_read_job, self.directory / job_id)
+        if found is None:  # unknown (or not an id of ours): lost
             return AgentJobStatus(phase="lost", message=f"no countdown job {job_id!r}")
         if time.time() < found["deadline"]:
             return AgentJobStatus(phase="running")
@@ -144,6 +144,13 @@ class CountdownAgent(Agent):
 def _create_once(path: Path, text: str) -> None:
     with contextlib.suppress(FileExistsError), path.open("x") as file:  # "x": a second create keeps the first
         file.write(text)
+
+
+def _read_job(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 class ScratchEventStore(InMemoryEventStore):
