@@ -377,3 +377,10 @@ async def test_slipstream_serve_runs_agent_tasks_with_several_executors(tmp_path
         _, stderr = server.communicate(timeout=30)
     assert "Traceback" not in stderr
     assert len(list((state / "agents" / "shell").iterdir())) == 1  # the server's agent ran the job
+
+
+def test_the_agents_facade_exports_its_public_names() -> None:
+    import plugins.agents as facade
+
+    public = {name for name in vars(facade) if not name.startswith("_") and name != "annotations"}
+    assert sorted(facade.__all__) == sorted(public)
