@@ -123,9 +123,34 @@ def run(
     async def body() -> int:
         async with _open_engine(state_dir, postgres) as engine:
             handle = await engine.launch(workflow, project=project, domain=domain, **inputs)
-            return await _follow_and_report(engine, handle, mode, as_json)
+            try:
+                return await _follow_and_report(engine, handle, mode, as_json)
+            except asyncio.CancelledError:  # Ctrl-C
+                await _interrupted(engine, handle.execution_id)
+                raise
 
-    raise typer.Exit(_run_async(body))
+    raise typer.Exit(_run_async(body, interrupted=""))
+
+
+async def _interrupted(engine: Engine, execution_id: str) -> None:
+    """``run`` was interrupted: abort the execution if this process runs it, and say what happened.
+
+    Left running with nobody to run it, it would stay ``running`` in every listing.
+    """
+    import anyio
+
+    if engine.runs_loop:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await engine.abort(execution_id, "interrupted: Ctrl-C in slipstream run")
+        _note(
+            f"interrupted: aborted execution {execution_id}; rerun what did not finish with "
+            f"`slipstream executions recover {execution_id}`"
+        )
+    else:
+        _note(
+            f"interrupted: execution {execution_id} goes on in the serving engines; follow it with "
+            f"`slipstream executions watch {execution_id}`"
+        )
 
 
 @app.command()
@@ -498,6 +523,25 @@ def outputs(
 
             _console().print(Pretty(value))
         return 0
+
+    raise typer.Exit(_run_async(body))
+
+
+@executions_app.command("watch")
+def watch(
+    execution_id: Annotated[str, typer.Argument(metavar="ID")],
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+    as_json: AsJson = False,
+    no_progress: NoProgress = False,
+) -> None:
+    """Follow an execution started elsewhere with the live view of `run`, then print its outputs
+    (exit 0) or its failure (exit 1)."""
+    mode = _progress_mode(as_json, no_progress)
+
+    async def body() -> int:
+        async with _open_store(state_dir, postgres) as engine:
+            return await _follow_and_report(engine, engine.handle(execution_id), mode, as_json)
 
     raise typer.Exit(_run_async(body))
 
@@ -1066,12 +1110,13 @@ def _statuses(status: str | None) -> list[str] | None:
     return wanted
 
 
-def _run_async(body: Any) -> int:
-    """``asyncio.run(body())``; Ctrl-C leaves the execution where it is, resumable."""
+def _run_async(body: Any, interrupted: str = "interrupted") -> int:
+    """``asyncio.run(body())``; Ctrl-C exits with 130 after the note ``interrupted`` (none if "")."""
     try:
         return int(asyncio.run(body()))
     except KeyboardInterrupt:
-        _note("interrupted; unfinished executions resume when an engine next opens this store")
+        if interrupted:
+            _note(interrupted)
         return 130
 
 

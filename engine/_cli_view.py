@@ -34,6 +34,7 @@ __all__ = [
     "history_table",
     "node_counts",
     "node_lines",
+    "node_time",
     "outputs_renderable",
     "progress_view",
     "status_line",
@@ -51,6 +52,7 @@ _STATUS_STYLE = {
     "queued": "blue",
     "retrying": "yellow",
     "skipped": "dim",
+    "cancelled": "yellow",
 }
 _ELEMENT = re.compile(r"/\d+$")
 
@@ -95,13 +97,15 @@ def top_level_nodes(details: ExecutionDetails) -> list[NodeDetails]:
 
 
 def node_counts(details: ExecutionDetails) -> dict[str, int]:
-    """Nodes (map elements left out) that are done, running, failed and waiting."""
-    counts = {"done": 0, "running": 0, "failed": 0, "waiting": 0}
+    """Nodes (map elements left out) that are done, running, queued, failed and waiting."""
+    counts = {"done": 0, "running": 0, "queued": 0, "failed": 0, "waiting": 0}
     for node in top_level_nodes(details):
-        if node.phase in ("succeeded", "skipped"):
+        if node.phase in ("succeeded", "skipped", "cancelled"):
             counts["done"] += 1
-        elif node.phase in ("queued", "running", "retrying"):
+        elif node.phase in ("running", "retrying"):
             counts["running"] += 1
+        elif node.phase == "queued":
+            counts["queued"] += 1
         elif node.phase == "failed":
             counts["failed"] += 1
         else:
@@ -114,14 +118,45 @@ def _map_progress(node: NodeDetails) -> str:
     text = f"{node.succeeded + node.failed}/{size}"
     extra = [
         f"{n} {what}"
-        for n, what in ((node.failed, "failed"), (node.running, "running"), (node.retrying, "retrying"))
+        for n, what in (
+            (node.failed, "failed"),
+            (node.running, "running"),
+            (node.queued, "queued"),
+            (node.retrying, "retrying"),
+            (node.cancelled, "cancelled"),
+        )
         if n
     ]
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 
+def node_time(node: NodeDetails, now: datetime) -> str:
+    """How long the node ran (or runs), or how long it has been queued."""
+    if node.started_at is not None:
+        return format_duration(max(0.0, ((node.finished_at or now) - node.started_at).total_seconds()))
+    if node.phase == "queued" and node.queued_at is not None:
+        return f"queued {format_duration(max(0.0, (now - node.queued_at).total_seconds()))}"
+    return ""
+
+
+NODE_ROWS_SHOWN = 20  # past this, nodes that are done or waiting are counted instead of listed
+_BUSY = ("running", "queued", "retrying", "failed")
+
+
+def _rows_shown(nodes: list[NodeDetails]) -> tuple[list[NodeDetails], int]:
+    """At most `NODE_ROWS_SHOWN` rows: busy nodes and maps first, then the latest of the rest."""
+    if len(nodes) <= NODE_ROWS_SHOWN:
+        return nodes, 0
+    busy = [i for i, node in enumerate(nodes) if node.phase in _BUSY or node.size is not None][:NODE_ROWS_SHOWN]
+    others = [i for i in range(len(nodes)) if i not in set(busy)]
+    room = NODE_ROWS_SHOWN - len(busy)
+    keep = sorted(busy + (others[-room:] if room else []))
+    return [nodes[i] for i in keep], len(nodes) - len(keep)
+
+
 def progress_view(details: ExecutionDetails, now: datetime) -> RenderableType:
-    """The live view of ``slipstream run``: header, node counts and one bar per map node."""
+    """The live view of ``slipstream run`` and ``executions watch``: a header, then a row per node
+    (task, phase, attempt, time, retries, and a bar for a map)."""
     header = Table.grid(padding=(0, 2))
     header.add_column(style="bold")
     header.add_column()
@@ -137,23 +172,44 @@ def progress_view(details: ExecutionDetails, now: datetime) -> RenderableType:
             " · ",
             (f"{counts['running']} running", "cyan"),
             " · ",
+            (f"{counts['queued']} queued", "blue"),
+            " · ",
             (f"{counts['failed']} failed", "red" if counts["failed"] else ""),
             " · ",
             (f"{counts['waiting']} waiting", "dim"),
         ),
     )
-    maps = [node for node in details.nodes if node.size is not None]
-    if not maps:
+    nodes, hidden = _rows_shown(top_level_nodes(details))
+    if not nodes:
         return header
-    bars = Table.grid(padding=(0, 2))
-    bars.add_column(style="bold")
-    bars.add_column(width=40)
-    bars.add_column()
-    for node in maps:
-        size = node.size or 0
-        bar = ProgressBar(total=max(size, 1), completed=node.succeeded + node.failed if size else 1, width=40)
-        bars.add_row(node.node_id, bar, _map_progress(node))
-    return Group(header, Text(""), bars)
+    rows = []
+    for node in nodes:
+        if node.size is not None:
+            done = node.succeeded + node.failed if node.size else 1
+            bar = ProgressBar(total=max(node.size, 1), completed=done, width=20)
+            grid = Table.grid(padding=(0, 1))
+            grid.add_row(bar, Text(_map_progress(node)))
+            progress: RenderableType = grid
+        elif node.phase == "failed" and node.error is not None:
+            progress = Text(_first_line(node.error.message, 60), style="red")
+        else:
+            progress = Text("")
+        attempt = str(node.attempt) if node.attempt else ""
+        retries = str(node.retries) if node.retries else ""
+        rows.append((node.node_id, node.task, node.phase, attempt, node_time(node, now), retries, progress))
+    table = Table(box=None, padding=(0, 2), show_edge=False)
+    for i, column in enumerate(("node", "task", "phase", "attempt", "time", "retries")):
+        # the text columns keep their width; the progress column takes what is left, wrapping
+        widest = max(len(column), *(len(row[i]) for row in rows))  # type: ignore[arg-type]
+        table.add_column(column, style="bold" if column == "node" else None, no_wrap=True, min_width=widest)
+    table.add_column("progress")
+    for node_id, task_name, phase, attempt, time, retries, progress in rows:
+        styled_retries = Text(retries, style="yellow") if retries else ""
+        table.add_row(node_id, task_name, _styled(phase), attempt, time, styled_retries, progress)
+    parts: list[RenderableType] = [header, Text(""), table]
+    if hidden:
+        parts.append(Text(f"... and {hidden} more nodes done or waiting", style="dim"))
+    return Group(*parts)
 
 
 def status_line(details: ExecutionDetails, now: datetime) -> str:
@@ -161,7 +217,8 @@ def status_line(details: ExecutionDetails, now: datetime) -> str:
     counts = node_counts(details)
     return (
         f"[{format_duration(elapsed(details, now))}] execution {details.execution_id} ({details.workflow}): "
-        f"{details.status}; nodes {counts['done']} done, {counts['running']} running, {counts['failed']} failed"
+        f"{details.status}; nodes {counts['done']} done, {counts['running']} running, {counts['queued']} queued, "
+        f"{counts['failed']} failed"
     )
 
 

@@ -18,18 +18,23 @@ class NodeDetails:
     """One node's progress, as `Engine.get` reports it."""
 
     node_id: str
-    phase: str
+    phase: str  # "cancelled" for one that was queued or running when the execution ended
     attempt: int
     error: ErrorInfo | None = None
-    started_at: datetime | None = None
+    started_at: datetime | None = None  # the current attempt's start (None while it is queued)
     finished_at: datetime | None = None
     source: str = ""
+    task: str = ""  # the task's name ("" for a sub-workflow)
+    queued_at: datetime | None = None
+    retries: int = 0  # failed attempts so far (user and system)
     # map nodes only: how many elements there are and how far they got
     size: int | None = None
     succeeded: int = 0
     failed: int = 0
-    running: int = 0  # elements queued or running (retrying ones not included)
+    running: int = 0  # elements whose chunk runs
     retrying: int = 0  # elements waiting for their next attempt
+    queued: int = 0  # elements handed to an executor that has not started them
+    cancelled: int = 0  # elements in flight when the execution ended
     # the first failed elements (index -> error), up to `FAILED_ELEMENTS_SHOWN`
     failed_elements: dict[int, ErrorInfo] = field(default_factory=dict)
 
@@ -72,25 +77,37 @@ def details_of(state: ExecutionState) -> ExecutionDetails:
     created = state.created
     assert created is not None
     status = {"created": "created", "running": "running"}.get(state.phase, state.phase)
+    ended = state.is_terminal
+    running_elements: dict[str, int] = {}  # map node -> elements of its chunks that run
+    for node in state.nodes.values():
+        if node.chunk is not None and node.phase == "running" and node.array_parent is not None:
+            running_elements[node.array_parent] = running_elements.get(node.array_parent, 0) + len(node.chunk.elements)
     nodes = []
     for node in state.nodes.values():
         if node.array_parent is not None:
             continue  # a 100k-element map is one row with counters, not 100k rows
         array = state.arrays.get(node.node_id)
+        in_flight = array.in_flight - len(array.retrying) if array else 0
+        running = min(running_elements.get(node.node_id, 0), in_flight)
         nodes.append(
             NodeDetails(
                 node_id=node.node_id,
-                phase=node.phase,
+                phase="cancelled" if ended and node.phase in ("queued", "running") else node.phase,
                 attempt=node.attempt,
                 error=node.error,
-                started_at=node.started_at or node.queued_at,
+                started_at=node.started_at,
                 finished_at=node.finished_at,
                 source=node.source,
+                task=node.spec.task.name if hasattr(node.spec, "task") else "",
+                queued_at=node.queued_at,
+                retries=node.user_failures + node.system_failures,
                 size=array.size if array else None,
                 succeeded=array.succeeded if array else 0,
                 failed=array.failed if array else 0,
-                running=array.in_flight - len(array.retrying) if array else 0,
-                retrying=len(array.retrying) if array else 0,
+                running=0 if ended else running,
+                retrying=0 if ended else len(array.retrying) if array else 0,
+                queued=0 if ended else in_flight - running,
+                cancelled=in_flight + (len(array.retrying) if array else 0) if ended else 0,
                 failed_elements=_failed_elements(array) if array else {},
             )
         )

@@ -421,6 +421,11 @@ class Engine:
             await stack.aclose()
 
     @property
+    def runs_loop(self) -> bool:
+        """Whether this engine runs executions (its control loop is started), or is a client."""
+        return self._controller is not None
+
+    @property
     def controller(self) -> Controller:
         if self._controller is None:
             raise ConfigError("the engine is not running: use it inside `async with Engine.embedded() as eng:`")

@@ -129,7 +129,7 @@ def test_run_prints_progress_lines_and_outputs(cli: Cli) -> None:
     # stdout is not a TTY: one line per change instead of the live view
     assert "(squares): running" in out
     assert "node map_square: succeeded [3/3]" in out
-    assert "(squares): succeeded; nodes 3 done, 0 running, 0 failed" in out
+    assert "(squares): succeeded; nodes 3 done, 0 running, 0 queued, 0 failed" in out
     assert "Report(total=14, squares=[1, 4, 9])" in " ".join(out.split())
 
 
@@ -358,3 +358,69 @@ def test_run_and_list_against_postgres(cli: Cli, postgres_database: str) -> None
     listed = cli("executions", "list", "--json", "--postgres", postgres_database, state=False)
     assert payload["execution_id"] in [e["execution_id"] for e in json.loads(listed.stdout)]
     assert not (cli.state_dir / "events.db").exists()  # --postgres wins over --state-dir
+
+
+# -- interrupted runs, watch ----------------------------------------------------------------------
+
+SLOW_FLOW = textwrap.dedent(
+    """
+    import time
+    from pathlib import Path
+
+    from engine import task, workflow
+
+
+    @task
+    def slow(started: str) -> int:
+        Path(started).write_text("started")
+        time.sleep(60)
+        return 1
+
+
+    @workflow
+    def sleepy(started: str) -> int:
+        return slow(started=started)
+    """
+)
+
+
+def test_an_interrupted_run_aborts_its_execution_and_says_so(cli: Cli, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    flows = cli.flows.parent / "slow_flows.py"
+    flows.write_text(SLOW_FLOW)
+    started = tmp_path / "started"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIPSTREAM_")}
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-c", "from engine._cli import main; main()", "run", f"{flows}:sleepy"),
+            *("--started", str(started), "--state-dir", str(cli.state_dir), "--no-progress"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=cli.cwd,
+    )
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "interrupted: aborted execution" in stderr and "executions recover" in stderr
+    listed = json.loads(cli("executions", "list", "--json").stdout)
+    assert [row["status"] for row in listed] == ["aborted"]
+
+
+def test_watch_follows_an_execution_and_reports_its_outputs(cli: Cli) -> None:
+    execution_id = cli.run_json("squares", "--x", "3")["execution_id"]
+    watched = cli("executions", "watch", execution_id)
+    assert watched.returncode == 0, watched.stderr
+    assert f"execution {execution_id} succeeded" in watched.stdout
+    assert "squares=[1, 4, 9]" in watched.stdout.replace("\n", " ") or "[1, 4, 9]" in watched.stdout
+    as_json = json.loads(cli("executions", "watch", execution_id, "--json").stdout)
+    assert as_json["status"] == "succeeded"
+    assert as_json["outputs"] == {"total": 14, "squares": [1, 4, 9]}
