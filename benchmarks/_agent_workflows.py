@@ -24,3 +24,13 @@ MAX_JOBS = 10_000
 @workflow
 def many_jobs(items: list[int]) -> None:
     map_task(shell_noop, concurrency=MAX_JOBS)(i=items)
+
+
+@task
+def local_noop(i: int) -> None:
+    """The same map's element on the local executor: what the engine's map costs by itself."""
+
+
+@workflow
+def many_local(items: list[int]) -> None:
+    map_task(local_noop, concurrency=MAX_JOBS)(i=items)

@@ -7,6 +7,8 @@ Figures (each next to a baseline measured in the same run, on the same machine):
   average, half a poll interval.
 - ``many_jobs``: a map of N shell jobs, all in flight at once; baseline: N detached processes
   started at once and waited for. Reported as jobs/s and the ratio of the two wall times.
+- ``local_map``: the same map (N elements, as many chunks) of no-op tasks on the local executor,
+  through the same engine: how much of ``many_jobs`` is the engine's map rather than the agent.
 - ``threads``: the most threads the process had while the N jobs were in flight, against the
   count before (jobs are polled from the event loop, so it must not grow with N).
 """
@@ -81,6 +83,7 @@ async def main(argv: list[str]) -> dict[str, Any]:
     items = list(range(args.jobs))
     many = [await _through_engine(args.poll_interval, flows.many_jobs, items=items) for _ in range(args.repeat)]
     many_raw = [_raw(args.jobs) for _ in range(args.repeat)]
+    local = [await _through_engine(args.poll_interval, flows.many_local, items=items) for _ in range(args.repeat)]
     engine_one, raw_one = statistics.median(r[0] for r in one), statistics.median(one_raw)
     engine_many, raw_many = statistics.median(r[0] for r in many), statistics.median(many_raw)
     return {
@@ -97,6 +100,10 @@ async def main(argv: list[str]) -> dict[str, Any]:
             "engine_jobs_per_s": round(args.jobs / engine_many, 1),
             "baseline_jobs_per_s": round(args.jobs / raw_many, 1),
             "ratio_to_baseline": round(engine_many / raw_many, 2),
+        },
+        "local_map": {
+            "elements": args.jobs,
+            "engine_s": round(statistics.median(r[0] for r in local), 3),
         },
         "threads": {
             "jobs_in_flight": args.jobs,
