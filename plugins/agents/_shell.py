@@ -114,13 +114,19 @@ class ShellAgent(Agent):
         await anyio.to_thread.run_sync(shutil.rmtree, path, True)
 
     def _create(self, job_id: str, spec: str, command: str, env: dict[str, str], cwd: str | None) -> None:
+        if cwd is not None and not os.path.isdir(cwd):
+            raise ConfigError(f"the shell agent's cwd={cwd!r} is not a directory here; create it or fix cwd=")
         path = self.directory / job_id
         try:
             path.mkdir(parents=True)
         except FileExistsError:
             return  # created before (a restart between create and the recorded handle)
-        write_atomic(path / "job.json", spec)
-        child = self._spawn(command, path, env, cwd)
+        try:
+            write_atomic(path / "job.json", spec)
+            child = self._spawn(command, path, env, cwd)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)  # no half-made job for the next create to find
+            raise
         self._children[job_id] = child
         write_atomic(path / "pid", f"{child.pid} {_started_at(child.pid) or ''}")
 

@@ -141,3 +141,14 @@ def gated_map(gates: list[str]) -> list[str]:
 @workflow
 def sensed_all(paths: list[str]) -> list[str]:
     return map_task(arrives, concurrency=200)(path=paths)
+
+
+@task(executor="agents", retries=2)
+@agent("shell", command="true", cwd="/slipstream/no/such/directory")
+def in_missing_directory() -> None:
+    """Runs in a directory that does not exist."""
+
+
+@workflow
+def missing_directory() -> None:
+    in_missing_directory()

@@ -235,6 +235,17 @@ async def test_unknown_agent_settings_are_a_typed_error(make_engine: EngineFacto
             await handle.outputs(timeout=30)
 
 
+async def test_a_missing_working_directory_is_a_typed_error_and_leaves_no_job(
+    make_engine: EngineFactory, tmp_path: Path
+) -> None:
+    async with make_engine() as eng:
+        handle = await eng.launch(wf.missing_directory)
+        with pytest.raises(TaskFailed, match=r"cwd='/slipstream/no/such/directory' is not a directory here"):
+            await handle.outputs(timeout=30)
+        assert kinds(await eng.history(handle.execution_id)).count("NodeQueued") == 1  # not retried
+    assert jobs(tmp_path) == []
+
+
 # --- the shell agent alone ------------------------------------------------------------------------
 
 
