@@ -9,6 +9,7 @@ gets an attempt.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -54,6 +55,12 @@ def agent(name: str, **config: Any) -> Callable[[F], F]:
     declaration = AgentDeclaration(name, dict(config))
 
     def decorate(fn: F) -> F:
+        if not inspect.isfunction(fn):
+            raise ConfigError(
+                f"@agent({name!r}) decorates a function, got {type(fn).__name__}: put it under @task, "
+                "as in @task(executor='agents') then @agent(...) then def"
+            )
+
         @functools.wraps(fn)
         def runs_on_agent(*args: Any, **kwargs: Any) -> Any:
             raise ConfigError(

@@ -277,6 +277,8 @@ def test_an_agent_task_called_in_process_says_where_it_runs() -> None:
         body()
     with pytest.raises(ConfigError, match="needs the agent's name"):
         agent("")
+    with pytest.raises(ConfigError, match="put it under @task"):
+        agent("shell", command="true")(wf.shout)
 
 
 def test_agents_are_found_by_entry_point() -> None:
