@@ -17,8 +17,9 @@ raw JetStream publishing measured in the same run on the same server.
   ``received - commit`` (the moment its ``append_many`` returned). p50/p99 against the target:
   p99 under 50 ms at 10,000 events/s.
 
-Everything runs in this one process (writer, relay and consumer share the event loop and the
-machine's CPUs with Postgres and NATS), so the lags include the consumer's own scheduling.
+The relay runs in this process (with the engine, in the engine run), as in ``slipstream serve``;
+the consumer, and the paced run's writer, each run in a process of their own. All of them share
+the machine's CPUs with Postgres and NATS.
 Postgres: ``--postgres`` or ``$SLIPSTREAM_TEST_POSTGRES_DSN`` or the local default (a throw-away
 schema); NATS: ``--nats`` or ``$SLIPSTREAM_TEST_NATS_URL`` or ``nats://127.0.0.1:4222`` (throw-away
 streams).
@@ -28,11 +29,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
+import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from engine import Engine, task, workflow
@@ -42,6 +47,7 @@ from engine.interfaces import ServiceContext
 from plugins.local import LocalExecutor
 from plugins.nats import NatsRelay, msg_id
 
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 PROJECT = "bench"
@@ -223,42 +229,120 @@ async def relay_throughput(dsn: str, url: str, backlog: int, window: int, stream
         await _drop(dsn, schema, url, [])
 
 
-class _Consumer:
-    """A JetStream push subscription on a relay's stream that records each message's lag."""
+# -- lag: a consumer (and a writer) in processes of their own ------------------------------------------
+#
+# The relay runs in this process, as in `slipstream serve`; the consumer that measures, and the
+# writer of the paced run, each run in a process of their own, so that none of them takes the
+# relay's event loop. Lags are differences of wall-clock times (time.time) of one machine.
 
-    def __init__(self, lag_of: Any) -> None:
-        self.lags: list[float] = []
-        self.received = 0
-        self._lag_of = lag_of
-        self._sub: Any = None
-        self._nc: Any = None
+CHILD = "import sys; from benchmarks.stream import child; child(sys.argv[1:])"
+READY = "ready"
 
-    @property
-    def started(self) -> bool:
-        return self._nc is not None
 
-    async def start(self, url: str, stream: str, prefix: str) -> None:
-        import nats
-        from nats.js import api
+def _save(path: str, value: Any) -> None:
+    Path(path).write_text(json.dumps(value))
 
-        self._nc = await nats.connect(url)
-        js = self._nc.jetstream()
 
-        async def on_message(message: Any) -> None:
+def _load(path: str) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+async def consume(url: str, stream: str, prefix: str, expected: int, idle: float, out: str, mode: str) -> None:
+    """Subscribe to the relay's stream from now on; record, per message, its receive time (``msgid``
+    mode: by Msg-Id) or its lag from the event's ``at`` (``at`` mode); stop after ``expected``
+    messages (0: any number) or ``idle`` seconds without one; write the record as JSON to ``out``."""
+    import nats
+    from nats.js import api
+
+    received: dict[str, float] = {}
+    lags: list[float] = []
+    last = [time.monotonic()]
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+
+    async def on_message(message: Any) -> None:
+        now = time.time()
+        last[0] = time.monotonic()
+        if mode == "msgid":
+            received[message.headers["Nats-Msg-Id"]] = now
+        else:
+            lags.append(now - decode_event_json(message.data).at.timestamp())
+
+    config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.NEW, ack_policy=api.AckPolicy.NONE)
+    sub = await js.subscribe(f"{prefix}.>", stream=stream, cb=on_message, config=config, pending_msgs_limit=2_000_000)
+    print(READY, flush=True)
+    while (not expected or len(received) + len(lags) < expected) and time.monotonic() - last[0] < idle:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    await sub.unsubscribe()
+    await nc.close()
+    _save(out, {"received": received, "lags": lags})
+
+
+async def write_paced(dsn: str, schema: str, rate: int, seconds: float, ids_file: str, out: str) -> None:
+    """Append ``rate * seconds`` events at ``rate`` events/s to the executions listed in ``ids_file``
+    (each at version 1); write their commit times by Msg-Id, and the rate reached, to ``out``."""
+    ids: list[str] = _load(ids_file)
+    versions = dict.fromkeys(ids, 1)
+    committed: dict[str, float] = {}
+    total = int(rate * seconds)
+    per_tick = max(1, round(rate * 0.01))
+    async with PostgresEventStore(dsn, schema=schema, max_size=4) as store:
+        started = time.perf_counter()
+        written = turn = 0
+        while written < total:
+            batches = []
+            count = min(per_tick, total - written)
+            # a round's worth per execution: a few events each, as the control loop writes them
+            for k in range(0, count, PER_EXECUTION):
+                execution_id = ids[(turn + k // PER_EXECUTION) % len(ids)]
+                before = versions[execution_id]
+                n = min(PER_EXECUTION, count - k)
+                batches.append((execution_id, before, [_queued(execution_id, before + j + 1) for j in range(n)]))
+                versions[execution_id] = before + n
+            turn += len(batches)
+            await store.append_many(batches)
             now = time.time()
-            self.received += 1
-            lag = self._lag_of(message, now)
-            if lag is not None:
-                self.lags.append(lag)
+            for execution_id, _, events in batches:
+                for event in events:
+                    committed[msg_id(execution_id, event.version)] = now
+            written += count
+            ahead = written / rate - (time.perf_counter() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        elapsed = time.perf_counter() - started
+    _save(out, {"committed": committed, "events": written, "seconds": elapsed})
 
-        config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.NEW, ack_policy=api.AckPolicy.NONE)
-        self._sub = await js.subscribe(
-            f"{prefix}.>", stream=stream, cb=on_message, config=config, pending_msgs_limit=1_000_000
-        )
 
-    async def close(self) -> None:
-        await self._sub.unsubscribe()
-        await self._nc.close()
+def child(argv: list[str]) -> None:
+    """Entry point of the consumer and writer processes: ``consume URL STREAM PREFIX EXPECTED IDLE
+    OUT MODE`` or ``write DSN SCHEMA RATE SECONDS IDS_FILE OUT``."""
+    if argv[0] == "consume":
+        url, stream, prefix, expected, idle, out, mode = argv[1:8]
+        asyncio.run(consume(url, stream, prefix, int(expected), float(idle), out, mode))
+    else:
+        dsn, schema, rate, seconds, ids_file, out = argv[1:7]
+        asyncio.run(write_paced(dsn, schema, int(rate), float(seconds), ids_file, out))
+
+
+async def _spawn(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
+
+
+async def _start_consumer(*args: str) -> asyncio.subprocess.Process:
+    process = await _spawn("consume", *args)
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 60)
+    if line.decode().strip() != READY:
+        raise RuntimeError(f"the consumer process did not start (exit {await process.wait()})")
+    return process
+
+
+async def _finish(process: asyncio.subprocess.Process, what: str, timeout: float) -> None:
+    code = await asyncio.wait_for(process.wait(), timeout)
+    if code != 0:
+        raise RuntimeError(f"the {what} process exited {code}")
 
 
 async def engine_lag(dsn: str, url: str, executions: int, window: int, streams: list[str]) -> dict[str, Any]:
@@ -266,34 +350,33 @@ async def engine_lag(dsn: str, url: str, executions: int, window: int, streams: 
     schema = f"bench_stream_{uuid.uuid4().hex[:10]}"
     stream, prefix = _names()
     streams.append(stream)
-    consumer = _Consumer(lambda message, now: now - decode_event_json(message.data).at.timestamp())
     store = PostgresEventStore(dsn, schema=schema)
     relay = NatsRelay(url, stream=stream, prefix=prefix, window=window)
-    try:
-        async with Engine(store, {"local": LocalExecutor()}, services=[relay], workers=8) as eng:
-            await consumer.start(url, stream, prefix)  # the relay made the stream at its start
-            started = time.perf_counter()
-            handles = [await eng.launch(three, project=PROJECT, x=i) for i in range(executions)]
-            for handle in handles:
-                await handle.wait()
-            seconds = time.perf_counter() - started
-            total = 0
-            async for _ in _all(store):
-                total += 1
-            deadline = time.monotonic() + 60
-            while consumer.received < total and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-        return {
-            "executions": executions,
-            "events": total,
-            "received": consumer.received,
-            "events_per_s": round(total / seconds),
-            "lag": _percentiles(consumer.lags),
-        }
-    finally:
-        if consumer.started:
-            await consumer.close()
-        await _drop(dsn, schema, url, [])
+    with tempfile.TemporaryDirectory() as directory:
+        out = str(Path(directory) / "consumer.json")
+        try:
+            async with Engine(store, {"local": LocalExecutor()}, services=[relay], workers=8) as eng:
+                # the relay made the stream at its start
+                consumer = await _start_consumer(url, stream, prefix, "0", "5", out, "at")
+                started = time.perf_counter()
+                handles = [await eng.launch(three, project=PROJECT, x=i) for i in range(executions)]
+                for handle in handles:
+                    await handle.wait()
+                seconds = time.perf_counter() - started
+                total = 0
+                async for _ in _all(store):
+                    total += 1
+                await _finish(consumer, "consumer", 120)
+            lags = _load(out)["lags"]
+        finally:
+            await _drop(dsn, schema, url, [])
+    return {
+        "executions": executions,
+        "events": total,
+        "received": len(lags),
+        "events_per_s": round(total / seconds),
+        "lag": _percentiles(lags),
+    }
 
 
 async def _all(store: PostgresEventStore) -> Any:
@@ -309,69 +392,42 @@ async def paced_lag(dsn: str, url: str, rate: int, seconds: float, window: int, 
     schema = f"bench_stream_{uuid.uuid4().hex[:10]}"
     stream, prefix = _names()
     streams.append(stream)
-    committed: dict[str, float] = {}
-
-    def lag_of(message: Any, now: float) -> float | None:
-        at = committed.get(message.headers["Nats-Msg-Id"])  # None: an ExecutionCreated made before the run
-        return None if at is None else now - at
-
-    consumer = _Consumer(lag_of)
     store = PostgresEventStore(dsn, schema=schema)
     relay = NatsRelay(url, stream=stream, prefix=prefix, window=window)
-    try:
-        await store.start()
-        ids = await _create_executions(dsn, schema, PACED_EXECUTIONS)
-        versions = dict.fromkeys(ids, 1)
-        await relay.start(ServiceContext(store=store, wake=lambda _: None, serving=True))
-        await consumer.start(url, stream, prefix)
-        runner = asyncio.create_task(relay.run())
+    total = int(rate * seconds)
+    with tempfile.TemporaryDirectory() as directory:
+        ids_file, written, consumed = (str(Path(directory) / name) for name in ("ids", "writer", "consumer"))
         try:
-            tick = 0.01
-            per_tick = max(1, round(rate * tick))
-            started = time.perf_counter()
-            written = 0
-            turn = 0
-            while (elapsed := time.perf_counter() - started) < seconds:
-                batches = []
-                # a round's worth per execution: a few events each, as the control loop writes them
-                for k in range(0, per_tick, PER_EXECUTION):
-                    execution_id = ids[(turn + k // PER_EXECUTION) % len(ids)]
-                    before = versions[execution_id]
-                    count = min(PER_EXECUTION, per_tick - k)
-                    batches.append(
-                        (execution_id, before, [_queued(execution_id, before + j + 1) for j in range(count)])
-                    )
-                    versions[execution_id] = before + count
-                turn += len(batches)
-                await store.append_many(batches)
-                now = time.time()
-                for execution_id, _, events in batches:
-                    for event in events:
-                        committed[msg_id(execution_id, event.version)] = now
-                written += per_tick
-                ahead = written / rate - (time.perf_counter() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-            elapsed = time.perf_counter() - started
-            deadline = time.monotonic() + 60
-            while consumer.received < written + len(ids) and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+            await store.start()
+            ids = await _create_executions(dsn, schema, PACED_EXECUTIONS)
+            _save(ids_file, ids)
+            await relay.start(ServiceContext(store=store, wake=lambda _: None, serving=True))
+            runner = asyncio.create_task(relay.run())
+            try:
+                while relay.published < len(ids):  # noqa: ASYNC110 - the creations go out before the run
+                    await asyncio.sleep(0.01)
+                consumer = await _start_consumer(url, stream, prefix, str(total), "30", consumed, "msgid")
+                writer = await _spawn("write", dsn, schema, str(rate), str(seconds), ids_file, written)
+                await _finish(writer, "writer", seconds * 10 + 60)
+                await _finish(consumer, "consumer", 120)
+            finally:
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+                await relay.stop()
+            writes = _load(written)
+            received = _load(consumed)["received"]
         finally:
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
-            await relay.stop()
-        return {
-            "target_events_per_s": rate,
-            "events": written,
-            "events_per_s": round(written / elapsed),
-            "received": consumer.received - len(ids),
-            "lag": _percentiles(consumer.lags),
-        }
-    finally:
-        if consumer.started:
-            await consumer.close()
-        await store.close()
-        await _drop(dsn, schema, url, [])
+            await store.close()
+            await _drop(dsn, schema, url, [])
+    committed = writes["committed"]
+    lags = [received[key] - at for key, at in committed.items() if key in received]
+    return {
+        "target_events_per_s": rate,
+        "events": writes["events"],
+        "events_per_s": round(writes["events"] / writes["seconds"]),
+        "received": len(received),
+        "lag": _percentiles(lags),
+    }
 
 
 async def main(argv: list[str]) -> dict[str, Any]:

@@ -50,8 +50,8 @@ log = logging.getLogger("slipstream.nats")
 # back-off between attempts after a failure (NATS or the store), in seconds
 _MIN_RETRY = 0.2
 _MAX_RETRY = 5.0
-# executions whose project and domain the relay remembers (a bounded map, oldest dropped)
-_SCOPE_CACHE = 10_000
+# executions whose subject the relay remembers (a bounded map, oldest dropped)
+_SUBJECT_CACHE = 10_000
 
 
 def relay_cursor(stream: str = DEFAULT_STREAM) -> str:
@@ -132,7 +132,7 @@ class NatsRelay(Service):
         self._acks: AckWindow | None = None
         self._written = 0  # the cursor as last written
         self._written_at = 0.0
-        self._scopes: dict[str, tuple[str, str]] = {}  # execution id -> (project, domain)
+        self._subjects: dict[str, str] = {}  # execution id -> its subject
         self._health = ServiceHealth(ok=False, detail="not started")
         self.published = 0  # events stored in the stream by this relay
         self.duplicates = 0  # events the stream already held (dropped by their Msg-Id)
@@ -237,9 +237,8 @@ class NatsRelay(Service):
         while len(acks) >= self.window:
             await self._settle_head(acks)
         event = item.event
-        project, domain = await self._scope(event)
         ack = await self._js.publish_async(
-            event_subject(project, domain, event.execution_id, self.prefix),
+            await self._subject(event),
             encode_event_json(event),
             headers={"Nats-Msg-Id": msg_id(event.execution_id, event.version)},
         )
@@ -284,18 +283,21 @@ class NatsRelay(Service):
         await store.write_cursor(self.lease, acks.acked)
         self._written, self._written_at = acks.acked, now
 
-    async def _scope(self, event: AnyEvent) -> tuple[str, str]:
-        scope = self._scopes.get(event.execution_id)
-        if scope is None:
+    async def _subject(self, event: AnyEvent) -> str:
+        """The execution's subject; its project and domain come from its ExecutionCreated, or from
+        the store for an execution first seen later (a relay that resumed mid-way)."""
+        subject = self._subjects.get(event.execution_id)
+        if subject is None:
             if isinstance(event, ExecutionCreated):
-                scope = (event.project, event.domain)
+                project, domain = event.project, event.domain
             else:
                 summary = await self._require_store().get_summary(event.execution_id)
-                scope = (summary.project, summary.domain) if summary is not None else ("", "")
-            if len(self._scopes) >= _SCOPE_CACHE:
-                del self._scopes[next(iter(self._scopes))]
-            self._scopes[event.execution_id] = scope
-        return scope
+                project, domain = (summary.project, summary.domain) if summary is not None else ("", "")
+            subject = event_subject(project, domain, event.execution_id, self.prefix)
+            if len(self._subjects) >= _SUBJECT_CACHE:
+                del self._subjects[next(iter(self._subjects))]
+            self._subjects[event.execution_id] = subject
+        return subject
 
     # -- connection --------------------------------------------------------------------------------
 
