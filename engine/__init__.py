@@ -25,12 +25,14 @@ __all__ = [
     "ExecutionAborted",
     "ExecutionDetails",
     "ExecutionHandle",
+    "ExecutionList",
     "ExecutionNotFinished",
     "ExecutionNotFound",
     "ExecutionSummary",
     "File",
     "InvalidBlobAddress",
     "InvalidResources",
+    "InvalidScope",
     "InvalidTransition",
     "NoTaskContext",
     "NodeDetails",
@@ -69,6 +71,7 @@ _LAZY: dict[str, str] = {
     "ExecutionNotFinished": "engine.errors",
     "ExecutionNotFound": "engine.errors",
     "InvalidResources": "engine.errors",
+    "InvalidScope": "engine.errors",
     "InvalidTransition": "engine.errors",
     "NoTaskContext": "engine.errors",
     "NodeNotFound": "engine.errors",
@@ -91,6 +94,7 @@ _LAZY: dict[str, str] = {
     "TaskContext": "engine._context",
     "current_context": "engine._context",
     "Engine": "engine._engine",
+    "ExecutionList": "engine._engine",
     "ExecutionHandle": "engine._engine",
     "AttemptLogs": "engine._logs",
     "ExecutionDetails": "engine._details",
@@ -102,7 +106,7 @@ if TYPE_CHECKING:
     from engine._artifacts import ArtifactQuery
     from engine._context import TaskContext, current_context
     from engine._details import ExecutionDetails, NodeDetails
-    from engine._engine import Engine, ExecutionHandle
+    from engine._engine import Engine, ExecutionHandle, ExecutionList
     from engine._files import Dir, File
     from engine._literals import from_literal, to_literal
     from engine._logs import AttemptLogs
@@ -124,6 +128,7 @@ if TYPE_CHECKING:
         ExecutionNotFound,
         InvalidBlobAddress,
         InvalidResources,
+        InvalidScope,
         InvalidTransition,
         NodeNotFound,
         NoTaskContext,

@@ -51,12 +51,34 @@ app = typer.Typer(
     name="slipstream",
     help="Slipstream: run typed workflows and inspect their executions.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
 executions_app = typer.Typer(
     help="List, inspect, abort and recover executions.", no_args_is_help=True, add_completion=False
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            _write(f"slipstream {version('slipstream')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            _write("slipstream (not installed)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Slipstream: run typed workflows and inspect their executions."""
+
+
 app.add_typer(executions_app, name="executions")
 events_app = typer.Typer(help="Follow the stream of committed events.", no_args_is_help=True, add_completion=False)
 app.add_typer(events_app, name="events")
@@ -99,7 +121,7 @@ NoProgress = Annotated[bool, typer.Option("--no-progress", help="Show no progres
 
 
 @app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
     help=(
         "Run WORKFLOW from FILE and show its progress until it ends.\n\n"
         "Inputs follow as --name value (lists, dicts and dataclasses as JSON), e.g.\n\n"
@@ -108,14 +130,27 @@ NoProgress = Annotated[bool, typer.Option("--no-progress", help="Show no progres
 )
 def run(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(metavar="FILE:WORKFLOW", help="The file and the @workflow in it.")],
+    target: Annotated[
+        str | None,
+        typer.Argument(metavar="FILE:WORKFLOW", help="The file and the @workflow in it.", show_default=False),
+    ] = None,
     state_dir: StateDir = None,
     postgres: Postgres = None,
     project: Annotated[str, typer.Option(help="Project the execution belongs to.")] = "default",
     domain: Annotated[str, typer.Option(help="Domain: development, staging or production.")] = "development",
     as_json: AsJson = False,
     no_progress: NoProgress = False,
+    show_help: Annotated[
+        bool, typer.Option("--help", "-h", help="Show this message; after FILE:WORKFLOW, also the workflow's inputs.")
+    ] = False,
 ) -> None:
+    if show_help:
+        _write(ctx.get_help())
+        if target is not None:
+            _write(_inputs_help(load_workflow(target)))
+        raise typer.Exit(0)
+    if target is None:
+        raise BadInput("missing FILE:WORKFLOW: say which workflow to run, e.g. `slipstream run flows.py:train`")
     workflow = load_workflow(target)
     inputs = parse_inputs(workflow, ctx.args)
     mode = _progress_mode(as_json, no_progress)
@@ -431,26 +466,36 @@ def list_executions(
     ] = None,
     workflow: Annotated[str | None, typer.Option(help="Only executions of this workflow (its name).")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    cursor: Annotated[
+        str | None, typer.Option(help="Continue after the previous page (its next_cursor).", show_default=False)
+    ] = None,
     state_dir: StateDir = None,
     postgres: Postgres = None,
-    as_json: AsJson = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print {"executions": [...], "next_cursor": ...} as JSON.')
+    ] = False,
 ) -> None:
-    """List executions, newest first."""
+    """List executions, newest first, a page at a time."""
     statuses = _statuses(status)
 
     async def body() -> int:
         import msgspec
 
         async with _open_store(state_dir, postgres) as engine:
-            found = await engine.list_executions(
-                project=project, domain=domain, status=statuses, workflow=workflow, limit=limit
-            )
+            try:
+                found = await engine.list_executions(
+                    project=project, domain=domain, status=statuses, workflow=workflow, limit=limit, cursor=cursor
+                )
+            except ValueError as exc:  # a cursor that is not one of ours
+                raise BadInput(f"--cursor {cursor!r}: {exc}; pass the next_cursor a previous page printed") from None
         if as_json:
-            _write(msgspec.json.encode(found).decode())
+            _write(msgspec.json.encode({"executions": list(found), "next_cursor": found.next_cursor}).decode())
         else:
             from engine._cli_view import executions_table
 
             _console().print(executions_table(found) if found else "no executions")
+            if found.next_cursor:
+                _note(f"more: slipstream executions list --limit {limit} --cursor {found.next_cursor}")
         return 0
 
     raise typer.Exit(_run_async(body))
@@ -609,19 +654,27 @@ def abort(
     reason: Annotated[str, typer.Option(help="Recorded in the ExecutionAborted event.")] = "aborted by user",
     state_dir: StateDir = None,
     postgres: Postgres = None,
+    as_json: AsJson = False,
 ) -> None:
     """Abort an execution; aborting one that already ended does nothing."""
 
     async def body() -> int:
+        import msgspec
+
         from engine.interfaces import TERMINAL_STATUSES
 
         async with _open_store(state_dir, postgres) as engine:
             details = await engine.get(execution_id)
-            if details.status in TERMINAL_STATUSES:
-                _write(f"execution {execution_id} already {details.status}; nothing to abort")
-                return 0
-            await engine.abort(execution_id, reason)
-        _write(f"aborted execution {execution_id}")
+            aborted = details.status not in TERMINAL_STATUSES
+            if aborted:
+                await engine.abort(execution_id, reason)
+        if as_json:
+            status = "aborted" if aborted else details.status
+            _write(msgspec.json.encode({"execution_id": execution_id, "aborted": aborted, "status": status}).decode())
+        elif aborted:
+            _write(f"aborted execution {execution_id}")
+        else:
+            _write(f"execution {execution_id} already {details.status}; nothing to abort")
         return 0
 
     raise typer.Exit(_run_async(body))
@@ -655,8 +708,13 @@ def recover(
         if not wait:
             async with _open_store(state_dir, postgres) as engine:
                 new_id = await _record_recovery(engine, execution_id)
-            _write(new_id)
-            if not postgres:
+            if as_json:
+                import msgspec
+
+                _write(msgspec.json.encode({"execution_id": new_id, "recovers": execution_id}).decode())
+            else:
+                _write(new_id)
+            if not postgres and not as_json:
                 _note(
                     "embedded mode: the new execution runs when an engine that can import its tasks "
                     "next opens this state dir; use --wait (with --path DIR for the task modules) to run it now"
@@ -737,6 +795,24 @@ def load_workflow(target: str) -> Workflow:
             f"decorate it with @workflow, or pick one of: {listed}"
         )
     return obj
+
+
+def _inputs_help(workflow: Workflow) -> str:
+    """The workflow's inputs as ``--name TYPE`` lines, with defaults, as `run` takes them."""
+    import msgspec
+
+    from engine._outputs import plain_value
+
+    spec = workflow.spec
+    lines = [f"\nInputs of workflow {workflow.name!r} (lists, dicts and dataclasses as JSON):"]
+    if not spec.inputs:
+        lines.append("  (none)")
+    for typed in spec.inputs:
+        default = spec.defaults.get(typed.name)
+        shown = f"  [default: {msgspec.json.encode(plain_value(default)).decode()}]" if default is not None else ""
+        required = "" if typed.optional or default is not None else "  [required]"
+        lines.append(f"  --{typed.name}  {typed.type}{shown}{required}")
+    return "\n".join(lines)
 
 
 def input_options(args: Iterable[str], names: list[str]) -> dict[str, str]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import difflib
 import logging
 import os
+import re
 import sys
 import tempfile
 import uuid
@@ -30,6 +32,7 @@ from engine.errors import (
     ExecutionAborted,
     ExecutionNotFinished,
     ExecutionNotFound,
+    InvalidScope,
     TaskFailed,
     TypeMismatch,
 )
@@ -152,6 +155,39 @@ def _code_ref(workflow: Workflow) -> str | None:
     return f"{module}:{qualname}"
 
 
+DOMAINS = ("development", "staging", "production")
+_PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+def _domains_from_env(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with ``domains`` from ``$SLIPSTREAM_DOMAINS`` (comma-separated) unless given."""
+    listed = os.environ.get("SLIPSTREAM_DOMAINS", "")
+    if "domains" in options or not listed.strip():
+        return options
+    return {**options, "domains": [d.strip() for d in listed.split(",") if d.strip()]}
+
+
+def check_scope(project: str, domain: str, domains: Sequence[str]) -> None:
+    """Raise `InvalidScope` unless ``project`` is a name and ``domain`` one of ``domains``."""
+    if not isinstance(project, str) or not _PROJECT.match(project):
+        raise InvalidScope(
+            f"project {project!r} is not a name: use 1 to 63 letters, digits, '-' and '_', starting with a "
+            "letter or digit"
+        )
+    if domain not in domains:
+        close = difflib.get_close_matches(str(domain), domains, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise InvalidScope(f"domain {domain!r} is not one of {', '.join(domains)}{hint}")
+
+
+class ExecutionList(list[ExecutionSummary]):
+    """A page of `Engine.list_executions`: a list of summaries, and where the next page starts."""
+
+    def __init__(self, items: Sequence[ExecutionSummary] = (), next_cursor: str | None = None) -> None:
+        super().__init__(items)
+        self.next_cursor = next_cursor
+
+
 class Engine:
     """Runs workflows: an event store, executors and the control loop, as an async context manager.
 
@@ -179,6 +215,7 @@ class Engine:
         revisit_interval: float = 2.0,
         run_loop: bool = True,
         nats: str | None = None,
+        domains: Sequence[str] = DOMAINS,
         id_factory: Callable[[], str] | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
@@ -203,6 +240,8 @@ class Engine:
             run_loop: False for a client engine, which runs no executions itself.
             nats: the NATS JetStream URL the relay publishes committed events to; `subscribe` then
                 reads from JetStream instead of the event store (`connect` sets it from ``nats=``).
+            domains: the domains executions may be launched into (``$SLIPSTREAM_DOMAINS``,
+                comma-separated, for `embedded` and `connect`).
             id_factory, clock: execution ids and event timestamps, injectable for tests.
 
         Raises:
@@ -230,6 +269,7 @@ class Engine:
         self._revisit_interval = revisit_interval
         self._run_loop = run_loop
         self.nats_url = nats
+        self.domains = tuple(domains)
         self._id_factory = id_factory or (lambda: uuid.uuid4().hex[:20])
         self._clock = clock or (lambda: datetime.now(UTC))
         self._controller: Controller | None = None
@@ -278,7 +318,7 @@ class Engine:
             blobs=blob_store(blob_location, directory / "blobs"),
             catalog=backend("slipstream.catalogs", "sqlite", "the embedded catalog")(directory / "catalog.db"),
             default_executor=executor,
-            **options,
+            **_domains_from_env(options),
         )
 
     @classmethod
@@ -339,7 +379,7 @@ class Engine:
             catalog=backend("slipstream.catalogs", "postgres", "the server catalog")(dsn),
             default_executor=executor,
             nats=nats,
-            **options,
+            **_domains_from_env(options),
         )
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -446,8 +486,10 @@ class Engine:
 
         Raises:
             TypeMismatch, UnknownInput, CompileError: bad inputs; nothing is written.
+            InvalidScope: a project that is not a name, or a domain not in ``domains``.
             ConfigError: a task names an executor this engine does not have.
         """
+        check_scope(project, domain, self.domains)
         spec: WorkflowSpec | None = getattr(workflow, "spec", None)
         if spec is None or not hasattr(workflow, "encode_inputs"):
             raise ConfigError(f"launch() needs a @workflow, got {workflow!r}: decorate the function with @workflow")
@@ -594,8 +636,13 @@ class Engine:
         workflow: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
-    ) -> list[ExecutionSummary]:
-        """Executions newest first, filtered."""
+    ) -> ExecutionList:
+        """Executions newest first, filtered, a page of at most ``limit``: its ``next_cursor``,
+        passed back as ``cursor``, gives the next page (None after the last).
+
+        Raises:
+            ValueError: bad ``limit``, ``status`` or ``cursor``.
+        """
         page = await self.store.list_executions(
             project=project,
             domain=domain,
@@ -604,7 +651,7 @@ class Engine:
             limit=limit,
             cursor=cursor,  # type: ignore[arg-type]
         )
-        return list(page.items)
+        return ExecutionList(page.items, page.next_cursor)
 
     async def history(self, execution_id: str) -> list[AnyEvent]:
         """The execution's events in version order. Raises ``ExecutionNotFound``."""

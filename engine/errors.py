@@ -38,6 +38,7 @@ __all__ = [
     "ExecutionNotFound",
     "InvalidBlobAddress",
     "InvalidResources",
+    "InvalidScope",
     "InvalidTransition",
     "NoTaskContext",
     "NodeNotFound",
@@ -85,6 +86,13 @@ class InvalidResources(ConfigError, ValueError):
         self.field = field
         self.value = value
         super().__init__(f"Resources({field}={value!r}): {fix}")
+
+
+class InvalidScope(SlipstreamError, ValueError):
+    """A project or domain name that the engine does not accept."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
 
 
 class ExecutionNotFound(SlipstreamError):

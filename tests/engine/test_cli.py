@@ -147,7 +147,7 @@ def test_run_json(cli: Cli) -> None:
     assert payload["status"] == "succeeded"
     assert payload["outputs"] == {"total": 14, "squares": [1, 4, 9]}
     assert payload["error"] is None
-    listed = json.loads(cli("executions", "list", "--json", "--project", "p1").stdout)
+    listed = json.loads(cli("executions", "list", "--json", "--project", "p1").stdout)["executions"]
     assert [(e["execution_id"], e["domain"]) for e in listed] == [(payload["execution_id"], "staging")]
 
 
@@ -314,7 +314,7 @@ def test_recover_no_wait_then_abort(cli: Cli) -> None:
 
     aborted = cli("executions", "abort", new_id, "--reason", "changed my mind")
     assert aborted.returncode == 0 and f"aborted execution {new_id}" in aborted.stdout
-    listed = json.loads(cli("executions", "list", "--status", "aborted", "--json").stdout)
+    listed = json.loads(cli("executions", "list", "--status", "aborted", "--json").stdout)["executions"]
     assert [e["execution_id"] for e in listed] == [new_id]
     last = json.loads(cli("executions", "history", new_id, "--json").stdout.splitlines()[-1])
     assert last == {**last, "kind": "ExecutionAborted", "reason": "changed my mind"}
@@ -356,7 +356,7 @@ def test_run_and_list_against_postgres(cli: Cli, postgres_database: str) -> None
     payload = cli.run_json("squares", "--x", "2", "--postgres", postgres_database)
     assert payload["status"] == "succeeded" and payload["outputs"]["total"] == 5
     listed = cli("executions", "list", "--json", "--postgres", postgres_database, state=False)
-    assert payload["execution_id"] in [e["execution_id"] for e in json.loads(listed.stdout)]
+    assert payload["execution_id"] in [e["execution_id"] for e in json.loads(listed.stdout)["executions"]]
     assert not (cli.state_dir / "events.db").exists()  # --postgres wins over --state-dir
 
 
@@ -411,7 +411,7 @@ def test_an_interrupted_run_aborts_its_execution_and_says_so(cli: Cli, tmp_path:
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "interrupted: aborted execution" in stderr and "executions recover" in stderr
-    listed = json.loads(cli("executions", "list", "--json").stdout)
+    listed = json.loads(cli("executions", "list", "--json").stdout)["executions"]
     assert [row["status"] for row in listed] == ["aborted"]
 
 
@@ -424,3 +424,50 @@ def test_watch_follows_an_execution_and_reports_its_outputs(cli: Cli) -> None:
     as_json = json.loads(cli("executions", "watch", execution_id, "--json").stdout)
     assert as_json["status"] == "succeeded"
     assert as_json["outputs"] == {"total": 14, "squares": [1, 4, 9]}
+
+
+def test_list_pages_with_a_cursor_and_abort_speaks_json(cli: Cli) -> None:
+    ids = [cli.run_json("squares", "--x", "1")["execution_id"] for _ in range(3)]
+    first = json.loads(cli("executions", "list", "--limit", "2", "--json").stdout)
+    assert [e["execution_id"] for e in first["executions"]] == ids[::-1][:2]
+    second = json.loads(cli("executions", "list", "--limit", "2", "--cursor", first["next_cursor"], "--json").stdout)
+    assert [e["execution_id"] for e in second["executions"]] == ids[:1]
+    assert second["next_cursor"] is None
+    human = cli("executions", "list", "--limit", "2")
+    assert f"--cursor {first['next_cursor']}" in human.stderr
+    assert_one_line_error(cli("executions", "list", "--cursor", "garbage"), "--cursor", "next_cursor")
+    done = json.loads(cli("executions", "abort", ids[0], "--json").stdout)
+    assert done == {"execution_id": ids[0], "aborted": False, "status": "succeeded"}
+
+
+def test_version_help_with_inputs_and_completion(cli: Cli) -> None:
+    from importlib.metadata import version
+
+    assert cli("--version", state=False).stdout.strip() == f"slipstream {version('slipstream')}"
+    helped = cli("run", cli.target("squares"), "--help", state=False)
+    assert helped.returncode == 0, helped.stderr
+    assert "Inputs of workflow 'squares'" in helped.stdout
+    assert "--x  int  [required]" in helped.stdout
+    env = {**os.environ, "_SLIPSTREAM_COMPLETE": "complete_bash", "COMP_WORDS": "slipstream executions wa"}
+    completed = subprocess.run(
+        [sys.executable, "-c", "from engine._cli import main; main()"],
+        env={**env, "COMP_CWORD": "2"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert completed.stdout.split() == ["watch"]
+    assert_one_line_error(cli("run", state=False), "missing FILE:WORKFLOW")
+
+
+@pytest.mark.parametrize(
+    ("option", "fragments"),
+    [
+        (["--domain", "prodution"], ["domain 'prodution'", "did you mean 'production'"]),
+        (["--project", ""], ["project ''", "letters, digits"]),
+        (["--project", "a b"], ["project 'a b'"]),
+    ],
+)
+def test_run_refuses_a_domain_or_project_that_is_not_one(cli: Cli, option: list[str], fragments: list[str]) -> None:
+    assert_one_line_error(cli("run", cli.target("squares"), "--x", "2", *option), *fragments)
+    assert json.loads(cli("executions", "list", "--json").stdout)["executions"] == []
