@@ -635,10 +635,12 @@ def history(
         async with _open_store(state_dir, postgres) as engine:
             events = await engine.history(execution_id)
         if as_json:
-            from engine.events import encode_event_json
+            import msgspec
+
+            from engine._cli_view import event_json
 
             for event in events:
-                _write(encode_event_json(event).decode())
+                _write(msgspec.json.encode(event_json(event)).decode())
         else:
             from engine._cli_view import history_table
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "details_table",
     "elapsed",
+    "event_json",
     "event_line",
     "event_payload",
     "executions_table",
@@ -311,10 +312,35 @@ _ENVELOPE = ("execution_id", "version", "at", "node_id", "attempt", "kind")
 
 
 def _short(value: Any) -> str:
-    if isinstance(value, dict) and all(isinstance(v, bytes | str) for v in value.values()):
-        return "{" + ", ".join(str(k) for k in value) + "}"
+    if isinstance(value, dict) and value and all(isinstance(v, bytes) for v in value.values()):
+        from engine._outputs import plain_value
+
+        value = {name: plain_value(literal) for name, literal in value.items()}  # the values, not msgpack
     text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= 40 else text[:39] + "…"
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+_LITERAL_FIELDS = ("inputs", "outputs")
+
+
+def event_json(event: AnyEvent) -> dict[str, Any]:
+    """An event as JSON-ready values, with its inputs and outputs as plain values (not msgpack)."""
+    from engine._outputs import plain_value
+    from engine.events import encode_event_json
+
+    data: dict[str, Any] = msgspec.json.decode(encode_event_json(event))
+    for name in _LITERAL_FIELDS:
+        literals = getattr(event, name, None)
+        if isinstance(literals, dict) and literals and name in data:
+            data[name] = {key: plain_value(literal) for key, literal in literals.items()}
+    results = getattr(event, "results", None)
+    if results and "results" in data:
+        for shown, result in zip(data["results"], results, strict=True):
+            if isinstance(shown, dict) and result.output is not None:
+                shown["output"] = plain_value(result.output)
+            elif isinstance(shown, list) and result.output is not None:  # array-like results
+                shown[2] = plain_value(result.output)
+    return data
 
 
 def event_payload(event: AnyEvent) -> str:

@@ -17,6 +17,7 @@ from engine._array_state import PHASE_NAMES, SUCCEEDED
 from engine._literals import PICKLE_EXT_CODE, from_literal
 from engine.errors import ConfigError, NodeNotFound, OutputsNotReady
 from engine.events import ExecutionCreated
+from engine.literals import BLOB_REF, ITEM_REF, MANIFEST
 from engine.models import ArrayNode, TaskRef
 from engine.runtime import can_load, load_task
 from engine.state import ExecutionState
@@ -30,6 +31,8 @@ def plain_value(literal: bytes) -> Any:
     def ext_hook(code: int, data: memoryview) -> Any:
         if code == PICKLE_EXT_CODE:
             return f"<pickled object, {len(data)} bytes>"
+        if code in (BLOB_REF, MANIFEST, ITEM_REF):  # resolve references first to see the value
+            return "<in the blob store>"
         return f"<extension {code}, {len(data)} bytes>"
 
     return msgspec.msgpack.decode(literal, ext_hook=ext_hook)

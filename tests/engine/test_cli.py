@@ -471,3 +471,15 @@ def test_version_help_with_inputs_and_completion(cli: Cli) -> None:
 def test_run_refuses_a_domain_or_project_that_is_not_one(cli: Cli, option: list[str], fragments: list[str]) -> None:
     assert_one_line_error(cli("run", cli.target("squares"), "--x", "2", *option), *fragments)
     assert json.loads(cli("executions", "list", "--json").stdout)["executions"] == []
+
+
+def test_history_shows_values_not_msgpack(cli: Cli) -> None:
+    execution_id = cli.run_json("squares", "--x", "3")["execution_id"]
+    history = cli("executions", "history", execution_id).stdout
+    assert "inputs={'x': 3}" in history
+    assert "outputs={'o0': {'total': 14, 'squares': [1, 4, 9]}}" in history
+    events = [json.loads(line) for line in cli("executions", "history", execution_id, "--json").stdout.splitlines()]
+    assert events[0]["inputs"] == {"x": 3}
+    assert events[-1]["outputs"] == {"o0": {"squares": [1, 4, 9], "total": 14}}
+    finished = [e for e in events if e["kind"] == "ChunkFinished"]
+    assert sorted(r[2] for e in finished for r in e["results"]) == [1, 4, 9]
