@@ -22,9 +22,10 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TextIO
 
-__all__ = ["LOG_LIMIT", "AttemptLog", "capture", "live_logs"]
+__all__ = ["LOG_LIMIT", "AttemptLog", "capture", "live_log_path", "live_logs", "read_live_files"]
 
 LOG_LIMIT = 1024 * 1024  # characters kept per attempt
 
@@ -32,9 +33,13 @@ LOG_LIMIT = 1024 * 1024  # characters kept per attempt
 class AttemptLog:
     """The output of one attempt, bounded; safe to read from other threads while it is written."""
 
-    def __init__(self, label: str, limit: int = LOG_LIMIT) -> None:
+    def __init__(self, label: str, limit: int = LOG_LIMIT, mirror: Path | None = None) -> None:
         self.label = label
         self.limit = limit
+        self._mirror_path = mirror  # None once mirroring stopped
+        self._live_file = mirror  # removed at the end either way
+        self._mirror: TextIO | None = None
+        self._mirrored = 0  # characters; the live file stops at twice the log's bound
         self._head: list[str] = []
         self._head_size = 0
         self._tail: deque[str] = deque()
@@ -45,6 +50,8 @@ class AttemptLog:
     def write(self, text: str) -> None:
         if not text:
             return
+        if self._mirror_path is not None:
+            self._write_mirror(text)
         with self._lock:
             room = self.limit // 2 - self._head_size
             if room > 0:
@@ -66,6 +73,32 @@ class AttemptLog:
                     self._tail[0] = first[excess:]
                     self._tail_size -= excess
                     self._dropped += excess
+
+    def _write_mirror(self, text: str) -> None:
+        assert self._mirror_path is not None
+        try:
+            if self._mirror is None:
+                self._mirror_path.parent.mkdir(parents=True, exist_ok=True)
+                self._mirror = self._mirror_path.open("a", encoding="utf-8")
+            if self._mirrored + len(text) > 2 * self.limit:
+                self._mirror.write("\n[... the live view stops here; the attempt's log is kept when it ends ...]\n")
+                self._mirror.close()
+                self._mirror, self._mirror_path = None, None
+                return
+            self._mirror.write(text)
+            self._mirror.flush()
+            self._mirrored += len(text)
+        except OSError:  # a live view is a courtesy: a full disk must not fail the task
+            self._mirror_path = None
+
+    def close(self) -> None:
+        """Stop mirroring and remove the live file (the whole log is kept by the engine)."""
+        if self._mirror is not None:
+            with contextlib.suppress(OSError):
+                self._mirror.close()
+        if self._live_file is not None:
+            with contextlib.suppress(OSError):
+                self._live_file.unlink(missing_ok=True)
 
     def text(self) -> str:
         """Everything kept, with a line where characters were dropped."""
@@ -144,10 +177,11 @@ def _install() -> None:
 
 
 @contextlib.contextmanager
-def capture(label: str) -> Iterator[AttemptLog]:
-    """Route this thread's (or asyncio task's) output into a new log while the block runs."""
+def capture(label: str, live: Path | None = None) -> Iterator[AttemptLog]:
+    """Route this thread's (or asyncio task's) output into a new log while the block runs, also
+    appended to the file ``live`` (removed at the end) for readers in other processes."""
     _install()
-    log = AttemptLog(label)
+    log = AttemptLog(label, mirror=live)
     token = _current.set(log)
     _live[label] = log
     try:
@@ -155,6 +189,33 @@ def capture(label: str) -> Iterator[AttemptLog]:
     finally:
         _current.reset(token)
         _live.pop(label, None)
+        log.close()
+
+
+def live_log_path(directory: str, execution_id: str, node_id: str, attempt: int) -> Path | None:
+    """Where an attempt mirrors its output under ``directory`` ("" for no mirror)."""
+    if not directory:
+        return None
+    return Path(directory) / _safe(execution_id) / f"{_safe(node_id)}#{attempt}.log"
+
+
+def read_live_files(directory: str | Path, execution_id: str) -> dict[tuple[str, int], str]:
+    """The mirrored output of an execution's running attempts, by (node id, attempt)."""
+    folder = Path(directory) / _safe(execution_id)
+    found: dict[tuple[str, int], str] = {}
+    for path in folder.glob("*.log") if folder.is_dir() else ():
+        name, _, attempt = path.stem.rpartition("#")
+        with contextlib.suppress(OSError, ValueError):
+            found[(_unsafe(name), int(attempt))] = path.read_text(encoding="utf-8", errors="replace")
+    return found
+
+
+def _safe(name: str) -> str:
+    return name.replace("%", "%25").replace("/", "%2F").replace("#", "%23")
+
+
+def _unsafe(name: str) -> str:
+    return name.replace("%23", "#").replace("%2F", "/").replace("%25", "%")
 
 
 def live_logs() -> dict[str, AttemptLog]:

@@ -159,12 +159,14 @@ DOMAINS = ("development", "staging", "production")
 _PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
-def _domains_from_env(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with ``domains`` from ``$SLIPSTREAM_DOMAINS`` (comma-separated) unless given."""
+def _defaults(options: dict[str, Any], state_dir: Path) -> dict[str, Any]:
+    """``options`` completed from the environment and the state directory: ``domains`` from
+    ``$SLIPSTREAM_DOMAINS`` (comma-separated), live logs under ``<state_dir>/logs``."""
+    options = {"live_logs": state_dir / "logs", **options}
     listed = os.environ.get("SLIPSTREAM_DOMAINS", "")
-    if "domains" in options or not listed.strip():
-        return options
-    return {**options, "domains": [d.strip() for d in listed.split(",") if d.strip()]}
+    if "domains" not in options and listed.strip():
+        options["domains"] = [d.strip() for d in listed.split(",") if d.strip()]
+    return options
 
 
 def check_scope(project: str, domain: str, domains: Sequence[str]) -> None:
@@ -216,6 +218,7 @@ class Engine:
         run_loop: bool = True,
         nats: str | None = None,
         domains: Sequence[str] = DOMAINS,
+        live_logs: str | os.PathLike[str] | None = None,
         id_factory: Callable[[], str] | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
@@ -242,6 +245,9 @@ class Engine:
                 reads from JetStream instead of the event store (`connect` sets it from ``nats=``).
             domains: the domains executions may be launched into (``$SLIPSTREAM_DOMAINS``,
                 comma-separated, for `embedded` and `connect`).
+            live_logs: a directory where running attempts mirror their output, so that
+                `logs(follow=True)` in other processes on this machine sees it as it is written
+                (`embedded` and `connect` use ``<state_dir>/logs``); None: only this process does.
             id_factory, clock: execution ids and event timestamps, injectable for tests.
 
         Raises:
@@ -270,6 +276,7 @@ class Engine:
         self._run_loop = run_loop
         self.nats_url = nats
         self.domains = tuple(domains)
+        self.live_logs = Path(live_logs) if live_logs is not None else None
         self._id_factory = id_factory or (lambda: uuid.uuid4().hex[:20])
         self._clock = clock or (lambda: datetime.now(UTC))
         self._controller: Controller | None = None
@@ -318,7 +325,7 @@ class Engine:
             blobs=blob_store(blob_location, directory / "blobs"),
             catalog=backend("slipstream.catalogs", "sqlite", "the embedded catalog")(directory / "catalog.db"),
             default_executor=executor,
-            **_domains_from_env(options),
+            **_defaults(options, directory),
         )
 
     @classmethod
@@ -379,7 +386,7 @@ class Engine:
             catalog=backend("slipstream.catalogs", "postgres", "the server catalog")(dsn),
             default_executor=executor,
             nats=nats,
-            **_domains_from_env(options),
+            **_defaults(options, state_dir),
         )
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -417,6 +424,7 @@ class Engine:
                 default_executor=self._default_executor,
                 retry_delay=self._retry_delay,
                 inline_limit=self._inline_limit,
+                live_logs=str(self.live_logs) if self.live_logs is not None else "",
             ),
             clock=self._clock,
             resync_interval=self._resync_interval,
@@ -621,7 +629,9 @@ class Engine:
         Raises:
             ExecutionNotFound: no such execution (when iteration starts).
         """
-        return read_logs(self.store, self.blobs, execution_id, node_id, attempt=attempt, follow=follow)
+        return read_logs(
+            self.store, self.blobs, execution_id, node_id, attempt=attempt, follow=follow, live_dir=self.live_logs
+        )
 
     async def get(self, execution_id: str) -> ExecutionDetails:
         """The execution's status and per-node progress. Raises ``ExecutionNotFound``."""

@@ -1,14 +1,15 @@
 """Reading attempts' logs back: from the blob addresses their final events record, and, for attempts
-running in this process, from their live capture."""
+still running, from their live capture (in this process) or the files they mirror it to."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 
-from engine._capture import live_logs
+from engine._capture import live_logs, read_live_files
 from engine.errors import ExecutionNotFound
 from engine.events import AnyEvent, ChunkFinished, NodeFailed, NodeSucceeded
 from engine.interfaces import TERMINAL_STATUSES, BlobStore, EventStore
@@ -57,10 +58,11 @@ async def read_logs(
     attempt: int | None = None,
     follow: bool = False,
     interval: float = 0.2,
+    live_dir: Path | None = None,
 ) -> AsyncIterator[AttemptLogs]:
     """The logs of an execution's attempts (of one node and its children, or one attempt), in the
-    order they ended; with ``follow``, also lines of attempts running in this process as they are
-    written, until the execution ends."""
+    order they ended; with ``follow``, also lines of running attempts as they are written (those
+    of this process, and those mirrored under ``live_dir``), until the execution ends."""
     events = await store.read(execution_id)
     if not events:
         raise ExecutionNotFound(execution_id)
@@ -75,14 +77,18 @@ async def read_logs(
         version = events[-1].version if events else version
         if not follow:
             return
-        for label, log in live_logs().items():
+        running: dict[tuple[str, int], str] = {}
+        if live_dir is not None:
+            running.update(await anyio.to_thread.run_sync(read_live_files, live_dir, execution_id))
+        for label, log in live_logs().items():  # this process's: never behind its own file
             owner, _, rest = label.partition(" ")
             node, _, number = rest.rpartition("#")
-            if owner != execution_id or not _wanted(node, int(number), node_id, attempt):
-                continue
-            text = log.text()
-            if len(text) > live_seen.get(label, 0):
-                yield AttemptLogs(node, int(number), text[live_seen.get(label, 0) :], running=True)
+            if owner == execution_id:
+                running[(node, int(number))] = log.text()
+        for (node, number), text in running.items():
+            label = f"{execution_id} {node}#{number}"
+            if _wanted(node, number, node_id, attempt) and len(text) > live_seen.get(label, 0):
+                yield AttemptLogs(node, number, text[live_seen.get(label, 0) :], running=True)
                 live_seen[label] = len(text)
         summary = await store.get_summary(execution_id)
         if summary is not None and summary.status in TERMINAL_STATUSES and not events:

@@ -334,6 +334,9 @@ class TaskRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     elements: list[int] = []
     element_attempts: list[int] = []
     mapped: dict[str, list[bytes]] = {}
+    # a directory where the runtime mirrors what the attempt prints while it runs, for readers in
+    # other processes (`engine._capture.live_log_path`); "" for none
+    live_logs: str = ""
 
 
 class TaskStatus(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -39,7 +39,7 @@ from typing import Any
 
 import msgspec
 
-from engine._capture import AttemptLog, capture
+from engine._capture import AttemptLog, capture, live_log_path
 from engine._compiler import CompileContext
 from engine._context import TaskContext, bind_context, read_secrets
 from engine._literals import from_literal, to_literal
@@ -127,7 +127,7 @@ def run_attempt(
             f"run_attempt got async task {task.name!r} inside a running event loop; "
             "await run_attempt_async(request) there instead"
         )
-    with bind_context(context), capture(run.label) as log:
+    with bind_context(context), capture(run.label, run.live) as log:
         if request.kind == "dynamic":
             return _with_logs(run.expand(task, inputs), log)
         try:
@@ -187,7 +187,7 @@ async def run_attempt_async(
     if isinstance(prepared, TaskStatus):
         return prepared
     task, inputs, context = prepared
-    with bind_context(context), capture(run.label) as log:
+    with bind_context(context), capture(run.label, run.live) as log:
         if request.kind == "dynamic":
             return _with_logs(run.expand(task, inputs), log)
         try:
@@ -261,6 +261,7 @@ def _elements(request: TaskRequest) -> Iterator[TaskRequest]:
             project=request.project,
             domain=request.domain,
             secrets=request.secrets,
+            live_logs=request.live_logs,
         )
 
 
@@ -297,6 +298,7 @@ class _Run:
         self.started_at = started_at or datetime.now(UTC)
         key = request.key
         self.label = f"{key.execution_id} {key.node_id}#{key.attempt}"
+        self.live = live_log_path(request.live_logs, key.execution_id, key.node_id, key.attempt)
 
     def prepare(
         self, environ: Mapping[str, str] | None, task: Task | None = None

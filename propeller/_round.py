@@ -53,6 +53,7 @@ class PlannerConfig:
     # node waits before asking again for a key another execution is computing (cache_serialize)
     caching: bool = False
     cache_wait: float = 0.5
+    live_logs: str = ""  # where attempts mirror their output while they run (`TaskRequest.live_logs`)
 
     def backoff(self, failures: int) -> timedelta:
         return timedelta(seconds=min(self.retry_delay * 2 ** max(failures - 1, 0), self.retry_delay_max))
@@ -184,6 +185,7 @@ class Round:
             elements=list(chunk.elements) if chunk else [],
             element_attempts=list(chunk.attempts) if chunk else [],
             mapped=mapped,
+            live_logs=self.config.live_logs,
         )
         executor = self.executor_of(node)
         self.actions.append(Submit(request, executor))

@@ -119,3 +119,29 @@ async def test_the_loop_logs_one_line_per_execution_start_and_end(
     assert ended.seconds >= 0
     failed = next(r for r in records if r.event == "execution_failed").getMessage()
     assert 'error="ValueError: bad value 3"' in failed and "node=" in failed
+
+
+async def test_another_process_follows_the_lines_of_a_running_attempt(tmp_path: Path) -> None:
+    """`slipstream logs --follow` in another process sees a running attempt's lines through the
+    file the attempt mirrors them to, then its end; the file is gone once the attempt ended."""
+    release = tmp_path / "release"
+    async with Engine.embedded(state_dir=tmp_path) as eng:
+        handle = await eng.launch(wf.waiting, path=str(release))
+        command = [sys.executable, "-m", "engine._cli", "logs", handle.execution_id, "--follow", "--json"]
+        follower = await anyio.open_process([*command, "--state-dir", str(tmp_path)])
+        assert follower.stdout is not None
+        lines: list[dict] = []
+        buffer = b""
+        with anyio.fail_after(30):
+            async for chunk in follower.stdout:
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    lines.append(json.loads(line))
+                    if lines[-1]["running"] and "waiting for the file" in lines[-1]["text"]:
+                        await anyio.Path(release).write_text("done")
+            await follower.wait()
+        assert await handle.outputs(timeout=10) == "done"
+    assert lines[0] == {"node_id": lines[0]["node_id"], "attempt": 1, "text": "waiting for the file\n", "running": True}
+    assert "got it" in "".join(line["text"] for line in lines)
+    assert not any((tmp_path / "logs").rglob("*.log"))
