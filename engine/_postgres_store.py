@@ -1,6 +1,7 @@
 """`PostgresEventStore`: the production event store (asyncpg), DESIGN section 5.
 
-Shape of an append (one transaction for every execution of the call):
+An append is one call of the server-side function ``slipstream_append`` (migration 0004): one
+round trip and one transaction for every execution of the call, in which it does what follows.
 
 1. take the session advisory lock ``_SEQ_LOCK``, insert all events with one ``INSERT ... SELECT
    FROM unnest(...)``, release the lock. The insert is the transaction's first write, so its
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
 import socket
@@ -31,8 +31,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
+from engine._pg_leases import AdvisoryLeases
 from engine._projection import (
-    ProjectionChange,
     check_reader_cursor,
     decode_cursor,
     normalize_statuses,
@@ -59,7 +59,6 @@ NOTIFY_CHANNEL = "slipstream_events"
 _SEQ_LOCK = 0x51175EA3_0001
 _MIGRATION_LOCK = 0x51175EA3_0002
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_UNIQUE_DETAIL = re.compile(r"\(execution_id, version\)=\((?P<id>.*), (?P<version>\d+)\)")
 
 # Errors that mean "the server or the connection went away", not "the request was wrong".
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -72,39 +71,10 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections
 )
 
-_INSERT_EVENTS = """
-INSERT INTO events (execution_id, version, kind, node_id, attempt, payload)
-SELECT e, v, k, n, a, p
-FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bytea[])
-     WITH ORDINALITY AS r(e, v, k, n, a, p, ord)
-ORDER BY ord
-"""
-
-_INSERT_EXECUTIONS = """
-INSERT INTO executions (execution_id, project, domain, workflow, status, version, created_at, updated_at, parent)
-SELECT i, pr, d, w, s, v, c, now(), pa
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::timestamptz[],
-            $8::text[]) AS r(i, pr, d, w, s, v, c, pa)
-ORDER BY i
-ON CONFLICT (execution_id) DO NOTHING
-RETURNING execution_id
-"""
-
-# ORDER BY in the locking subquery takes row locks in id order, so two overlapping appends cannot
-# deadlock on the projection.
-_UPDATE_EXECUTIONS = """
-WITH u AS (
-    SELECT i, x, v, s FROM unnest($1::text[], $2::int[], $3::int[], $4::text[]) AS r(i, x, v, s)
-), locked AS (
-    SELECT e.execution_id FROM executions e JOIN u ON e.execution_id = u.i
-    ORDER BY e.execution_id FOR UPDATE OF e
-)
-UPDATE executions e
-SET version = u.v, status = coalesce(u.s, e.status), updated_at = now()
-FROM u
-WHERE e.execution_id = u.i AND e.version = u.x AND e.execution_id IN (SELECT execution_id FROM locked)
-RETURNING e.execution_id
-"""
+# One round trip, one transaction: the server-side function of migration 0004 (its header says why
+# the sequence lock is kept, and how it is held only around the insert).
+_APPEND = "SELECT slipstream_append(" + ", ".join(f"${i}" for i in range(1, 20)) + ")"
+_CONFLICT_STATE = "SL409"  # raised by slipstream_append when another writer won the race
 
 _READ_ALL = """
 SELECT seq, payload, xid < pg_snapshot_xmin(pg_current_snapshot()) AS safe
@@ -152,8 +122,13 @@ class PostgresEventStore(EventStore):
         self._changes = ChangeSignal()
         self._closing = False
         # leases are session advisory locks held on the listener connection: they die with it
-        self._claims: set[str] = set()
-        self._claim_lock = asyncio.Lock()
+        self._leases = AdvisoryLeases(
+            lambda: self._listener,
+            self._fetch,
+            f"slipstream-serve:{schema}",
+            _UNAVAILABLE,
+            self._changes.notify,
+        )
 
     @property
     def schema(self) -> str:
@@ -182,6 +157,7 @@ class PostgresEventStore(EventStore):
                 min_size=self._min_size,
                 max_size=self._max_size,
                 server_settings=self._server_settings(),
+                reset=_keep_session,
             )
             # Listening before start returns: no append after start can go unnoticed.
             await self._connect_listener()
@@ -243,7 +219,7 @@ class PostgresEventStore(EventStore):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener_task
             self._listener_task = None
-        self._claims.clear()  # closing the listener session releases its advisory locks
+        await self._leases.close()  # closing the listener session releases its advisory locks
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(Exception):
@@ -339,85 +315,42 @@ class PostgresEventStore(EventStore):
         old = sorted((c for c in changes if c.created is None), key=lambda c: c.execution_id)
         ids = sorted(c.execution_id for c in changes)
 
+        created = [c.created for c in new if c.created is not None]
+        now = datetime.now(UTC)
+        args = (
+            *columns,
+            [c.execution_id for c in new],
+            [str(f["project"]) for f in created],
+            [str(f["domain"]) for f in created],
+            [str(f["workflow"]) for f in created],
+            [c.status for c in new],
+            [c.new_version for c in new],
+            [f["created_at"] or now for f in created],
+            [f["parent"] for f in created],
+            [c.execution_id for c in old],
+            [c.expected_version for c in old],
+            [c.new_version for c in old],
+            [c.status for c in old],
+            ids,
+        )
         async with self._connection() as conn:
             try:
-                await self._append_in_transaction(conn, columns, new, old, ids)
-            except _Conflict as conflict:
-                actual = await self._version_after_rollback(conn, conflict.execution_id)
-                raise ConcurrencyConflict(conflict.execution_id, conflict.expected_version, actual) from None
-            except asyncpg.UniqueViolationError as exc:
-                execution_id, expected = self._conflicting_batch(exc, batches)
+                await conn.execute(_APPEND, *args)
+            except asyncpg.PostgresError as exc:
+                if not conn.is_closed():
+                    # the function failed while it may have held the sequence lock (a session
+                    # lock outlives the transaction): never hand the connection back holding it
+                    with contextlib.suppress(Exception):
+                        await conn.execute("SELECT pg_advisory_unlock($1)", _SEQ_LOCK)
+                if getattr(exc, "sqlstate", None) != _CONFLICT_STATE:
+                    raise
+                execution_id, expected = str(exc.detail), int(exc.hint or 0)  # type: ignore[attr-defined]
                 actual = await self._version_after_rollback(conn, execution_id)
-                raise ConcurrencyConflict(execution_id, expected, actual) from exc
-            except asyncpg.DeadlockDetectedError as exc:
-                # Only possible when two appends touch the same executions at different versions:
-                # one of them is stale, so report it as the conflict it is.
-                raise ConcurrencyConflict(batches[0][0], batches[0][1]) from exc
-        self._changes.notify()
-
-    async def _append_in_transaction(
-        self,
-        conn: asyncpg.Connection,
-        columns: tuple[list[Any], ...],
-        new: list[ProjectionChange],
-        old: list[ProjectionChange],
-        ids: list[str],
-    ) -> None:
-        locked = False
-        try:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_lock($1)", _SEQ_LOCK)
-                locked = True
-                await conn.execute(_INSERT_EVENTS, *columns)
-                await conn.execute("SELECT pg_advisory_unlock($1)", _SEQ_LOCK)
-                locked = False
-                if new:
-                    created = [c.created for c in new if c.created is not None]
-                    now = datetime.now(UTC)
-                    inserted = await conn.fetch(
-                        _INSERT_EXECUTIONS,
-                        [c.execution_id for c in new],
-                        [str(f["project"]) for f in created],
-                        [str(f["domain"]) for f in created],
-                        [str(f["workflow"]) for f in created],
-                        [c.status for c in new],
-                        [c.new_version for c in new],
-                        [f["created_at"] or now for f in created],
-                        [f["parent"] for f in created],
-                    )
-                    if len(inserted) != len(new):
-                        got = {r[0] for r in inserted}
-                        loser = next(c for c in new if c.execution_id not in got)
-                        raise _Conflict(loser.execution_id, 0)
-                if old:
-                    updated = await conn.fetch(
-                        _UPDATE_EXECUTIONS,
-                        [c.execution_id for c in old],
-                        [c.expected_version for c in old],
-                        [c.new_version for c in old],
-                        [c.status for c in old],
-                    )
-                    if len(updated) != len(old):
-                        got = {r[0] for r in updated}
-                        loser = next(c for c in old if c.execution_id not in got)
-                        raise _Conflict(loser.execution_id, loser.expected_version)
-                await conn.execute("SELECT pg_notify($1, i) FROM unnest($2::text[]) AS i", NOTIFY_CHANNEL, ids)
-        finally:
-            if locked and not conn.is_closed():
-                # Session locks outlive a rolled-back transaction: never hand one back to the pool.
-                with contextlib.suppress(Exception):
-                    await conn.execute("SELECT pg_advisory_unlock($1)", _SEQ_LOCK)
-
-    @staticmethod
-    def _conflicting_batch(
-        exc: asyncpg.UniqueViolationError, batches: Sequence[tuple[str, int, Sequence[StoredEvent]]]
-    ) -> tuple[str, int]:
-        match = _UNIQUE_DETAIL.search(getattr(exc, "detail", "") or "")
-        if match is not None:
-            for execution_id, expected, _ in batches:
-                if execution_id == match.group("id"):
-                    return execution_id, expected
-        return batches[0][0], batches[0][1]
+                raise ConcurrencyConflict(execution_id, expected, actual) from None
+        # Our own NOTIFY wakes this store's consumers as it wakes every other's (once per append);
+        # only while the listener is down do we wake them ourselves.
+        if self._listener is None or self._listener.is_closed():
+            self._changes.notify()
 
     @staticmethod
     async def _version_after_rollback(conn: asyncpg.Connection, execution_id: str) -> int | None:
@@ -564,45 +497,33 @@ class PostgresEventStore(EventStore):
 
     async def claim(self, execution_id: str) -> bool:
         """Own ``execution_id`` (or a singleton's name, such as ``"relay:<stream>"``): a session
-        advisory lock on the listener connection, dropped when that session is lost.
+        advisory lock on the listener connection, dropped when that session is lost. Concurrent
+        claims share one round trip.
 
         Raises:
             StoreUnavailable: the listener session is down (the caller retries later).
         """
-        listener = self._listener
-        if execution_id in self._claims and listener is not None and not listener.is_closed():
-            return True
-        async with self._claim_lock:
-            listener = self._listener
-            if listener is None or listener.is_closed():
-                raise StoreUnavailable("the Postgres lease session is reconnecting; try again shortly")
-            if execution_id in self._claims:
-                return True  # a concurrent caller took it meanwhile; locking again would stack it
-            try:
-                held = bool(await listener.fetchval("SELECT pg_try_advisory_lock($1)", _lease_key(execution_id)))
-            except _UNAVAILABLE as exc:
-                raise StoreUnavailable(f"cannot take the lease of {execution_id!r}: {exc}") from exc
-            if held:
-                self._claims.add(execution_id)
-            return held
+        return await self._leases.claim(execution_id)
 
     async def release(self, execution_id: str) -> None:
         """Give up ownership of ``execution_id`` (errors ignored: a lost session already released it)."""
-        if execution_id not in self._claims:
-            return
-        self._claims.discard(execution_id)
-        async with self._claim_lock:
-            listener = self._listener
-            if listener is not None and not listener.is_closed():
-                with contextlib.suppress(*_UNAVAILABLE):
-                    await listener.execute("SELECT pg_advisory_unlock($1)", _lease_key(execution_id))
+        await self._leases.release(execution_id)
+
+    def prefers(self, execution_id: str) -> bool:
+        """Whether this store's process is the execution's preferred owner among the serving
+        processes alive (rendezvous hashing over the sessions holding leases)."""
+        return self._leases.prefers(execution_id)
+
+    def lease_epoch(self) -> int:
+        """Moves on when a serving process sharing the store went away (its leases are free)."""
+        return self._leases.epoch
 
     def _on_notify(self, *_: object) -> None:
         self._changes.notify()
 
     def _on_listener_lost(self, conn: object) -> None:
         if conn is self._listener:
-            self._claims.clear()  # the session that held them is gone, and so are its locks
+            self._leases.clear()  # the session that held them is gone, and so are its locks
             self._listener_lost.set()
             self._changes.notify()  # notifications may be missed until it is back: wake spuriously
 
@@ -641,6 +562,13 @@ class PostgresEventStore(EventStore):
                 break
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Hand a connection back to the pool without asyncpg's reset query (``RESET ALL``, unlock all,
+    ...): a round trip on every release, and so on every append. The store leaves no session state
+    behind: no SET, no LISTEN on pooled connections, and the append unlocks the sequence lock
+    itself if its function failed (an open transaction is still rolled back by asyncpg)."""
+
+
 def _dsn_parts(dsn: str) -> dict[str, str]:
     """The user and database a URL DSN names, for messages (whatever parses)."""
     parts: dict[str, str] = {}
@@ -667,20 +595,6 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
-
-
-def _lease_key(execution_id: str) -> int:
-    """A signed 64-bit advisory-lock key for an execution (hash collisions only share a lease)."""
-    return int.from_bytes(hashlib.sha256(b"slipstream-lease:" + execution_id.encode()).digest()[:8], "big", signed=True)
-
-
-class _Conflict(Exception):
-    """Raised inside the append transaction to roll it back; turned into ConcurrencyConflict after."""
-
-    def __init__(self, execution_id: str, expected_version: int) -> None:
-        super().__init__(execution_id, expected_version)
-        self.execution_id = execution_id
-        self.expected_version = expected_version
 
 
 def _summary(row: asyncpg.Record) -> ExecutionSummary:

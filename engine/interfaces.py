@@ -259,6 +259,19 @@ class EventStore(abc.ABC):
     async def release(self, execution_id: str) -> None:
         """Give up ownership of ``execution_id`` (a no-op if not held)."""
 
+    def prefers(self, execution_id: str) -> bool:
+        """Whether this store instance should be first to claim ``execution_id`` among the control
+        loops sharing the store, so that they share new executions fairly instead of the quickest
+        taking all (the others claim it after a short delay, should the preferred one not). A
+        backend that knows no other loops prefers everything."""
+        return True
+
+    def lease_epoch(self) -> int:
+        """A number that moves on when leases held by another process may have been freed (that
+        process died or lost its session): loops then look for executions nobody holds at once,
+        rather than at their next resync. Constant (0) for a backend that cannot tell."""
+        return 0
+
 
 def to_records(execution_id: str, expected_version: int, events: Sequence[Event]) -> list[StoredEvent]:
     """Map events to stored records, checking they carry consecutive versions for this execution."""

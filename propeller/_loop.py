@@ -25,7 +25,16 @@ from engine.errors import ConcurrencyConflict, StoreUnavailable
 from engine.events import AnyEvent, ExecutionStarted, ExecutionSucceeded
 from engine.events import ExecutionAborted as ExecutionAbortedEvent
 from engine.events import ExecutionFailed as ExecutionFailedEvent
-from engine.interfaces import BlobStore, Catalog, EventStore, Executor, TaskKey, TaskRequest, TaskStatus
+from engine.interfaces import (
+    BlobStore,
+    Catalog,
+    EventStore,
+    ExecutionStatus,
+    Executor,
+    TaskKey,
+    TaskRequest,
+    TaskStatus,
+)
 from engine.literals import offload_logs, offload_status, store_blobs
 from engine.state import ExecutionState
 from propeller._actions import CacheOutcome, Submit
@@ -99,6 +108,9 @@ class Controller:
         self.resync_interval = resync_interval
         self.revisit_interval = revisit_interval
         self.watch_pause = 0.25
+        # how long a new execution is left to the loop the store prefers for it before this one
+        # claims it (fair shares between serve processes; the quickest does not take everything)
+        self.claim_delay = 0.5
         self.queue: WorkQueue[str] = WorkQueue(name="executions", clock=self.timer)
         self.catalog = (
             CatalogActions(catalog, self._note_cache_answer, clock, reservation_ttl) if catalog is not None else None
@@ -250,18 +262,41 @@ class Controller:
         Our own appends wake this too; the pause after each look bounds the listing queries to a
         few per second however busy the loop is (launches in this process are enqueued directly).
         """
+        epoch = self.store.lease_epoch()
         while True:
             try:
                 await self.store.wait_for_changes(timeout=self.resync_interval)
-                page = await self.store.list_executions(status="created", limit=500)
+                if self.store.lease_epoch() != epoch:  # a loop sharing the store went away
+                    epoch = self.store.lease_epoch()
+                    await self._adopt(["created", "running"], pages=None)
+                else:
+                    await self._adopt(["created"], pages=1)
             except Exception:
                 log.exception("watching the store failed; retrying")
                 await self._sleep(1.0)
                 continue
-            for summary in page.items:
-                if summary.execution_id not in self._declined:
-                    self.enqueue(summary.execution_id)
             await self._sleep(self.watch_pause)
+
+    async def _adopt(self, statuses: list[ExecutionStatus], pages: int | None) -> None:
+        """Enqueue the store's executions in ``statuses`` that this loop does not hold: at once
+        those the store says this loop should own (its fair share), the others after
+        ``claim_delay`` (taken only if their preferred loop has not claimed them by then)."""
+        cursor = None
+        while pages is None or pages > 0:
+            page = await self.store.list_executions(status=statuses, limit=500, cursor=cursor)
+            for summary in page.items:
+                execution_id = summary.execution_id
+                if execution_id in self._declined or execution_id in self._cache:
+                    continue
+                if self.store.prefers(execution_id):
+                    self.enqueue(execution_id)
+                else:
+                    self.queue.add_after(execution_id, self.claim_delay)
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+            if pages is not None:
+                pages -= 1
 
     async def _worker(self) -> None:
         while True:

@@ -1,0 +1,362 @@
+"""``python -m benchmarks server``: server mode (Postgres) against the floor of the same database.
+
+``python -m benchmarks server [--executions 1000] [--repeat 3] [--takeover 100] [--no-dbos] [--postgres DSN]``
+
+Every figure runs on a database created for the run (``slipstream_bench_<hex>``, dropped after),
+on the Postgres at ``--postgres`` (``$SLIPSTREAM_TEST_POSTGRES_DSN``, else the local test server):
+
+- floor: one round trip (``SELECT 1``) and one durable single-row commit (an autocommitted
+  ``INSERT`` into a logged table, so a WAL flush) on one connection, medians of ``--samples``.
+- chain: a chain of 100 async no-op tasks in one engine on Postgres (the local executor), per
+  node; ``ratio_to_commit`` = ms per node / a durable commit (target <= 2, goal 1.0 ms per node).
+- executions/s: ``--executions`` one-task executions launched at once by a client engine
+  (``run_loop=False``), run by one and by two ``slipstream serve --executor local`` processes;
+  from the first launch to the last success. ``share`` is each server's part of the attempts.
+- takeover: two serve processes, ``--takeover`` executions of 20 naps of 0.1 s; once every
+  execution runs, one server is SIGKILLed. ``takeover_s`` is the longest wait, over the executions
+  left unfinished, from the kill to their first event written after it (measured on the
+  database's clock); every execution must still succeed with no node run twice.
+- DBOS Transact (``pip install -e '.[peers]'``), when installed, on its own database: a workflow of
+  100 sequential async no-op steps, per step, and ``--executions`` one-step workflows started at
+  once (``DBOS.start_workflow_async``), in this process.
+
+The machine is shared and small: quote ratios against the floor measured in the same run.
+Targets (issue 15): chain <= 2x a durable commit; >= 400 executions/s on one server (goal 1,000);
+takeover <= 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import importlib.util
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+SERVE_OPTIONS = ("--path", str(ROOT), "--executor", "local", "--grace", "1")
+TARGETS = {"chain_ratio_to_commit": 2.0, "chain_ms_per_node_goal": 1.0, "executions_per_s": 400, "takeover_s": 5.0}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks server", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--executions", type=int, default=1000, help="one-task executions launched at once")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--samples", type=int, default=500, help="round trips and commits for the floor")
+    parser.add_argument("--takeover", type=int, default=100, help="executions running when a server is killed")
+    parser.add_argument("--no-dbos", action="store_true", help="skip DBOS even when installed")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("SLIPSTREAM_TEST_POSTGRES_DSN") or DEFAULT_DSN,
+        help="a Postgres the benchmark may create databases on",
+    )
+    args = parser.parse_args(argv)
+    if args.executions < 1 or args.repeat < 1 or args.samples < 1 or args.takeover < 1:
+        parser.error("--executions, --repeat, --samples and --takeover must be at least 1")
+    return args
+
+
+def with_database(dsn: str, name: str) -> str:
+    """``dsn`` pointing at database ``name`` (URL DSNs)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    url = urlsplit(dsn)
+    return urlunsplit((url.scheme, url.netloc, f"/{name}", url.query, url.fragment))
+
+
+@contextlib.asynccontextmanager
+async def database(admin_dsn: str, prefix: str = "slipstream_bench") -> AsyncIterator[str]:
+    """A fresh database on the server of ``admin_dsn``; yields its DSN, drops it after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield with_database(admin_dsn, name)
+    finally:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+# --- the floor -------------------------------------------------------------------------------------
+
+
+async def bench_floor(dsn: str, samples: int) -> dict[str, Any]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE TABLE floor_commits (id bigserial PRIMARY KEY, v integer NOT NULL)")
+        trips, commits = [], []
+        for i in range(samples):
+            start = time.perf_counter()
+            await conn.fetchval("SELECT 1")
+            trips.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            await conn.execute("INSERT INTO floor_commits (v) VALUES ($1)", i)
+            commits.append(time.perf_counter() - start)
+        synchronous_commit = await conn.fetchval("SHOW synchronous_commit")
+        await conn.execute("DROP TABLE floor_commits")
+    finally:
+        await conn.close()
+    return {
+        "round_trip_ms": round(statistics.median(trips) * 1000, 3),
+        "durable_commit_ms": round(statistics.median(commits) * 1000, 3),
+        "synchronous_commit": synchronous_commit,
+        "samples": samples,
+    }
+
+
+# --- Slipstream ------------------------------------------------------------------------------------
+
+
+async def bench_chain(dsn: str, repeat: int) -> dict[str, Any]:
+    from benchmarks import _engine_workflows as flows
+    from engine import Engine
+    from engine._postgres_store import PostgresEventStore
+    from plugins.local import LocalExecutor
+
+    async with Engine(PostgresEventStore(dsn, schema="chain"), {"local": LocalExecutor()}) as engine:
+        await (await engine.launch(flows.chain)).outputs(timeout=600)  # warm-up
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            await (await engine.launch(flows.chain)).outputs(timeout=600)
+            times.append(time.perf_counter() - start)
+    wall = statistics.median(times)
+    return {
+        "nodes": flows.CHAIN_LENGTH,
+        "wall_s": round(wall, 4),
+        "ms_per_node": round(wall / flows.CHAIN_LENGTH * 1000, 3),
+    }
+
+
+def start_server(dsn: str) -> subprocess.Popen[bytes]:
+    """A ``slipstream serve --executor local`` process on ``dsn``; returns once it serves.
+
+    Its stderr goes to a file (a pipe nobody reads would fill up with its log lines and stop it).
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIPSTREAM_")}
+    env["SLIPSTREAM_STATE_DIR"] = tempfile.mkdtemp(prefix="slipstream-bench-")
+    log_path = Path(env["SLIPSTREAM_STATE_DIR"]) / "serve.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-c", "from engine._cli import main; main()", "serve", "--postgres", dsn, *SERVE_OPTIONS],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    deadline = time.monotonic() + 60
+    while b"serving executions" not in log_path.read_bytes():
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise RuntimeError(f"slipstream serve did not start: {log_path.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.05)
+    return server
+
+
+def stop_servers(servers: list[subprocess.Popen[bytes]]) -> None:
+    for server in servers:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+    for server in servers:
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+async def _count(conn: asyncpg.Connection, status: str) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM executions WHERE status = $1", status))
+
+
+async def _share(client: Any, execution_ids: list[str], pids: list[int]) -> list[float]:
+    """Each server's part of ``execution_ids`` (one-task executions return their server's pid)."""
+    ran = Counter(await asyncio.gather(*(client.outputs(e) for e in execution_ids)))
+    return [round(ran[pid] / len(execution_ids), 3) for pid in pids]
+
+
+async def bench_executions(admin_dsn: str, servers: int, executions: int, repeat: int) -> dict[str, Any]:
+    from benchmarks import _server_workflows as flows
+    from engine import Engine
+    from engine._postgres_store import PostgresEventStore
+    from plugins.local import LocalExecutor
+
+    rates, shares = [], []
+    for _ in range(repeat):
+        async with database(admin_dsn) as dsn:
+            client = Engine(PostgresEventStore(dsn), {"local": LocalExecutor()}, run_loop=False)
+            async with client:  # migrates before the servers start
+                procs = [start_server(dsn) for _ in range(servers)]
+                conn = await asyncpg.connect(dsn)
+                try:
+                    warm = await client.launch(flows.one_task)
+                    await warm.outputs(timeout=60)
+                    start = time.perf_counter()
+                    handles = await asyncio.gather(*(client.launch(flows.one_task, x=i) for i in range(executions)))
+                    while await _count(conn, "succeeded") < executions + 1:
+                        if time.perf_counter() - start > 300:
+                            raise TimeoutError("executions did not finish in 300 s")
+                        await asyncio.sleep(0.01)
+                    rates.append(executions / (time.perf_counter() - start))
+                    sample = [h.execution_id for h in handles[:: max(1, executions // 200)]]
+                    shares.append(await _share(client, sample, [p.pid for p in procs]))
+                finally:
+                    await conn.close()
+                    stop_servers(procs)
+    return {
+        "servers": servers,
+        "executions": executions,
+        "per_s": round(statistics.median(rates), 1),
+        "runs_per_s": [round(r, 1) for r in rates],
+        "share": shares[len(shares) // 2],
+    }
+
+
+async def bench_takeover(admin_dsn: str, executions: int) -> dict[str, Any]:
+    from benchmarks import _server_workflows as flows
+    from engine import Engine
+    from engine._postgres_store import PostgresEventStore
+    from plugins.local import LocalExecutor
+
+    async with database(admin_dsn) as dsn:
+        client = Engine(PostgresEventStore(dsn), {"local": LocalExecutor()}, run_loop=False)
+        async with client:
+            procs = [start_server(dsn) for _ in range(2)]
+            conn = await asyncpg.connect(dsn)
+            try:
+                await asyncio.gather(*(client.launch(flows.naps, x=i) for i in range(executions)))
+                deadline = time.perf_counter() + 120
+                while await _count(conn, "running") < executions:
+                    if time.perf_counter() > deadline:
+                        raise TimeoutError("executions did not all start in 120 s")
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(flows.NAP_S * 3)
+                victim = procs[0]
+                victim.kill()
+                killed_at = await conn.fetchval("SELECT clock_timestamp()")
+                unfinished = {
+                    r[0] for r in await conn.fetch("SELECT execution_id FROM executions WHERE status = 'running'")
+                }
+                while await _count(conn, "succeeded") < executions:
+                    if time.perf_counter() > deadline + 300:
+                        raise TimeoutError("executions did not finish in 300 s after the kill")
+                    await asyncio.sleep(0.05)
+                firsts = await conn.fetch(
+                    "SELECT execution_id, extract(epoch FROM min(recorded_at) - $1) AS wait FROM events"
+                    " WHERE recorded_at > $1 GROUP BY execution_id",
+                    killed_at,
+                )
+                waits = sorted(float(r["wait"]) for r in firsts if r["execution_id"] in unfinished)
+                duplicates = await conn.fetchval(
+                    "SELECT count(*) FROM (SELECT execution_id, node_id FROM events WHERE kind = 'NodeSucceeded'"
+                    " GROUP BY execution_id, node_id HAVING count(*) > 1) d"
+                )
+            finally:
+                await conn.close()
+                stop_servers(procs)
+    return {
+        "executions": executions,
+        "unfinished_at_kill": len(unfinished),
+        "moved": sum(1 for w in waits if w > 0.5),
+        "takeover_s": round(waits[-1], 3) if waits else None,
+        "median_wait_s": round(statistics.median(waits), 3) if waits else None,
+        "all_succeeded": True,
+        "nodes_succeeded_twice": int(duplicates),
+    }
+
+
+# --- DBOS ------------------------------------------------------------------------------------------
+
+
+def dbos_version() -> str | None:
+    if importlib.util.find_spec("dbos") is None:
+        return None
+    return importlib.metadata.version("dbos")
+
+
+async def bench_dbos(admin_dsn: str, executions: int, repeat: int) -> dict[str, Any]:
+    from dbos import DBOS, DBOSConfig
+
+    async with database(admin_dsn, "dbos_bench") as dsn:
+        config: DBOSConfig = {"name": "slipstream-bench", "system_database_url": dsn}
+        DBOS(config=config)
+
+        @DBOS.step()
+        async def noop(x: int) -> int:
+            return x + 1
+
+        @DBOS.workflow()
+        async def chain(x: int) -> int:
+            for _ in range(100):
+                x = await noop(x)
+            return x
+
+        @DBOS.workflow()
+        async def one_step(x: int) -> int:
+            return await noop(x)
+
+        DBOS.launch()
+        try:
+            await chain(0)  # warm-up
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                await chain(0)
+                times.append(time.perf_counter() - start)
+            await one_step(0)
+            rates = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                handles = await asyncio.gather(*(DBOS.start_workflow_async(one_step, i) for i in range(executions)))
+                await asyncio.gather(*(h.get_result() for h in handles))
+                rates.append(executions / (time.perf_counter() - start))
+        finally:
+            DBOS.destroy(destroy_registry=True)
+    wall = statistics.median(times)
+    return {
+        "version": dbos_version(),
+        "chain_ms_per_step": round(wall / 100 * 1000, 3),
+        "executions_per_s": round(statistics.median(rates), 1),
+        "runs_per_s": [round(r, 1) for r in rates],
+    }
+
+
+async def main(argv: list[str]) -> dict[str, Any]:
+    args = parse_args(argv)
+    figures: dict[str, Any] = {"targets": TARGETS}
+    async with database(args.postgres) as dsn:
+        figures["floor"] = await bench_floor(dsn, args.samples)
+        figures["chain_postgres"] = await bench_chain(dsn, args.repeat)
+    commit = figures["floor"]["durable_commit_ms"]
+    figures["chain_postgres"]["ratio_to_commit"] = round(figures["chain_postgres"]["ms_per_node"] / commit, 2)
+    figures["executions_one_server"] = await bench_executions(args.postgres, 1, args.executions, args.repeat)
+    figures["executions_two_servers"] = await bench_executions(args.postgres, 2, args.executions, args.repeat)
+    figures["takeover"] = await bench_takeover(args.postgres, args.takeover)
+    if args.no_dbos:
+        figures["dbos"] = "skipped (--no-dbos)"
+    elif dbos_version() is None:
+        figures["dbos"] = "not installed (pip install -e '.[peers]')"
+    else:
+        figures["dbos"] = await bench_dbos(args.postgres, args.executions, args.repeat)
+    return figures

@@ -1,0 +1,228 @@
+"""Leases of the Postgres event store: batched advisory locks and the set of serving processes.
+
+A lease is a session advisory lock held on the store's listener connection: it dies with that
+session, so a crashed process never blocks an execution for long. Claims and releases that arrive
+while a lock query is in flight go out together in the next one (one round trip for a whole batch
+instead of one per execution, as launches of a thousand executions at once need).
+
+Every session that has claimed something is a member, named in ``pg_stat_activity`` by its
+``application_name``. Members poll that list (one cheap query every ``member_interval`` seconds):
+
+- fair shares: of the members alive, each execution has one preferred owner by rendezvous
+  hashing (the highest hash of execution id and member), so a new execution goes to one process
+  without a race, and the executions of a member that goes away spread over all the others;
+- takeover: when a member goes away (its process was killed, its connection lost), the
+  survivors' ``lease_epoch`` moves on and their loops look for executions nobody holds at once,
+  instead of at the next periodic resync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from engine.errors import StoreUnavailable
+
+__all__ = ["AdvisoryLeases", "lease_key"]
+
+log = logging.getLogger(__name__)
+
+
+def lease_key(name: str) -> int:
+    """A signed 64-bit advisory-lock key for a lease name (hash collisions only share a lease)."""
+    return int.from_bytes(hashlib.sha256(b"slipstream-lease:" + name.encode()).digest()[:8], "big", signed=True)
+
+
+def _score(name: str, member: int) -> bytes:
+    return hashlib.blake2b(f"{member}:{name}".encode(), digest_size=8).digest()
+
+
+class AdvisoryLeases:
+    """Leases on the connection ``session()`` returns (the listener), batched, with membership.
+
+    Args:
+        session: the current lease session (None while it reconnects).
+        fetch: runs a read query on some pooled connection (for the member list).
+        member_name: the ``application_name`` that marks this store's members (one per schema).
+        unavailable: the driver errors that mean the session is gone.
+        woken: called when the member list lost someone (the store wakes its consumers).
+        member_interval: seconds between looks at the member list.
+    """
+
+    def __init__(
+        self,
+        session: Callable[[], asyncpg.Connection | None],
+        fetch: Callable[..., Awaitable[list[Any]]],
+        member_name: str,
+        unavailable: tuple[type[BaseException], ...],
+        woken: Callable[[], None],
+        member_interval: float = 0.5,
+    ) -> None:
+        self._session = session
+        self._fetch = fetch
+        self._member_name = member_name
+        self._unavailable = unavailable
+        self._woken = woken
+        self.member_interval = member_interval
+        self._held: set[str] = set()
+        self._claims: dict[str, asyncio.Future[bool]] = {}
+        self._releases: list[str] = []
+        self._flushing = False
+        self._joined: asyncpg.Connection | None = None  # the session that announced itself a member
+        self._members: tuple[int, ...] = ()
+        self._me: int | None = None
+        self._epoch = 0
+        self._watcher: asyncio.Task[None] | None = None
+
+    # -- leases ------------------------------------------------------------------------------------
+
+    async def claim(self, name: str) -> bool:
+        """Hold ``name``'s lease; False if another session holds it.
+
+        Raises:
+            StoreUnavailable: the lease session is down (the caller retries later).
+        """
+        session = self._session()
+        if name in self._held and session is not None and not session.is_closed():
+            return True
+        future = self._claims.get(name)
+        if future is None:
+            future = self._claims[name] = asyncio.get_running_loop().create_future()
+        if not self._flushing:
+            await self._flush()
+        return await future
+
+    async def release(self, name: str) -> None:
+        """Give ``name``'s lease up (errors ignored: a lost session already released it)."""
+        if name not in self._held:
+            return
+        self._held.discard(name)
+        self._releases.append(name)
+        if not self._flushing:
+            await self._flush()
+
+    def clear(self) -> None:
+        """Forget every lease: the session that held them is gone, and so are its locks."""
+        self._held.clear()
+        self._releases.clear()
+        self._joined = None
+
+    async def close(self) -> None:
+        """Stop watching the member list and forget every lease (the session is being closed)."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watcher
+            self._watcher = None
+        self.clear()
+        for future in self._claims.values():
+            if not future.done():
+                future.set_exception(StoreUnavailable("the event store is closing"))
+        self._claims.clear()
+
+    async def _flush(self) -> None:
+        """Send queued releases, then queued claims, until none is left (one caller at a time)."""
+        self._flushing = True
+        try:
+            while self._releases or self._claims:
+                releases, self._releases = self._releases, []
+                claims, self._claims = self._claims, {}
+                try:
+                    await self._send(releases, claims)
+                except BaseException as exc:
+                    error = exc
+                    if isinstance(exc, self._unavailable):
+                        error = StoreUnavailable(f"cannot take the leases of {sorted(claims)[:3]}...: {exc}")
+                    waiting = list(claims.values())
+                    if not isinstance(exc, Exception):  # cancelled: nobody is left to send the rest
+                        waiting += self._claims.values()
+                        self._claims = {}
+                    for future in waiting:
+                        if not future.done():
+                            future.set_exception(error)
+                    if not isinstance(exc, Exception):
+                        raise
+        finally:
+            self._flushing = False
+
+    async def _send(self, releases: list[str], claims: dict[str, asyncio.Future[bool]]) -> None:
+        session = self._session()
+        if session is None or session.is_closed():
+            for future in claims.values():
+                future.set_exception(StoreUnavailable("the Postgres lease session is reconnecting; try again shortly"))
+            return
+        if releases:
+            with contextlib.suppress(*self._unavailable):
+                await session.execute(
+                    "SELECT pg_advisory_unlock(k) FROM unnest($1::bigint[]) AS k", [lease_key(n) for n in releases]
+                )
+        if not claims:
+            return
+        if self._joined is not session:
+            await self._join(session)
+        names = list(claims)
+        rows = await session.fetch(
+            "SELECT ord, pg_try_advisory_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, ord)",
+            [lease_key(n) for n in names],
+        )
+        got = {int(ord_): bool(held) for ord_, held in rows}
+        if self._session() is not session:  # lost while we asked: what it granted died with it
+            got = {}
+        for i, name in enumerate(names, start=1):
+            held = got.get(i, False)
+            if held:
+                self._held.add(name)
+            claims[name].set_result(held)
+
+    # -- membership --------------------------------------------------------------------------------
+
+    async def _join(self, session: asyncpg.Connection) -> None:
+        """Mark the session a member (its application_name), and start watching the member list."""
+        await session.execute("SELECT set_config('application_name', $1, false)", self._member_name)
+        self._me = session.get_server_pid()
+        self._joined = session
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch_members(), name="slipstream-store-members")
+        with contextlib.suppress(Exception):
+            await self._look()
+
+    @property
+    def epoch(self) -> int:
+        """Moves on whenever a member went away (its leases are free for the others to take)."""
+        return self._epoch
+
+    def prefers(self, name: str) -> bool:
+        """Whether this member is ``name``'s preferred owner among the members alive (rendezvous
+        hashing); True while membership is unknown (not yet a member, or alone)."""
+        members, me = self._members, self._me
+        if me is None or len(members) < 2 or me not in members:
+            return True
+        return max(members, key=lambda m: _score(name, m)) == me
+
+    async def _look(self) -> None:
+        rows = await self._fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1",
+            self._member_name,
+        )
+        members = tuple(sorted(int(r[0]) for r in rows))
+        if set(self._members) - set(members):
+            self._epoch += 1
+            log.info("a serving process left (%d now): taking over its executions", len(members))
+            self._woken()
+        self._members = members
+
+    async def _watch_members(self) -> None:
+        while True:
+            await asyncio.sleep(self.member_interval)
+            try:
+                await self._look()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store is down: leases are moot until it is back
+                log.debug("cannot read the member list: %s", exc)
