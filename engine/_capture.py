@@ -25,17 +25,46 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["LOG_LIMIT", "AttemptLog", "capture", "live_log_path", "live_logs", "read_live_files"]
+__all__ = ["LOG_LIMIT", "AttemptLog", "Redactor", "capture", "live_log_path", "live_logs", "read_live_files"]
 
 LOG_LIMIT = 1024 * 1024  # characters kept per attempt
+
+
+class Redactor:
+    """Replaces the values of an attempt's secrets with ``[redacted NAME]`` in text it records.
+
+    Values shorter than `MIN_LENGTH` are left alone: replacing every ``1`` or ``ab`` in a log would
+    destroy it and protect nothing.
+    """
+
+    MIN_LENGTH = 4
+
+    def __init__(self, secrets: dict[str, str] | None = None) -> None:
+        # longest first, so that a secret containing another is replaced whole
+        self._values = sorted(
+            ((value, name) for name, value in (secrets or {}).items() if len(value) >= self.MIN_LENGTH),
+            key=lambda pair: -len(pair[0]),
+        )
+
+    def __call__(self, text: str) -> str:
+        for value, name in self._values:
+            if value in text:
+                text = text.replace(value, f"[redacted {name}]")
+        return text
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
 
 
 class AttemptLog:
     """The output of one attempt, bounded; safe to read from other threads while it is written."""
 
-    def __init__(self, label: str, limit: int = LOG_LIMIT, mirror: Path | None = None) -> None:
+    def __init__(
+        self, label: str, limit: int = LOG_LIMIT, mirror: Path | None = None, redact: Redactor | None = None
+    ) -> None:
         self.label = label
         self.limit = limit
+        self.redact = redact or Redactor()
         self._mirror_path = mirror  # None once mirroring stopped
         self._live_file = mirror  # removed at the end either way
         self._mirror: TextIO | None = None
@@ -47,9 +76,16 @@ class AttemptLog:
         self._dropped = 0
         self._lock = threading.Lock()
 
-    def write(self, text: str) -> None:
+    def write(self, text: str) -> str:
+        """Keep ``text`` (secrets redacted); returns what was kept, for echoing."""
         if not text:
-            return
+            return text
+        if self.redact:
+            text = self.redact(text)
+        self._keep(text)
+        return text
+
+    def _keep(self, text: str) -> None:
         if self._mirror_path is not None:
             self._write_mirror(text)
         with self._lock:
@@ -104,7 +140,8 @@ class AttemptLog:
         """Everything kept, with a line where characters were dropped."""
         with self._lock:
             middle = f"\n[... {self._dropped} characters dropped ...]\n" if self._dropped else ""
-            return "".join(self._head) + middle + "".join(self._tail)
+            text = "".join(self._head) + middle + "".join(self._tail)
+        return self.redact(text) if self.redact else text  # again: a secret may span two writes
 
 
 _current: contextvars.ContextVar[AttemptLog | None] = contextvars.ContextVar("slipstream_attempt_log", default=None)
@@ -123,9 +160,9 @@ class _Router(io.TextIOBase):
         log = _current.get()
         if log is None:
             return self.original.write(text)
-        log.write(text)
+        kept = log.write(text)
         with contextlib.suppress(Exception):  # echoing is a courtesy; a closed stream must not fail the task
-            self.original.write(self._prefixed(log.label, text))
+            self.original.write(self._prefixed(log.label, kept))
         return len(text)
 
     def _prefixed(self, label: str, text: str) -> str:
@@ -177,11 +214,12 @@ def _install() -> None:
 
 
 @contextlib.contextmanager
-def capture(label: str, live: Path | None = None) -> Iterator[AttemptLog]:
+def capture(label: str, live: Path | None = None, redact: Redactor | None = None) -> Iterator[AttemptLog]:
     """Route this thread's (or asyncio task's) output into a new log while the block runs, also
-    appended to the file ``live`` (removed at the end) for readers in other processes."""
+    appended to the file ``live`` (removed at the end) for readers in other processes; ``redact``
+    hides secret values in everything kept or echoed."""
     _install()
-    log = AttemptLog(label, mirror=live)
+    log = AttemptLog(label, mirror=live, redact=redact)
     token = _current.set(log)
     _live[label] = log
     try:

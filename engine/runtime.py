@@ -39,7 +39,7 @@ from typing import Any
 
 import msgspec
 
-from engine._capture import AttemptLog, capture, live_log_path
+from engine._capture import AttemptLog, Redactor, capture, live_log_path
 from engine._compiler import CompileContext
 from engine._context import TaskContext, bind_context, read_secrets
 from engine._literals import from_literal, to_literal
@@ -127,7 +127,7 @@ def run_attempt(
             f"run_attempt got async task {task.name!r} inside a running event loop; "
             "await run_attempt_async(request) there instead"
         )
-    with bind_context(context), capture(run.label, run.live) as log:
+    with bind_context(context), capture(run.label, run.live, run.redact) as log:
         if request.kind == "dynamic":
             return _with_logs(run.expand(task, inputs), log)
         try:
@@ -187,7 +187,7 @@ async def run_attempt_async(
     if isinstance(prepared, TaskStatus):
         return prepared
     task, inputs, context = prepared
-    with bind_context(context), capture(run.label, run.live) as log:
+    with bind_context(context), capture(run.label, run.live, run.redact) as log:
         if request.kind == "dynamic":
             return _with_logs(run.expand(task, inputs), log)
         try:
@@ -299,6 +299,7 @@ class _Run:
         key = request.key
         self.label = f"{key.execution_id} {key.node_id}#{key.attempt}"
         self.live = live_log_path(request.live_logs, key.execution_id, key.node_id, key.attempt)
+        self.redact = Redactor()  # the task's secrets, once they are read
 
     def prepare(
         self, environ: Mapping[str, str] | None, task: Task | None = None
@@ -315,6 +316,7 @@ class _Run:
                 retryable=False,
             )
         secrets = read_secrets(request.secrets, environ)
+        self.redact = Redactor(secrets)
         missing = [name for name in request.secrets if name not in secrets]
         if missing:
             return self.failed(_missing_secrets(ref.name, missing), None, retryable=False)
@@ -358,8 +360,8 @@ class _Run:
     def failed(self, message: str, exc: BaseException | None, *, retryable: bool) -> TaskStatus:
         error = ErrorInfo(
             kind="user",
-            message=message,
-            traceback="" if exc is None else _user_traceback(exc),
+            message=self.redact(message),
+            traceback="" if exc is None else self.redact(_user_traceback(exc)),
             retryable=retryable,
             node_id=self.request.key.node_id,
         )
