@@ -1,0 +1,19 @@
+"""Workflows the server-scale tests run in their serve processes (importable from the repo root)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from engine import task, workflow
+
+
+@task
+async def step(x: int) -> int:
+    await asyncio.sleep(0.05)
+    return x + 1
+
+
+@workflow
+def three_steps(x: int = 0) -> int:
+    """Three sequential short steps: long enough to be mid-run when a server is killed."""
+    return step(x=step(x=step(x=x)))

@@ -1,0 +1,236 @@
+"""Server mode at scale (Postgres): serve processes share the work and take over a killed one's,
+appends of many writers keep `read_all` commit-safe, and leases are exclusive under batching.
+
+Figures (executions/s, takeover time) are measured by ``python -m benchmarks server``; the bounds
+here are loose on purpose (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from engine import Engine
+from engine._postgres_store import PostgresEventStore
+from engine.errors import ConcurrencyConflict
+from plugins.local import LocalExecutor
+from tests.engine.test_store_contract import created, new_id
+
+from . import _scale_workflows as flows
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVE = ("--path", str(ROOT), "--executor", "local", "--grace", "1")
+
+
+@pytest.fixture
+async def store(postgres_database: str, postgres_schema: str) -> AsyncIterator[PostgresEventStore]:
+    async with PostgresEventStore(postgres_database, schema=postgres_schema, max_size=4) as s:
+        yield s
+
+
+# --- appends and leases ------------------------------------------------------------------------------
+
+
+async def test_read_all_never_skips_an_event_while_many_writers_append(
+    postgres_database: str, postgres_schema: str
+) -> None:
+    stores = [PostgresEventStore(postgres_database, schema=postgres_schema, max_size=4) for _ in range(3)]
+    for s in stores:
+        await s.start()
+    tailed: list[int] = []
+    done = asyncio.Event()
+
+    async def tail() -> None:
+        after = 0
+        while True:
+            finished = done.is_set()  # read once more after the writers are done
+            for event in await stores[0].read_all(after, limit=50):
+                tailed.append(event.seq)
+                after = event.seq
+            if finished and not await stores[0].read_all(after, limit=1):
+                return
+            await asyncio.sleep(0)
+
+    async def write(s: PostgresEventStore, n: int) -> None:
+        for _ in range(n):
+            ids = [new_id() for _ in range(3)]
+            await s.append_many([(eid, 0, [created(eid)]) for eid in ids])
+
+    try:
+        tailer = asyncio.create_task(tail())
+        await asyncio.gather(*(write(s, 40) for s in stores for _ in range(4)))
+        done.set()
+        await asyncio.wait_for(tailer, timeout=60)
+        everything = [g.seq for g in await stores[0].read_all(0, limit=10_000)]
+    finally:
+        for s in stores:
+            await s.close()
+    assert len(everything) == 3 * 4 * 40 * 3
+    assert tailed == everything, "the tailer skipped or reordered events that committed late"
+
+
+async def test_a_lost_race_is_a_conflict_and_leaves_no_lock_behind(store: PostgresEventStore) -> None:
+    eid = new_id()
+    await store.append(eid, 0, [created(eid)])
+    with pytest.raises(ConcurrencyConflict) as caught:
+        await store.append(eid, 0, [created(eid)])
+    assert (caught.value.execution_id, caught.value.expected_version, caught.value.actual_version) == (eid, 0, 1)
+    other = new_id()
+    with pytest.raises(ConcurrencyConflict) as caught:  # one batch, the second execution stale
+        await store.append_many([(other, 0, [created(other)]), (eid, 0, [created(eid)])])
+    assert caught.value.execution_id == eid
+    assert await store.read(other) == []  # all or nothing
+    conn = await asyncpg.connect(store._dsn)
+    try:
+        held = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            " WHERE l.locktype = 'advisory' AND a.application_name = 'slipstream-store'"
+        )
+    finally:
+        await conn.close()
+    assert held == 0, "an append left the sequence lock held on a pooled connection"
+
+
+async def test_batched_claims_give_each_execution_to_exactly_one_store(
+    postgres_database: str, postgres_schema: str
+) -> None:
+    names = [new_id() for _ in range(300)]
+    async with (
+        PostgresEventStore(postgres_database, schema=postgres_schema) as one,
+        PostgresEventStore(postgres_database, schema=postgres_schema) as two,
+    ):
+        first, second = await asyncio.gather(
+            asyncio.gather(*(one.claim(n) for n in names)), asyncio.gather(*(two.claim(n) for n in names))
+        )
+        assert all(a != b for a, b in zip(first, second, strict=True))
+        held_by_one = [n for n, got in zip(names, first, strict=True) if got]
+        await asyncio.gather(*(one.release(n) for n in held_by_one))
+        assert all(await asyncio.gather(*(two.claim(n) for n in held_by_one)))
+        assert not any(await asyncio.gather(*(one.claim(n) for n in names)))
+
+
+async def test_stores_prefer_disjoint_shares_and_see_a_member_go(postgres_database: str, postgres_schema: str) -> None:
+    names = [new_id() for _ in range(400)]
+    async with PostgresEventStore(postgres_database, schema=postgres_schema) as one:
+        two = PostgresEventStore(postgres_database, schema=postgres_schema)
+        await two.start()
+        try:
+            assert await one.claim("a") and await two.claim("b")  # members once they hold a lease
+            deadline = time.monotonic() + 10
+            while not (set(one.prefers(n) for n in names) == {True, False}):
+                assert time.monotonic() < deadline, "the stores never saw each other"
+                await asyncio.sleep(0.05)
+            while any(one.prefers(n) == two.prefers(n) for n in names):
+                assert time.monotonic() < deadline, "the stores disagree on who prefers what"
+                await asyncio.sleep(0.05)
+            share = sum(one.prefers(n) for n in names) / len(names)
+            assert 0.35 < share < 0.65, share
+            epoch = one.lease_epoch()
+        finally:
+            await two.close()
+        deadline = time.monotonic() + 10
+        while one.lease_epoch() == epoch:
+            assert time.monotonic() < deadline, "the store never noticed the other one left"
+            await asyncio.sleep(0.05)
+        assert all(one.prefers(n) for n in names)
+        assert await one.claim("b")  # its lease died with it
+
+
+# --- serve processes -------------------------------------------------------------------------------
+
+
+def start_server(dsn: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIPSTREAM_")}
+    env["SLIPSTREAM_STATE_DIR"] = str(log.parent / f"state-{log.stem}")
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", "from engine._cli import main; main()", "serve", "--postgres", dsn, *SERVE],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+        )
+
+
+def _text(log: Path) -> str:
+    return log.read_text(errors="replace")
+
+
+async def wait_serving(server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while "serving executions" not in _text(log):
+        assert server.poll() is None, _text(log)
+        assert time.monotonic() < deadline, "serve did not start in 60 s"
+        await asyncio.sleep(0.05)
+
+
+async def test_two_servers_share_a_thousand_executions_and_survive_a_kill(
+    postgres_database: str, tmp_path: Path
+) -> None:
+    count = 1000
+    logs = [tmp_path / "one.log", tmp_path / "two.log"]
+    async with Engine(PostgresEventStore(postgres_database), [LocalExecutor()], run_loop=False) as client:
+        servers = [start_server(postgres_database, log) for log in logs]
+        conn = await asyncpg.connect(postgres_database)
+        try:
+            for server, log in zip(servers, logs, strict=True):
+                await wait_serving(server, log)
+            handles = await asyncio.gather(*(client.launch(flows.three_steps, x=i) for i in range(count)))
+            # kill one server once both run executions and much is left to do
+            deadline = time.monotonic() + 120
+            while await conn.fetchval("SELECT count(*) FROM events WHERE kind = 'NodeSucceeded'") < count // 2:
+                assert time.monotonic() < deadline, "the servers did not get going"
+                await asyncio.sleep(0.02)
+            # both servers hold a share (fair shares, not first-come-takes-all)
+            shares = [
+                r[1]
+                for r in await conn.fetch(
+                    "SELECT a.pid, count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                    " WHERE l.locktype = 'advisory' AND a.application_name LIKE 'slipstream-serve:%' GROUP BY a.pid"
+                )
+            ]
+            assert len(shares) == 2, shares
+            servers[0].kill()
+            servers[0].wait()
+            killed_at = await conn.fetchval("SELECT clock_timestamp()")
+            unfinished = {
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT execution_id FROM executions WHERE status NOT IN ('succeeded', 'failed', 'aborted')"
+                )
+            }
+            results = await asyncio.wait_for(asyncio.gather(*(h.outputs() for h in handles)), timeout=300)
+            assert results == [i + 3 for i in range(count)]
+            # every node succeeded exactly once; no execution was created twice
+            succeeded = Counter(
+                tuple(r)
+                for r in await conn.fetch("SELECT execution_id, node_id FROM events WHERE kind = 'NodeSucceeded'")
+            )
+            assert len(succeeded) == count * 3 and set(succeeded.values()) == {1}
+            # the killed server's executions moved: each unfinished one had an event soon after the kill
+            waits = await conn.fetch(
+                "SELECT execution_id, extract(epoch FROM min(recorded_at) - $1)::float AS wait FROM events"
+                " WHERE recorded_at > $1 GROUP BY execution_id",
+                killed_at,
+            )
+            takeover = max(r["wait"] for r in waits if r["execution_id"] in unfinished)
+            assert takeover < 15, f"the survivor took {takeover:.1f} s to take the killed server's executions over"
+        finally:
+            await conn.close()
+            for server in servers:
+                if server.poll() is None:
+                    server.send_signal(signal.SIGTERM)
+            for server in servers:
+                server.wait(timeout=30)
+    assert "Traceback" not in _text(logs[1])
+    assert min(shares) > 0.2 * sum(shares), f"one server took nearly everything: leases held {shares}"
