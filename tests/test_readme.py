@@ -103,7 +103,7 @@ def test_relative_links_stay_in_the_repository(page: Path) -> None:
 
 def test_docs_build_strict(tmp_path: Path) -> None:
     """The mkdocs site builds with warnings as errors (a broken link, a docstring mkdocstrings
-    cannot read, a page missing from the nav), as CI builds it."""
+    cannot read, an unknown anchor), as CI builds it."""
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(tmp_path / "site")],
         cwd=ROOT,
