@@ -156,6 +156,10 @@ def run(
     mode = _progress_mode(as_json, no_progress)
 
     async def body() -> int:
+        if postgres:
+            handed = await _run_on_servers(postgres, workflow, project, domain, inputs, mode, as_json)
+            if handed is not None:
+                return handed
         async with _open_engine(state_dir, postgres) as engine:
             handle = await engine.launch(workflow, project=project, domain=domain, **inputs)
             try:
@@ -165,6 +169,50 @@ def run(
                 raise
 
     raise typer.Exit(_run_async(body, interrupted=""))
+
+
+# how long `run --postgres` waits for a serving process to take up what it launched before running it itself
+_HANDOFF_WAIT = 10.0
+
+
+async def _run_on_servers(
+    postgres: str, workflow: Any, project: str, domain: str, inputs: dict[str, Any], mode: Any, as_json: bool
+) -> int | None:
+    """``run --postgres`` while serving processes share the store: launch there and follow it.
+
+    Returns ``None`` (nothing launched) when no serving process is up: the caller runs it here.
+    Should none take the execution up (none can import its tasks), this process runs it after all.
+    """
+    import anyio
+
+    from engine._engine import ExecutionHandle
+
+    async with _open_store(None, postgres) as client:
+        loops = await client.store.serving_loops()
+        if not loops:
+            return None
+        handle = await client.launch(workflow, project=project, domain=domain, **inputs)
+        _note(
+            f"handed execution {handle.execution_id} to {loops} serving process(es) (slipstream serve); "
+            "following it here"
+        )
+        with anyio.move_on_after(_HANDOFF_WAIT):
+            while (await client.get(handle.execution_id)).status == "created":  # noqa: ASYNC110 - another process
+                await anyio.sleep(0.1)
+        if (await client.get(handle.execution_id)).status == "created":
+            _note(
+                f"no serving process took it up in {_HANDOFF_WAIT:g}s (can they import its tasks? "
+                "`slipstream serve --path DIR`): running it in this process"
+            )
+            async with _open_engine(None, postgres) as engine:
+                engine.controller.enqueue(handle.execution_id)
+                mine = ExecutionHandle(engine, handle.execution_id, workflow)
+                return await _follow_and_report(engine, mine, mode, as_json)
+        try:
+            return await _follow_and_report(client, handle, mode, as_json)
+        except asyncio.CancelledError:  # Ctrl-C: it goes on in the serving processes
+            await _interrupted(client, handle.execution_id)
+            raise
 
 
 async def _interrupted(engine: Engine, execution_id: str) -> None:

@@ -5,7 +5,7 @@ session, so a crashed process never blocks an execution for long. Claims and rel
 while a lock query is in flight go out together in the next one (one round trip for a whole batch
 instead of one per execution, as launches of a thousand executions at once need).
 
-Every session that has claimed something is a member, named in ``pg_stat_activity`` by its
+Every serving loop's session is a member (`join`), named in ``pg_stat_activity`` by its
 ``application_name``. Members poll that list (one cheap query every ``member_interval`` seconds):
 
 - fair shares: of the members alive, each execution has one preferred owner by rendezvous
@@ -32,6 +32,8 @@ from engine.errors import StoreUnavailable
 __all__ = ["AdvisoryLeases", "lease_key"]
 
 log = logging.getLogger(__name__)
+
+_MEMBERS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1"
 
 
 def lease_key(name: str) -> int:
@@ -67,6 +69,7 @@ class AdvisoryLeases:
         self._session = session
         self._fetch = fetch
         self._member_name = member_name
+        self._member = False  # joined once: join again on a new session, lease or not
         self._unavailable = unavailable
         self._woken = woken
         self.member_interval = member_interval
@@ -107,6 +110,27 @@ class AdvisoryLeases:
         if not self._flushing:
             await self._flush()
 
+    async def join(self) -> None:
+        """Count this session among the members (a serving loop), before it holds any lease."""
+        self._member = True
+        while True:
+            session = self._session()
+            if session is None or session.is_closed():
+                raise StoreUnavailable("the Postgres lease session is reconnecting; try again shortly")
+            if self._joined is session:
+                return
+            if self._flushing:  # the flush in progress joins, or the next one will
+                await asyncio.sleep(0.005)
+                continue
+            await self._flush()
+            if self._joined is not self._session():
+                raise StoreUnavailable("cannot join the serving loops of the store; try again shortly")
+
+    async def count_members(self) -> int:
+        """The serving loops sharing the store now (the sessions that joined)."""
+        rows = await self._fetch(_MEMBERS, self._member_name)
+        return len(rows)
+
     def clear(self) -> None:
         """Forget every lease: the session that held them is gone, and so are its locks."""
         self._held.clear()
@@ -130,11 +154,12 @@ class AdvisoryLeases:
         """Send queued releases, then queued claims, until none is left (one caller at a time)."""
         self._flushing = True
         try:
-            while self._releases or self._claims:
+            join = self._must_join()  # tried once per flush: a failing session is not hammered
+            while self._releases or self._claims or join:
                 releases, self._releases = self._releases, []
                 claims, self._claims = self._claims, {}
                 try:
-                    await self._send(releases, claims)
+                    await self._send(releases, claims, join)
                 except BaseException as exc:
                     error = exc
                     if isinstance(exc, self._unavailable):
@@ -148,10 +173,11 @@ class AdvisoryLeases:
                             future.set_exception(error)
                     if not isinstance(exc, Exception):
                         raise
+                join = False
         finally:
             self._flushing = False
 
-    async def _send(self, releases: list[str], claims: dict[str, asyncio.Future[bool]]) -> None:
+    async def _send(self, releases: list[str], claims: dict[str, asyncio.Future[bool]], join: bool) -> None:
         session = self._session()
         if session is None or session.is_closed():
             for future in claims.values():
@@ -162,10 +188,10 @@ class AdvisoryLeases:
                 await session.execute(
                     "SELECT pg_advisory_unlock(k) FROM unnest($1::bigint[]) AS k", [lease_key(n) for n in releases]
                 )
+        if join and self._joined is not session:
+            await self._join(session)
         if not claims:
             return
-        if self._joined is not session:
-            await self._join(session)
         names = list(claims)
         rows = await session.fetch(
             "SELECT ord, pg_try_advisory_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, ord)",
@@ -181,6 +207,10 @@ class AdvisoryLeases:
             claims[name].set_result(held)
 
     # -- membership --------------------------------------------------------------------------------
+
+    def _must_join(self) -> bool:
+        session = self._session()
+        return self._member and session is not None and not session.is_closed() and self._joined is not session
 
     async def _join(self, session: asyncpg.Connection) -> None:
         """Mark the session a member (its application_name), and start watching the member list."""
@@ -206,10 +236,7 @@ class AdvisoryLeases:
         return max(members, key=lambda m: _score(name, m)) == me
 
     async def _look(self) -> None:
-        rows = await self._fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1",
-            self._member_name,
-        )
+        rows = await self._fetch(_MEMBERS, self._member_name)
         members = tuple(sorted(int(r[0]) for r in rows))
         if set(self._members) - set(members):
             self._epoch += 1
@@ -221,6 +248,8 @@ class AdvisoryLeases:
         while True:
             await asyncio.sleep(self.member_interval)
             try:
+                if self._must_join() and not self._flushing:  # the session was replaced
+                    await self._flush()
                 await self._look()
             except asyncio.CancelledError:
                 raise

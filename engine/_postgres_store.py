@@ -514,6 +514,22 @@ class PostgresEventStore(EventStore):
         processes alive (rendezvous hashing over the sessions holding leases)."""
         return self._leases.prefers(execution_id)
 
+    async def announce_loop(self) -> None:
+        """Count this store's process among the serving loops (`prefers`, `serving_loops`).
+
+        Raises:
+            StoreUnavailable: the listener session is down (the caller retries later).
+        """
+        await self._leases.join()
+
+    async def serving_loops(self) -> int:
+        """How many control loops (``slipstream serve``, serving engines) share the store now.
+
+        Raises:
+            StoreUnavailable: Postgres cannot be reached.
+        """
+        return await self._leases.count_members()
+
     def lease_epoch(self) -> int:
         """Moves on when a serving process sharing the store went away (its leases are free)."""
         return self._leases.epoch

@@ -266,6 +266,16 @@ class EventStore(abc.ABC):
         backend that knows no other loops prefers everything."""
         return True
 
+    async def announce_loop(self) -> None:  # noqa: B027 - optional hook
+        """Count this store instance among the control loops sharing the store (a serving loop
+        calls it once at start; `serving_loops` of every instance then counts it). A no-op for a
+        backend that cannot count them."""
+
+    async def serving_loops(self) -> int | None:
+        """How many control loops sharing the store announced themselves and are alive, or
+        ``None`` if the backend cannot tell (a client then runs its executions itself)."""
+        return None
+
     def lease_epoch(self) -> int:
         """A number that moves on when leases held by another process may have been freed (that
         process died or lost its session): loops then look for executions nobody holds at once,

@@ -263,8 +263,12 @@ class Controller:
         few per second however busy the loop is (launches in this process are enqueued directly).
         """
         epoch = self.store.lease_epoch()
+        announced = False
         while True:
             try:
+                if not announced:  # counted among the loops that share new executions fairly
+                    await self.store.announce_loop()
+                    announced = True
                 await self.store.wait_for_changes(timeout=self.resync_interval)
                 if self.store.lease_epoch() != epoch:  # a loop sharing the store went away
                     epoch = self.store.lease_epoch()

@@ -93,8 +93,8 @@ async def test_a_lost_race_is_a_conflict_and_leaves_no_lock_behind(store: Postgr
     conn = await asyncpg.connect(store._dsn)
     try:
         held = await conn.fetchval(
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-            " WHERE l.locktype = 'advisory' AND a.application_name = 'slipstream-store'"
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'"
+            " AND a.datname = current_database() AND a.application_name = 'slipstream-store'"
         )
     finally:
         await conn.close()
@@ -125,7 +125,10 @@ async def test_stores_prefer_disjoint_shares_and_see_a_member_go(postgres_databa
         two = PostgresEventStore(postgres_database, schema=postgres_schema)
         await two.start()
         try:
-            assert await one.claim("a") and await two.claim("b")  # members once they hold a lease
+            assert await one.serving_loops() == 0
+            await one.announce_loop()
+            await two.announce_loop()
+            assert await two.serving_loops() == 2
             deadline = time.monotonic() + 10
             while not (set(one.prefers(n) for n in names) == {True, False}):
                 assert time.monotonic() < deadline, "the stores never saw each other"
@@ -143,18 +146,18 @@ async def test_stores_prefer_disjoint_shares_and_see_a_member_go(postgres_databa
             assert time.monotonic() < deadline, "the store never noticed the other one left"
             await asyncio.sleep(0.05)
         assert all(one.prefers(n) for n in names)
-        assert await one.claim("b")  # its lease died with it
+        assert await one.serving_loops() == 1
 
 
 # --- serve processes -------------------------------------------------------------------------------
 
 
-def start_server(dsn: str, log: Path) -> subprocess.Popen[bytes]:
+def start_server(dsn: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLIPSTREAM_")}
     env["SLIPSTREAM_STATE_DIR"] = str(log.parent / f"state-{log.stem}")
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-c", "from engine._cli import main; main()", "serve", "--postgres", dsn, *SERVE],
+            [sys.executable, "-c", "from engine._cli import main; main()", "serve", "--postgres", dsn, *SERVE, *extra],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -196,7 +199,8 @@ async def test_two_servers_share_a_thousand_executions_and_survive_a_kill(
                 r[1]
                 for r in await conn.fetch(
                     "SELECT a.pid, count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-                    " WHERE l.locktype = 'advisory' AND a.application_name LIKE 'slipstream-serve:%' GROUP BY a.pid"
+                    " WHERE l.locktype = 'advisory' AND a.datname = current_database()"
+                    " AND a.application_name LIKE 'slipstream-serve:%' GROUP BY a.pid"
                 )
             ]
             assert len(shares) == 2, shares
@@ -234,3 +238,28 @@ async def test_two_servers_share_a_thousand_executions_and_survive_a_kill(
                 server.wait(timeout=30)
     assert "Traceback" not in _text(logs[1])
     assert min(shares) > 0.2 * sum(shares), f"one server took nearly everything: leases held {shares}"
+
+
+async def test_run_hands_the_execution_to_a_serving_process(postgres_database: str, tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    # `run FILE:WF` imports the file as a module named after its stem: the server needs its directory
+    server = start_server(postgres_database, log, "--path", str(ROOT / "tests" / "engine"))
+    try:
+        await wait_serving(server, log)
+        deadline = time.monotonic() + 10
+        async with PostgresEventStore(postgres_database) as probe:
+            while await probe.serving_loops() < 1:  # counted once its loop announced itself
+                assert time.monotonic() < deadline, "the server never announced its loop"
+                await asyncio.sleep(0.05)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLIPSTREAM_")}
+        argv = [sys.executable, "-c", "from engine._cli import main; main()", "run"]
+        argv += ["tests/engine/_scale_workflows.py:three_steps", "--postgres", postgres_database, "--no-progress"]
+        done = await asyncio.to_thread(
+            subprocess.run, [*argv, "--x", "4"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().endswith("outputs:\n7"), done.stdout
+        assert "handed execution" in done.stderr and "running it in this process" not in done.stderr, done.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
