@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from engine._details import ExecutionDetails, details_of
+from engine._files import upload_inputs
 from engine._literals import from_literal
 from engine._logs import AttemptLogs, read_logs
 from engine._outputs import node_literals, plain_outputs, typed_node_outputs, typed_workflow_outputs
@@ -496,12 +497,16 @@ class Engine:
             TypeMismatch, UnknownInput, CompileError: bad inputs; nothing is written.
             InvalidScope: a project that is not a name, or a domain not in ``domains``.
             ConfigError: a task names an executor this engine does not have.
+            MissingFile: a ``File``/``Dir`` input names nothing (they are uploaded to the blob store).
         """
         check_scope(project, domain, self.domains)
         spec: WorkflowSpec | None = getattr(workflow, "spec", None)
         if spec is None or not hasattr(workflow, "encode_inputs"):
             raise ConfigError(f"launch() needs a @workflow, got {workflow!r}: decorate the function with @workflow")
         queries = workflow.artifact_inputs(inputs) if hasattr(workflow, "artifact_inputs") else {}
+        if self.blobs is not None and hasattr(workflow, "interface"):  # File/Dir inputs travel by content
+            types = {name: given.type for name, given in workflow.interface.inputs.items()}
+            inputs = await upload_inputs(inputs, types, self.blobs)
         literals = workflow.encode_inputs(inputs)
         artifacts: dict[str, str] = {}
         if queries:

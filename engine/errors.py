@@ -19,6 +19,7 @@
     ├── BlobNotFound            no blob at this address in the blob store
     ├── CorruptBlob             a blob's bytes do not hash to its address
     ├── BlobStoreUnavailable    the blob store could not be reached or failed mid-operation
+    ├── MissingFile             a File or Dir to upload names nothing (also a FileNotFoundError)
     └── ExecutionAborted        an execution was aborted
 """
 
@@ -40,6 +41,7 @@ __all__ = [
     "InvalidResources",
     "InvalidScope",
     "InvalidTransition",
+    "MissingFile",
     "NoTaskContext",
     "NodeNotFound",
     "OutputsNotReady",
@@ -320,4 +322,21 @@ class BlobStoreUnavailable(SlipstreamError):
         super().__init__(
             f"blob store {store} failed to {operation}: {cause}; check that it is reachable and writable "
             "(path, permissions, credentials, free space) and retry"
+        )
+
+
+class MissingFile(SlipstreamError, FileNotFoundError):
+    """A ``File`` or ``Dir`` to upload to the blob store names nothing on this machine.
+
+    Attributes:
+        path: the path that was given.
+        kind: ``"file"`` or ``"directory"``.
+    """
+
+    def __init__(self, path: str, kind: str = "file") -> None:
+        self.path = path
+        self.kind = kind
+        super().__init__(
+            f"{kind} {path} does not exist (or is not a {kind}): a {'File' if kind == 'file' else 'Dir'} is "
+            f"uploaded to the blob store when it is returned or launched; create it before, or check the path"
         )

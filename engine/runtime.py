@@ -26,6 +26,7 @@ and system failures (a worker that died, a timeout).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import importlib.util
 import inspect
@@ -42,9 +43,18 @@ import msgspec
 from engine._capture import AttemptLog, Redactor, capture, live_log_path
 from engine._compiler import CompileContext
 from engine._context import TaskContext, bind_context, read_secrets
+from engine._files import Materializer, holds_files, upload_files
 from engine._literals import from_literal, to_literal
 from engine._task import Task, _pickle_by_value
-from engine.errors import CompileError, ConfigError, TypeMismatch, UnknownInput
+from engine.errors import (
+    BlobStoreUnavailable,
+    CompileError,
+    ConfigError,
+    MissingFile,
+    SlipstreamError,
+    TypeMismatch,
+    UnknownInput,
+)
 from engine.events import ElementResult
 from engine.interfaces import BlobStore, TaskKey, TaskRequest, TaskStatus
 from engine.literals import BlobCache, BlobResolver, may_hold_references
@@ -55,7 +65,9 @@ __all__ = [
     "decode_inputs",
     "encode_outputs",
     "expand_dynamic",
+    "load_blobs",
     "load_task",
+    "portable_blobs",
     "portable_ref",
     "read_secrets",
     "resolve_request",
@@ -82,6 +94,7 @@ def run_attempt(
     environ: Mapping[str, str] | None = None,
     started_at: datetime | None = None,
     task: Task | None = None,
+    blobs: BlobStore | None = None,
 ) -> TaskStatus:
     """Run one attempt of a sync task, or expand a ``@dynamic`` (``request.kind == "dynamic"``).
 
@@ -97,6 +110,9 @@ def run_attempt(
             engine's values (see `read_secrets`).
         started_at: when the attempt started (a worker picked it up); now by default.
         task: ``request.task`` already loaded (a chunk loads it once for all its elements).
+        blobs: the engine's blob store: ``File``/``Dir`` inputs are materialised from it into a
+            temporary directory of the attempt (removed after it), and those returned are uploaded
+            to it. Without one they pass as plain paths.
 
     Returns:
         A ``succeeded`` status with ``outputs`` (or ``dynamic_spec``), or a ``failed`` one with a
@@ -112,7 +128,8 @@ def run_attempt(
         loaded = _load_once(request, task)
         results = [
             _element_result(
-                element, run_attempt(element, worker=worker, gpu_ids=gpu_ids, environ=environ, task=loaded)
+                element,
+                run_attempt(element, worker=worker, gpu_ids=gpu_ids, environ=environ, task=loaded, blobs=blobs),
             )
             for element in _elements(request)
         ]
@@ -127,17 +144,32 @@ def run_attempt(
             f"run_attempt got async task {task.name!r} inside a running event loop; "
             "await run_attempt_async(request) there instead"
         )
-    with bind_context(context), capture(run.label, run.live, run.redact) as log:
-        if request.kind == "dynamic":
-            return _with_logs(run.expand(task, inputs), log)
-        try:
-            result = task.fn(**inputs)
-            if inspect.iscoroutine(result):
-                # asyncio.run copies this context, so the task still sees its TaskContext
-                result = asyncio.run(result)
-        except _TASK_ERRORS as exc:
-            return _with_logs(run.raised(exc), log)
-        return _with_logs(run.encode(task, result), log)
+    files = _Files.of(blobs, task, request.kind)
+    try:
+        if files is not None:
+            try:
+                inputs = _run_sync(files.materialize(inputs))
+            except Exception as exc:
+                return run.files_failed("inputs", task, exc)
+        with bind_context(context), capture(run.label, run.live, run.redact) as log:
+            if request.kind == "dynamic":
+                return _with_logs(run.expand(task, inputs), log)
+            try:
+                result = task.fn(**inputs)
+                if inspect.iscoroutine(result):
+                    # asyncio.run copies this context, so the task still sees its TaskContext
+                    result = asyncio.run(result)
+            except _TASK_ERRORS as exc:
+                return _with_logs(run.raised(exc), log)
+            if files is not None:
+                try:
+                    result = _run_sync(files.upload(result))
+                except Exception as exc:
+                    return _with_logs(run.files_failed("outputs", task, exc), log)
+            return _with_logs(run.encode(task, result), log)
+    finally:
+        if files is not None:
+            files.cleanup()
 
 
 async def run_attempt_async(
@@ -148,6 +180,7 @@ async def run_attempt_async(
     environ: Mapping[str, str] | None = None,
     started_at: datetime | None = None,
     task: Task | None = None,
+    blobs: BlobStore | None = None,
 ) -> TaskStatus:
     """Run one attempt of an ``async def`` task in the current asyncio task.
 
@@ -163,6 +196,7 @@ async def run_attempt_async(
         environ: where declared secrets are looked up (see `run_attempt`).
         started_at: when the attempt started; now by default.
         task: ``request.task`` already loaded.
+        blobs: where ``File``/``Dir`` values are read from and uploaded to (see `run_attempt`).
 
     Returns:
         The attempt's final status, as `run_attempt` returns it (a chunk's elements are gathered).
@@ -176,7 +210,7 @@ async def run_attempt_async(
         loaded = _load_once(request, task)
         statuses = await asyncio.gather(
             *(
-                run_attempt_async(element, worker=worker, gpu_ids=gpu_ids, environ=environ, task=loaded)
+                run_attempt_async(element, worker=worker, gpu_ids=gpu_ids, environ=environ, task=loaded, blobs=blobs)
                 for element in elements
             )
         )
@@ -187,21 +221,77 @@ async def run_attempt_async(
     if isinstance(prepared, TaskStatus):
         return prepared
     task, inputs, context = prepared
-    with bind_context(context), capture(run.label, run.live, run.redact) as log:
-        if request.kind == "dynamic":
-            return _with_logs(run.expand(task, inputs), log)
-        try:
-            result = task.fn(**inputs)
-            if inspect.isawaitable(result):
-                result = await result
-        except asyncio.CancelledError as exc:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-            return _with_logs(run.raised(exc), log)
-        except _TASK_ERRORS as exc:
-            return _with_logs(run.raised(exc), log)
-        return _with_logs(run.encode(task, result), log)
+    files = _Files.of(blobs, task, request.kind)
+    try:
+        if files is not None:
+            try:
+                inputs = await files.materialize(inputs)
+            except Exception as exc:
+                return run.files_failed("inputs", task, exc)
+        with bind_context(context), capture(run.label, run.live, run.redact) as log:
+            if request.kind == "dynamic":
+                return _with_logs(run.expand(task, inputs), log)
+            try:
+                result = task.fn(**inputs)
+                if inspect.isawaitable(result):
+                    result = await result
+            except asyncio.CancelledError as exc:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+                return _with_logs(run.raised(exc), log)
+            except _TASK_ERRORS as exc:
+                return _with_logs(run.raised(exc), log)
+            if files is not None:
+                try:
+                    result = await files.upload(result)
+                except Exception as exc:
+                    return _with_logs(run.files_failed("outputs", task, exc), log)
+            return _with_logs(run.encode(task, result), log)
+    finally:
+        if files is not None:
+            files.cleanup()
+
+
+class _Files:
+    """The ``File``/``Dir`` values of one attempt, through the blob store (`engine._files`)."""
+
+    def __init__(self, store: BlobStore, inputs: list[str], outputs: bool) -> None:
+        self.store = store
+        self.inputs = inputs  # the inputs whose type may hold one
+        self.outputs = outputs
+        self.materializer = Materializer(store)
+
+    @classmethod
+    def of(cls, store: BlobStore | None, task: Task, kind: str) -> _Files | None:
+        """The transfer ``task`` needs, or None (no store, no file types, or a ``@dynamic``: its body
+        passes files on to its children as references and never reads them)."""
+        if store is None or kind != "task":
+            return None
+        inputs = [name for name, spec in task.interface.inputs.items() if holds_files(spec.type)]
+        outputs = any(holds_files(tp) for _, tp in task.interface.outputs)
+        return cls(store, inputs, outputs) if inputs or outputs else None
+
+    async def materialize(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {
+            name: await self.materializer.materialize(value) if name in self.inputs else value
+            for name, value in inputs.items()
+        }
+
+    async def upload(self, result: Any) -> Any:
+        return await upload_files(result, self.store) if self.outputs else result
+
+    def cleanup(self) -> None:
+        self.materializer.cleanup()
+
+
+def _run_sync(coroutine: Any) -> Any:
+    """Run a file transfer from sync code: on a private loop, in a helper thread if this one runs
+    a loop already (a sync task given to the runner on a loop's thread)."""
+    if not _loop_running():
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _with_logs(status: TaskStatus, log: AttemptLog) -> TaskStatus:
@@ -242,6 +332,47 @@ async def resolve_request(request: TaskRequest, store: BlobStore) -> TaskRequest
     inputs = {name: resolver.substitute(literal) for name, literal in request.inputs.items()}
     mapped = {name: [resolver.substitute(item) for item in values] for name, values in request.mapped.items()}
     return msgspec.structs.replace(request, inputs=inputs, mapped=mapped)
+
+
+def portable_blobs(store: BlobStore | None) -> bytes | None:
+    """``store`` pickled for a worker in another process (a process worker, a Ray actor), which
+    reads the ``File``/``Dir`` inputs of its attempts from it and uploads those they return.
+
+    Args:
+        store: the engine's blob store, or None.
+
+    Returns:
+        The pickled store (pass it to `load_blobs` there), or None when there is none.
+
+    Raises:
+        ConfigError: the store cannot be pickled (a backend holding a live connection).
+    """
+    if store is None:
+        return None
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps(store)
+    except Exception as exc:
+        raise ConfigError(
+            f"blob store {store} cannot be sent to worker processes ({_describe(exc)}): files and directories "
+            "travel through it; give it picklable settings (a directory or URL) and open connections in start()"
+        ) from exc
+
+
+_LOADED_BLOBS: dict[bytes, BlobStore] = {}
+
+
+def load_blobs(data: bytes | None) -> BlobStore | None:
+    """The store `portable_blobs` pickled, loaded once per process (its caches outlive attempts)."""
+    if data is None:
+        return None
+    store = _LOADED_BLOBS.get(data)
+    if store is None:
+        import cloudpickle
+
+        store = _LOADED_BLOBS[data] = cloudpickle.loads(data)
+    return store
 
 
 def _elements(request: TaskRequest) -> Iterator[TaskRequest]:
@@ -352,6 +483,14 @@ class _Run:
         except Exception as exc:
             return self.failed(f"outputs of task {task.name!r} do not encode: {_describe(exc)}", exc, retryable=False)
         return self.succeeded(outputs=outputs)
+
+    def files_failed(self, which: str, task: Task, exc: BaseException) -> TaskStatus:
+        """Moving the attempt's files through the blob store failed; only a store that could not be
+        reached (or an unexpected error) is worth another try: a missing file or blob stays missing."""
+        verb = "could not be read from" if which == "inputs" else "could not be uploaded to"
+        retryable = isinstance(exc, BlobStoreUnavailable) or not isinstance(exc, MissingFile | SlipstreamError)
+        message = f"{which} of task {task.name!r} {verb} the blob store: {_describe(exc)}"
+        return self.failed(message, exc, retryable=retryable)
 
     def raised(self, exc: BaseException) -> TaskStatus:
         """The task's own code raised: a user error, worth another try."""

@@ -54,6 +54,8 @@ from engine.interfaces import BlobStore, Executor, TaskKey, TaskRequest, TaskSta
 from engine.models import ErrorInfo, TaskRef
 from engine.runtime import (
     can_load,
+    load_blobs,
+    portable_blobs,
     portable_ref,
     read_secrets,
     resolve_request,
@@ -145,6 +147,7 @@ class LocalExecutor(Executor):
         self._attempts: dict[TaskKey, _Attempt] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._blobs: BlobStore | None = None
+        self._portable_blobs: bytes | None = None  # pickled once, sent with each process job
         self._handle = f"local:{os.getpid()}"  # attempts live in this process only, found by key
         self._report: Callable[[TaskKey], None] = lambda key: None
         self._lock = threading.Lock()
@@ -169,6 +172,7 @@ class LocalExecutor(Executor):
         self._loop = asyncio.get_running_loop()
         self._report = report
         self._blobs = blobs
+        self._portable_blobs = None
         self._closing = False
         if self.mode == "thread" and self._threads is None:
             self._threads = _ThreadPool(self.max_workers, self._run_in_thread)
@@ -401,7 +405,9 @@ class LocalExecutor(Executor):
             # no start report: the loop recorded the start in the round that submitted it
             if attempt.released is not None:
                 await attempt.released.wait()
-            status = await run_attempt_async(attempt.request, worker=attempt.worker, started_at=attempt.started_at)
+            status = await run_attempt_async(
+                attempt.request, worker=attempt.worker, started_at=attempt.started_at, blobs=self._blobs
+            )
         except Exception as exc:  # a bug of ours: the attempt may run again
             status = _system_failure(attempt, f"local executor error: {type(exc).__name__}: {exc}")
         finally:
@@ -424,7 +430,7 @@ class LocalExecutor(Executor):
                 return False
             attempt.in_body = True
         try:
-            status = run_attempt(attempt.request, worker=worker, started_at=started_at)
+            status = run_attempt(attempt.request, worker=worker, started_at=started_at, blobs=self._blobs)
         except BaseException as exc:  # a bug of ours, or KeyboardInterrupt raised by the task
             status = _system_failure(attempt, f"local executor error: {type(exc).__name__}: {exc}")
         with self._lock:
@@ -449,7 +455,10 @@ class LocalExecutor(Executor):
             # Secrets come from the engine's environment, read now: a worker spawned earlier
             # would not see a variable set since.
             secrets = read_secrets(attempt.request.secrets)
-            worker.run(attempt, msgspec.msgpack.encode(_Job(attempt.request, secrets)))
+            if self._portable_blobs is None and self._blobs is not None:
+                self._portable_blobs = portable_blobs(self._blobs)
+            job = _Job(attempt.request, secrets, self._portable_blobs)
+            worker.run(attempt, msgspec.msgpack.encode(job))
 
     def _new_worker(self) -> _ProcessWorker:
         self._spawned += 1
@@ -571,6 +580,7 @@ class _Job(msgspec.Struct, frozen=True):
 
     request: TaskRequest
     secrets: dict[str, str]
+    blobs: bytes | None = None  # the engine's blob store, pickled (`engine.runtime.portable_blobs`)
 
 
 class _ProcessWorker:
@@ -717,7 +727,8 @@ def _child_main(conn: Connection) -> None:
             return
         started_at = datetime.now(UTC)
         conn.send_bytes(msgspec.msgpack.encode(TaskStatus(phase="running", worker=worker, started_at=started_at)))
-        status = run_attempt(job.request, worker=worker, environ=job.secrets, started_at=started_at)
+        blobs = load_blobs(job.blobs)
+        status = run_attempt(job.request, worker=worker, environ=job.secrets, started_at=started_at, blobs=blobs)
         conn.send_bytes(msgspec.msgpack.encode(status))
 
 

@@ -24,7 +24,7 @@ import msgspec
 import ray
 
 from engine.interfaces import TaskKey, TaskRequest, TaskStatus
-from engine.runtime import run_attempt, run_attempt_async
+from engine.runtime import load_blobs, run_attempt, run_attempt_async
 
 __all__ = ["ActorInfo", "Job", "SlipstreamActor"]
 
@@ -40,6 +40,7 @@ class Job(msgspec.Struct, frozen=True):
 
     request: TaskRequest
     secrets: dict[str, str]
+    blobs: bytes | None = None  # the engine's blob store, pickled (`engine.runtime.portable_blobs`)
 
 
 class ActorInfo(msgspec.Struct, frozen=True):
@@ -98,7 +99,13 @@ class SlipstreamActor:
         request = decoded.request
         started_at = datetime.now(UTC)
         worker = f"ray:{self._name}[pid {self._info.pid} on {self._info.node}]"
-        kwargs = {"worker": worker, "gpu_ids": self._info.gpu_ids, "environ": decoded.secrets, "started_at": started_at}
+        kwargs = {
+            "worker": worker,
+            "gpu_ids": self._info.gpu_ids,
+            "environ": decoded.secrets,
+            "started_at": started_at,
+            "blobs": load_blobs(decoded.blobs),
+        }
         if request.kind == "task" and request.task.is_async:
             body: asyncio.Future[TaskStatus] = asyncio.ensure_future(run_attempt_async(request, **kwargs))
         else:

@@ -47,7 +47,7 @@ import msgspec
 from engine.errors import ConfigError
 from engine.interfaces import BlobStore, Executor, TaskKey, TaskRequest, TaskStatus
 from engine.models import ErrorInfo, TaskRef
-from engine.runtime import can_load, portable_ref, read_secrets, resolve_request
+from engine.runtime import can_load, portable_blobs, portable_ref, read_secrets, resolve_request
 from plugins.ray._elsewhere import HANDLE_PREFIX, Elsewhere, cancel_on, key_bytes
 from plugins.ray._shape import Capacity, Shape, shape_of
 
@@ -210,6 +210,7 @@ class RayExecutor(Executor):
         self._loop = asyncio.get_running_loop()
         self._report = report
         self._blobs = blobs
+        self._portable_blobs: bytes | None = None  # pickled once, sent with each job
         self._closing = False
         if not ray.is_initialized():
             options = {"include_dashboard": False, "log_to_driver": False, **self.init_options}
@@ -287,7 +288,9 @@ class RayExecutor(Executor):
 
         request = msgspec.structs.replace(request, task=portable_ref(request.task))
         # secrets come from the engine's environment, read now (the actor's is not the engine's)
-        job = msgspec.msgpack.encode(Job(request, read_secrets(request.secrets)))
+        if self._portable_blobs is None and self._blobs is not None:
+            self._portable_blobs = portable_blobs(self._blobs)
+        job = msgspec.msgpack.encode(Job(request, read_secrets(request.secrets), self._portable_blobs))
         is_async = request.kind == "task" and request.task.is_async
         attempt = _Attempt(key, shape, job, is_async)
         self._attempts[key] = attempt
