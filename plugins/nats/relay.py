@@ -134,6 +134,7 @@ class NatsRelay(Service):
         self._written_at = 0.0
         self._subjects: dict[str, str] = {}  # execution id -> its subject
         self._health = ServiceHealth(ok=False, detail="not started")
+        self._counted = (0, 0)  # published and duplicates before the current window
         self.published = 0  # events stored in the stream by this relay
         self.duplicates = 0  # events the stream already held (dropped by their Msg-Id)
 
@@ -207,9 +208,11 @@ class NatsRelay(Service):
         """Publish from the cursor until the lease is lost (returns) or something fails (raises)."""
         position = await store.read_cursor(self.lease)
         acks = self._acks = AckWindow(position, is_duplicate=lambda ack: bool(ack.duplicate))
+        self._counted = (self.published, self.duplicates)  # the window counts from zero
         self._written = position
         following = position
         log.info("event relay: publishing to %s from seq %d", self.stream, position)
+        self._health = ServiceHealth(ok=True, detail=f"publishing to {self.stream} at {self.url} from seq {position}")
         while True:
             if not await store.claim(self.lease):
                 await self._drain(acks)
@@ -269,7 +272,8 @@ class NatsRelay(Service):
 
     def _count(self, acks: AckWindow) -> None:
         acks.reap()
-        self.published, self.duplicates = acks.published, acks.duplicates
+        self.published = self._counted[0] + acks.published
+        self.duplicates = self._counted[1] + acks.duplicates
 
     async def _record(self, store: EventStore, *, busy: bool = False) -> None:
         """Write the acked position to the cursor; while ``busy`` (more pages to come) at most every

@@ -280,9 +280,13 @@ async def test_two_servers_with_nats_one_stopped_mid_run_one_relay_at_a_time(
                     done = await eng.list_executions(workflow="crashable", status="succeeded", limit=1000)
                     return len(ids & {summary.execution_id for summary in done})
 
-                with anyio.fail_after(60):
+                with anyio.move_on_after(60):
                     while await finished() < 30:  # noqa: ASYNC110 - polled: the servers are other processes
                         await anyio.sleep(0.1)
+                if await finished() < 30:
+                    statuses = Counter([(await eng.get(i)).status for i in ids])
+                    tails = "\n---\n".join(s.stderr[-2000:] for s in servers)
+                    pytest.fail(f"{await finished()} of 200 finished in 60s: {statuses}\n{tails}")
                 assert await finished() < 200, "everything finished before the stop: the test proves nothing"
                 active = [s for s in servers if _relay_state(s) == "publishing"]
                 assert len(active) == 1, [s.stderr for s in servers]
