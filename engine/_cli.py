@@ -766,8 +766,9 @@ def recover(
                 _write(new_id)
             if not postgres and not as_json:
                 _note(
-                    "embedded mode: the new execution runs when an engine that can import its tasks "
-                    "next opens this state dir; use --wait (with --path DIR for the task modules) to run it now"
+                    "embedded mode: the new execution runs when `slipstream serve` (or an embedded engine) that can "
+                    "import its tasks next opens this state dir; use --wait (with --path DIR for the task modules) "
+                    "to run it now"
                 )
             return 0
         async with _open_engine(state_dir, postgres) as engine:
@@ -1082,8 +1083,10 @@ def _make_engine(state_dir: str | None, postgres: str | None, nats: str | None =
 
 @asynccontextmanager
 async def _open_engine(state_dir: str | None, postgres: str | None) -> AsyncIterator[Engine]:
-    """A running engine (store, executors, control loop)."""
-    async with _make_engine(state_dir, postgres) as engine:
+    """A running engine (store, executors, control loop) for the execution this command starts:
+    other unfinished executions of the store are left to `serve` (this process would wait for
+    their tasks at exit, then throw their results away)."""
+    async with _make_engine(state_dir, postgres, resume=False) as engine:
         yield engine
 
 

@@ -217,6 +217,7 @@ class Engine:
         resync_interval: float = 30.0,
         revisit_interval: float = 2.0,
         run_loop: bool = True,
+        resume: bool = True,
         nats: str | None = None,
         domains: Sequence[str] = DOMAINS,
         live_logs: str | os.PathLike[str] | None = None,
@@ -242,6 +243,9 @@ class Engine:
                 one, else the first.
             workers, retry_delay, resync_interval, revisit_interval: control-loop tunables.
             run_loop: False for a client engine, which runs no executions itself.
+            resume: take up the store's unfinished executions, and those other processes create;
+                False runs only what this engine launches or recovers (`slipstream run` does so,
+                leaving the rest to `slipstream serve`).
             nats: the NATS JetStream URL the relay publishes committed events to; `subscribe` then
                 reads from JetStream instead of the event store (`connect` sets it from ``nats=``).
             domains: the domains executions may be launched into (``$SLIPSTREAM_DOMAINS``,
@@ -275,6 +279,7 @@ class Engine:
         self._resync_interval = resync_interval
         self._revisit_interval = revisit_interval
         self._run_loop = run_loop
+        self._resume = resume
         self.nats_url = nats
         self.domains = tuple(domains)
         self.live_logs = Path(live_logs) if live_logs is not None else None
@@ -433,6 +438,7 @@ class Engine:
             blobs=self.blobs,
             catalog=self.catalog,
             reservation_ttl=self._reservation_ttl,
+            adopt=self._resume,
         )
         heartbeat = controller.reservation_heartbeat()
         self._loop_services = [heartbeat] if heartbeat is not None else []

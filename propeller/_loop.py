@@ -75,6 +75,9 @@ class Controller:
         catalog: memoized outputs (a started `Catalog`); without one, ``cache=True`` tasks run.
         reservation_ttl: seconds a ``cache_serialize`` reservation lasts without a heartbeat
             (`reservation_heartbeat` is the service that renews them).
+        adopt: take up the store's unfinished executions (at start, in sweeps, and those other
+            processes create); False runs only the executions given to `enqueue` (what this
+            process launches or recovers), leaving the others to serving loops.
     """
 
     def __init__(
@@ -91,8 +94,10 @@ class Controller:
         blobs: BlobStore | None = None,
         catalog: Catalog | None = None,
         reservation_ttl: float = 30.0,
+        adopt: bool = True,
     ) -> None:
         self.store = store
+        self.adopt = adopt
         self.blobs = blobs
         self.executors = dict(executors)
         self.workers = workers
@@ -202,14 +207,17 @@ class Controller:
         """Run workers, the resync sweep and the store watcher until cancelled."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        await self.resync()
+        if self.adopt:
+            await self.resync()
         try:
             async with anyio.create_task_group() as group:
                 for _ in range(self.workers):
                     group.start_soon(self._worker)
                 group.start_soon(self._resync_periodically)
                 group.start_soon(self._revisit_running)
-                group.start_soon(self._watch_store)
+                if self.adopt:
+                    group.start_soon(self._resync_periodically)
+                    group.start_soon(self._watch_store)
                 task_status.started()
         finally:
             self.queue.shutdown()

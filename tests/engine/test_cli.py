@@ -483,3 +483,13 @@ def test_history_shows_values_not_msgpack(cli: Cli) -> None:
     assert events[-1]["outputs"] == {"o0": {"squares": [1, 4, 9], "total": 14}}
     finished = [e for e in events if e["kind"] == "ChunkFinished"]
     assert sorted(r[2] for e in finished for r in e["results"]) == [1, 4, 9]
+
+
+def test_run_runs_its_own_execution_and_leaves_the_others(cli: Cli) -> None:
+    """An unfinished execution in the state dir is left to serving engines: `run` neither runs
+    it nor waits for it."""
+    failed = cli.run_json("fragile", "--x", "1")  # fails once (the marker), so recover has work
+    pending = cli("executions", "recover", failed["execution_id"], "--no-wait").stdout.strip()
+    assert cli.run_json("squares", "--x", "2")["status"] == "succeeded"
+    kinds = [json.loads(line)["kind"] for line in cli("executions", "history", pending, "--json").stdout.splitlines()]
+    assert kinds == ["ExecutionCreated", "ExecutionStarted", "NodeRecovered"]  # recorded, not taken up by `run`
