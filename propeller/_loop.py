@@ -213,7 +213,6 @@ class Controller:
             async with anyio.create_task_group() as group:
                 for _ in range(self.workers):
                     group.start_soon(self._worker)
-                group.start_soon(self._resync_periodically)
                 group.start_soon(self._revisit_running)
                 if self.adopt:
                     group.start_soon(self._resync_periodically)
