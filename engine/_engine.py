@@ -511,8 +511,7 @@ class Engine:
             raise ConfigError(f"launch() needs a @workflow, got {workflow!r}: decorate the function with @workflow")
         queries = workflow.artifact_inputs(inputs) if hasattr(workflow, "artifact_inputs") else {}
         if self.blobs is not None and hasattr(workflow, "interface"):  # File/Dir inputs travel by content
-            types = {name: given.type for name, given in workflow.interface.inputs.items()}
-            inputs = await upload_inputs(inputs, types, self.blobs)
+            inputs = await upload_inputs(inputs, workflow.interface.inputs, self.blobs)
         literals = workflow.encode_inputs(inputs)
         artifacts: dict[str, str] = {}
         if queries:

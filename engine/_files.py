@@ -21,7 +21,7 @@ import shutil
 import stat
 import tempfile
 import typing
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 import anyio
@@ -231,17 +231,30 @@ async def upload_files(value: Any, store: BlobStore) -> Any:
     return await _replace_files(value, upload)
 
 
-async def upload_inputs(inputs: dict[str, Any], types: dict[str, Any], store: BlobStore) -> dict[str, Any]:
-    """``inputs`` (name -> value) with the files of those whose type (``types``) may hold one
-    uploaded (`upload_files`): what ``Engine.launch`` does before it encodes a workflow's inputs.
+async def upload_inputs(inputs: dict[str, Any], specs: Mapping[str, Any], store: BlobStore) -> dict[str, Any]:
+    """``inputs`` (name -> value) with the files in them uploaded (`upload_files`), and the
+    defaults that hold files added, uploaded: what ``Engine.launch`` does before it encodes a
+    workflow's inputs, so that no execution refers to a path of the launching machine.
+
+    Args:
+        inputs: the values given.
+        specs: the workflow's input specs (``type``, ``default``, ``has_default``) by name.
+        store: the blob store.
 
     Raises:
-        MissingFile: a given ``File``/``Dir`` does not exist.
+        MissingFile: a given (or default) ``File``/``Dir`` does not exist.
     """
-    return {
-        name: await upload_files(value, store) if name in types and holds_files(types[name]) else value
-        for name, value in inputs.items()
-    }
+    uploaded = dict(inputs)
+    for name, spec in specs.items():
+        if not holds_files(spec.type):
+            continue
+        if name in inputs:
+            uploaded[name] = await upload_files(inputs[name], store)
+        elif spec.has_default:
+            default = await upload_files(spec.default, store)
+            if default is not spec.default:
+                uploaded[name] = default
+    return uploaded
 
 
 async def _chunks(path: str) -> AsyncIterator[bytes]:

@@ -7,8 +7,9 @@ import hashlib
 import os
 import shutil
 import stat
+import tempfile
 
-from engine import Dir, File, task, workflow
+from engine import Dir, File, map_task, task, workflow
 
 
 @task
@@ -125,3 +126,27 @@ def passthrough(f: File) -> File:
 @workflow
 def echo_file(f: File) -> File:
     return passthrough(f=f)
+
+
+@task
+def size_of(f: File) -> int:
+    return os.path.getsize(f.path)
+
+
+@workflow
+def sizes(files: list[File]) -> list[int]:
+    return map_task(size_of)(f=files)
+
+
+DEFAULT_INPUT = os.path.join(tempfile.gettempdir(), f"slipstream-test-default-{os.getuid()}.txt")
+
+
+@task
+def read_text(f: File) -> str:
+    with f.open("r") as handle:
+        return handle.read()
+
+
+@workflow
+def with_default(f: File = File(DEFAULT_INPUT)) -> str:
+    return read_text(f=f)

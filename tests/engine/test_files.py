@@ -36,6 +36,11 @@ def _read(path: str) -> str:
         return handle.read()
 
 
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
 def _size(path: str) -> int:
     return os.path.getsize(path)
 
@@ -222,3 +227,20 @@ def test_a_runtime_without_a_store_passes_paths(tmp_path: Path) -> None:
     status = run_attempt(request)
     assert status.phase == "succeeded", status.error
     assert msgspec.msgpack.decode(status.outputs["o0"]) == {"path": str(source)}
+
+
+async def test_a_map_over_files_and_a_default_file_input(eng: Engine, tmp_path: Path) -> None:
+    paths = []
+    for size in (3, 0, 5):
+        path = tmp_path / f"f{size}.bin"
+        path.write_bytes(b"x" * size)
+        paths.append(File(path))
+    handle = await eng.launch(wf.sizes, files=paths)
+    assert await handle.outputs(timeout=60) == [3, 0, 5]
+    text = f"default of {tmp_path.name}"
+    _write(wf.DEFAULT_INPUT, text)
+    try:
+        handle = await eng.launch(wf.with_default)
+    finally:
+        os.unlink(wf.DEFAULT_INPUT)  # launch uploaded it: the run needs the path no more
+    assert await handle.outputs(timeout=60) == text
