@@ -210,15 +210,17 @@ async def upload_files(value: Any, store: BlobStore) -> Any:
     """``value`` with every local ``File``/``Dir`` in it uploaded to ``store`` and replaced by its
     reference (name and blob address).
 
-    A value that exists on this machine is uploaded (again, if it was an input: a task may have
-    changed it in place; the store keeps one copy of equal bytes). One that does not exist here but
-    has a blob address is already a reference and is kept.
+    A value at a path of this machine is uploaded (again, if it was a materialised input: a task
+    may have changed it in place; the store keeps one copy of equal bytes). One with a blob
+    address and a relative path (a name) or a path that is not here is a reference, kept as it is.
 
     Raises:
         MissingFile: a ``File``/``Dir`` with no blob address names nothing on this machine.
     """
 
     async def upload(item: File | Dir) -> File | Dir:
+        if item.blob and not os.path.isabs(item.path):
+            return item  # a reference as it came (a name, not a path here): not whatever cwd holds
         is_file = isinstance(item, File)
         present = await anyio.to_thread.run_sync(os.path.isfile if is_file else os.path.isdir, item.path)
         if not present:

@@ -145,7 +145,8 @@ async def test_the_cache_key_follows_the_content_not_the_path(
     assert (side_effects / "digest.log").read_text().splitlines() == ["data.csv", "data.csv"]
 
 
-async def test_literals_hash_by_content(tmp_path: Path) -> None:
+async def test_literals_hash_by_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     store = LocalBlobStore(tmp_path / "blobs", fsync=False)
     await store.start()
     (tmp_path / "a").mkdir()
@@ -159,6 +160,10 @@ async def test_literals_hash_by_content(tmp_path: Path) -> None:
     assert literal_hash(to_literal(three, File)) != literal_hash(to_literal(one, File))
     tree_a, tree_b = [await upload_files(Dir(tmp_path / d), store) for d in ("a", "b")]
     assert tree_a.blob != tree_b.blob and tree_a.name == "a"
+    # a reference (a name and an address) stays one, whatever the working directory holds
+    assert one.path == "f.txt"
+    monkeypatch.chdir(tmp_path / "b")
+    assert await upload_files(one, store) is one
     # nested in a dict and a tuple, only the files are replaced
     nested = await upload_files({"k": (1, File(tmp_path / "a" / "f.txt"))}, store)
     assert nested == {"k": (1, one)}
