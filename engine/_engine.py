@@ -33,6 +33,8 @@ from engine.errors import (
     ExecutionAborted,
     ExecutionNotFinished,
     ExecutionNotFound,
+    InputLimitExceeded,
+    InvalidExecutionId,
     InvalidScope,
     TaskFailed,
     TypeMismatch,
@@ -170,6 +172,52 @@ def _defaults(options: dict[str, Any], state_dir: Path) -> dict[str, Any]:
     return options
 
 
+MAX_INPUT_BYTES = 128 * 1024 * 1024
+MAX_INPUT_DEPTH = 100
+_EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def check_execution_id(execution_id: str) -> None:
+    """Raise `InvalidExecutionId` for what no execution can be named, before any store sees it."""
+    if not isinstance(execution_id, str) or not _EXECUTION_ID.match(execution_id):
+        raise InvalidExecutionId(execution_id if isinstance(execution_id, str) else repr(execution_id))
+
+
+def check_input_depth(inputs: Mapping[str, Any], limit: int) -> None:
+    """Raise `InputLimitExceeded` for an input nested deeper than ``limit`` (or holding itself).
+
+    Walks containers without recursion, so that a value too deep for the codec is refused with
+    a message instead of a `RecursionError`.
+    """
+    containers = (list, tuple, set, frozenset, dict)
+    for name, value in inputs.items():
+        stack: list[tuple[Any, int, tuple[int, ...]]] = [(value, 1, ())] if isinstance(value, containers) else []
+        while stack:
+            item, depth, parents = stack.pop()
+            if depth > limit:
+                raise InputLimitExceeded(
+                    f"input {name!r} is nested more than {limit} levels deep, the limit "
+                    "(Engine(max_input_depth=...)): flatten it or pass it as a File"
+                )
+            if id(item) in parents:
+                raise InputLimitExceeded(f"input {name!r} contains itself; pass a value without cycles")
+            children = item.values() if isinstance(item, dict) else item
+            if not any(issubclass(kind, containers) for kind in set(map(type, children))):
+                continue  # leaves only (the common case of a long list of numbers or strings): no walk
+            inner = (*parents, id(item))
+            stack.extend((child, depth + 1, inner) for child in children if isinstance(child, containers))
+
+
+def check_input_sizes(literals: Mapping[str, bytes], limit: int) -> None:
+    """Raise `InputLimitExceeded` for an encoded input larger than ``limit`` bytes."""
+    for name, literal in literals.items():
+        if len(literal) > limit:
+            raise InputLimitExceeded(
+                f"input {name!r} is {len(literal) / 2**20:.1f} MiB encoded; the limit is {limit / 2**20:.0f} MiB "
+                "(Engine(max_input_bytes=...)): pass large data as a File or Dir"
+            )
+
+
 def check_scope(project: str, domain: str, domains: Sequence[str]) -> None:
     """Raise `InvalidScope` unless ``project`` is a name and ``domain`` one of ``domains``."""
     if not isinstance(project, str) or not _PROJECT.match(project):
@@ -220,6 +268,8 @@ class Engine:
         resume: bool = True,
         nats: str | None = None,
         domains: Sequence[str] = DOMAINS,
+        max_input_bytes: int = MAX_INPUT_BYTES,
+        max_input_depth: int = MAX_INPUT_DEPTH,
         live_logs: str | os.PathLike[str] | None = None,
         id_factory: Callable[[], str] | None = None,
         clock: Callable[[], datetime] | None = None,
@@ -250,6 +300,8 @@ class Engine:
                 reads from JetStream instead of the event store (`connect` sets it from ``nats=``).
             domains: the domains executions may be launched into (``$SLIPSTREAM_DOMAINS``,
                 comma-separated, for `embedded` and `connect`).
+            max_input_bytes, max_input_depth: the largest encoded input `launch` accepts (128 MiB)
+                and the deepest nesting of lists, dicts, tuples and sets in one (100 levels).
             live_logs: a directory where running attempts mirror their output, so that
                 `logs(follow=True)` in other processes on this machine sees it as it is written
                 (`embedded` and `connect` use ``<state_dir>/logs``); None: only this process does.
@@ -282,6 +334,8 @@ class Engine:
         self._resume = resume
         self.nats_url = nats
         self.domains = tuple(domains)
+        self._max_input_bytes = max_input_bytes
+        self._max_input_depth = max_input_depth
         self.live_logs = Path(live_logs) if live_logs is not None else None
         self._id_factory = id_factory or (lambda: uuid.uuid4().hex[:20])
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -506,6 +560,9 @@ class Engine:
             MissingFile: a ``File``/``Dir`` input names nothing (they are uploaded to the blob store).
         """
         check_scope(project, domain, self.domains)
+        if execution_id is not None:
+            check_execution_id(execution_id)
+        check_input_depth(inputs, self._max_input_depth)
         spec: WorkflowSpec | None = getattr(workflow, "spec", None)
         if spec is None or not hasattr(workflow, "encode_inputs"):
             raise ConfigError(f"launch() needs a @workflow, got {workflow!r}: decorate the function with @workflow")
@@ -513,6 +570,7 @@ class Engine:
         if self.blobs is not None and hasattr(workflow, "interface"):  # File/Dir inputs travel by content
             inputs = await upload_inputs(inputs, workflow.interface.inputs, self.blobs)
         literals = workflow.encode_inputs(inputs)
+        check_input_sizes(literals, self._max_input_bytes)
         artifacts: dict[str, str] = {}
         if queries:
             resolved, artifacts = await self._resolve_artifacts(workflow, queries)
@@ -639,6 +697,7 @@ class Engine:
         Raises:
             ExecutionNotFound: no such execution (when iteration starts).
         """
+        check_execution_id(execution_id)
         return read_logs(
             self.store, self.blobs, execution_id, node_id, attempt=attempt, follow=follow, live_dir=self.live_logs
         )
@@ -675,6 +734,7 @@ class Engine:
 
     async def history(self, execution_id: str) -> list[AnyEvent]:
         """The execution's events in version order. Raises ``ExecutionNotFound``."""
+        check_execution_id(execution_id)
         events = await self.store.read(execution_id)
         if not events:
             raise ExecutionNotFound(execution_id)
@@ -773,12 +833,14 @@ class Engine:
         return {name: await resolver.resolve(value) for name, value in literals.items()}
 
     async def _state(self, execution_id: str) -> ExecutionState:
+        check_execution_id(execution_id)
         events = await self.store.read(execution_id)
         if not events:
             raise ExecutionNotFound(execution_id)
         return ExecutionState.fold(events)
 
     async def _wait_terminal(self, execution_id: str) -> ExecutionSummary:
+        check_execution_id(execution_id)
         while True:
             summary = await self.store.get_summary(execution_id)
             if summary is None:

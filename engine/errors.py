@@ -37,7 +37,9 @@ __all__ = [
     "ExecutionAborted",
     "ExecutionNotFinished",
     "ExecutionNotFound",
+    "InputLimitExceeded",
     "InvalidBlobAddress",
+    "InvalidExecutionId",
     "InvalidResources",
     "InvalidScope",
     "InvalidTransition",
@@ -92,6 +94,24 @@ class InvalidResources(ConfigError, ValueError):
 
 class InvalidScope(SlipstreamError, ValueError):
     """A project or domain name that the engine does not accept."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class InvalidExecutionId(SlipstreamError, ValueError):
+    """A string that cannot be an execution id (empty, too long, or holding other characters)."""
+
+    def __init__(self, execution_id: str) -> None:
+        shown = execution_id if len(execution_id) <= 40 else execution_id[:40] + "..."
+        super().__init__(
+            f"{shown!r} is not an execution id: ids are 1 to 128 characters of letters, digits, '.', '_', ':' "
+            "and '-', starting with a letter or digit"
+        )
+
+
+class InputLimitExceeded(SlipstreamError, ValueError):
+    """An input is larger, or nested deeper, than the engine accepts."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
