@@ -164,8 +164,12 @@ _PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 def _defaults(options: dict[str, Any], state_dir: Path) -> dict[str, Any]:
     """``options`` completed from the environment and the state directory: ``domains`` from
-    ``$SLIPSTREAM_DOMAINS`` (comma-separated), live logs under ``<state_dir>/logs``."""
+    ``$SLIPSTREAM_DOMAINS`` (comma-separated), the scope from ``$SLIPSTREAM_PROJECT`` and
+    ``$SLIPSTREAM_DOMAIN``, live logs under ``<state_dir>/logs``."""
     options = {"live_logs": state_dir / "logs", **options}
+    for name, variable in (("project", "SLIPSTREAM_PROJECT"), ("domain", "SLIPSTREAM_DOMAIN")):
+        if name not in options and os.environ.get(variable):
+            options[name] = os.environ[variable]
     listed = os.environ.get("SLIPSTREAM_DOMAINS", "")
     if "domains" not in options and listed.strip():
         options["domains"] = [d.strip() for d in listed.split(",") if d.strip()]
@@ -268,6 +272,8 @@ class Engine:
         resume: bool = True,
         nats: str | None = None,
         domains: Sequence[str] = DOMAINS,
+        project: str | None = None,
+        domain: str | None = None,
         max_input_bytes: int = MAX_INPUT_BYTES,
         max_input_depth: int = MAX_INPUT_DEPTH,
         live_logs: str | os.PathLike[str] | None = None,
@@ -300,6 +306,10 @@ class Engine:
                 reads from JetStream instead of the event store (`connect` sets it from ``nats=``).
             domains: the domains executions may be launched into (``$SLIPSTREAM_DOMAINS``,
                 comma-separated, for `embedded` and `connect`).
+            project, domain: scope the engine (``$SLIPSTREAM_PROJECT``, ``$SLIPSTREAM_DOMAIN`` for
+                `embedded` and `connect`): it launches there and cannot see, abort, recover, read
+                outputs or logs of, or subscribe to other executions (they are not found). None:
+                an administrator's engine, which sees every project.
             max_input_bytes, max_input_depth: the largest encoded input `launch` accepts (128 MiB)
                 and the deepest nesting of lists, dicts, tuples and sets in one (100 levels).
             live_logs: a directory where running attempts mirror their output, so that
@@ -334,6 +344,11 @@ class Engine:
         self._resume = resume
         self.nats_url = nats
         self.domains = tuple(domains)
+        if project is not None:
+            check_scope(project, domain or self.domains[0], self.domains)
+        if domain is not None and domain not in self.domains:
+            check_scope(project or "default", domain, self.domains)
+        self.project, self.domain = project, domain
         self._max_input_bytes = max_input_bytes
         self._max_input_depth = max_input_depth
         self.live_logs = Path(live_logs) if live_logs is not None else None
@@ -546,8 +561,8 @@ class Engine:
         self,
         workflow: Workflow,
         *,
-        project: str = "default",
-        domain: str = "development",
+        project: str | None = None,
+        domain: str | None = None,
         execution_id: str | None = None,
         **inputs: Any,
     ) -> ExecutionHandle:
@@ -559,6 +574,7 @@ class Engine:
             ConfigError: a task names an executor this engine does not have.
             MissingFile: a ``File``/``Dir`` input names nothing (they are uploaded to the blob store).
         """
+        project, domain = self._scoped(project, domain)
         check_scope(project, domain, self.domains)
         if execution_id is not None:
             check_execution_id(execution_id)
@@ -699,7 +715,14 @@ class Engine:
         """
         check_execution_id(execution_id)
         return read_logs(
-            self.store, self.blobs, execution_id, node_id, attempt=attempt, follow=follow, live_dir=self.live_logs
+            self.store,
+            self.blobs,
+            execution_id,
+            node_id,
+            attempt=attempt,
+            follow=follow,
+            live_dir=self.live_logs,
+            visible=self._sees,
         )
 
     async def get(self, execution_id: str) -> ExecutionDetails:
@@ -722,6 +745,8 @@ class Engine:
         Raises:
             ValueError: bad ``limit``, ``status`` or ``cursor``.
         """
+        if self.project is not None or self.domain is not None:
+            project, domain = self._scoped(project, domain, default=False)
         page = await self.store.list_executions(
             project=project,
             domain=domain,
@@ -736,7 +761,7 @@ class Engine:
         """The execution's events in version order. Raises ``ExecutionNotFound``."""
         check_execution_id(execution_id)
         events = await self.store.read(execution_id)
-        if not events:
+        if not events or not self._sees(events[0]):
             raise ExecutionNotFound(execution_id)
         return events
 
@@ -814,6 +839,8 @@ class Engine:
         """
         from engine._subscribe import open_subscription
 
+        if self.project is not None or self.domain is not None:
+            project, domain = self._scoped(project, domain, default=False)
         return open_subscription(
             self.store,
             self.nats_url,
@@ -835,15 +862,46 @@ class Engine:
     async def _state(self, execution_id: str) -> ExecutionState:
         check_execution_id(execution_id)
         events = await self.store.read(execution_id)
-        if not events:
+        if not events or not self._sees(events[0]):
             raise ExecutionNotFound(execution_id)
         return ExecutionState.fold(events)
+
+    def _summary_in_scope(self, summary: ExecutionSummary) -> bool:
+        return (self.project is None or summary.project == self.project) and (
+            self.domain is None or summary.domain == self.domain
+        )
+
+    def _sees(self, first: AnyEvent) -> bool:
+        """Whether this engine's scope includes the execution whose first event is ``first``."""
+        if not isinstance(first, ExecutionCreated):
+            return self.project is None and self.domain is None
+        return (self.project is None or first.project == self.project) and (
+            self.domain is None or first.domain == self.domain
+        )
+
+    def _scoped(
+        self, project: str | None, domain: str | None, *, default: bool = True
+    ) -> tuple[str | None, str | None] | tuple[str, str]:
+        """``project`` and ``domain`` within this engine's scope (its own when not given; with
+        ``default``, ``default``/the first domain for an unscoped engine).
+
+        Raises:
+            InvalidScope: one outside the scope.
+        """
+        for asked, own, what in ((project, self.project, "project"), (domain, self.domain, "domain")):
+            if own is not None and asked is not None and asked != own:
+                raise InvalidScope(f"this engine is scoped to {what} {own!r}; it cannot use {what} {asked!r}")
+        project = project if project is not None else self.project
+        domain = domain if domain is not None else self.domain
+        if default:
+            return ("default" if project is None else project), (self.domains[0] if domain is None else domain)
+        return project, domain
 
     async def _wait_terminal(self, execution_id: str) -> ExecutionSummary:
         check_execution_id(execution_id)
         while True:
             summary = await self.store.get_summary(execution_id)
-            if summary is None:
+            if summary is None or not self._summary_in_scope(summary):
                 raise ExecutionNotFound(execution_id)
             if summary.status in TERMINAL_STATUSES:
                 return summary

@@ -3,7 +3,7 @@ still running, from their live capture (in this process) or the files they mirro
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,12 +59,14 @@ async def read_logs(
     follow: bool = False,
     interval: float = 0.2,
     live_dir: Path | None = None,
+    visible: Callable[[AnyEvent], bool] = lambda first: True,
 ) -> AsyncIterator[AttemptLogs]:
     """The logs of an execution's attempts (of one node and its children, or one attempt), in the
     order they ended; with ``follow``, also lines of running attempts as they are written (those
-    of this process, and those mirrored under ``live_dir``), until the execution ends."""
+    of this process, and those mirrored under ``live_dir``), until the execution ends. An
+    execution whose first event ``visible`` rejects (another project's) is not found."""
     events = await store.read(execution_id)
-    if not events:
+    if not events or not visible(events[0]):  # another project's: not found, as if it did not exist
         raise ExecutionNotFound(execution_id)
     version = 0
     live_seen: dict[str, int] = {}  # label -> characters already yielded

@@ -35,3 +35,39 @@ async def test_domains_come_from_the_environment(tmp_path: Path, monkeypatch: py
         assert await handle.outputs(timeout=30) == 16
         with pytest.raises(InvalidScope, match="not one of dev, prod"):
             await eng.launch(wf.diamond, domain="development")
+
+
+async def test_a_scoped_engine_sees_nothing_of_another_project(make_engine) -> None:
+    """Project ``b``'s engine cannot read, wait for, abort, recover, fetch outputs or logs of, or
+    subscribe to project ``a``'s execution: it is not found, as if it did not exist."""
+    from engine import ExecutionNotFound
+
+    async with make_engine(project="a") as engine_a:
+        theirs = await engine_a.launch(wf.diamond, x=2)
+        assert await theirs.outputs(timeout=30) == 12
+        assert (await engine_a.get(theirs.execution_id)).project == "a"
+    async with make_engine(project="b", run_loop=False) as engine_b:
+        hidden = theirs.execution_id
+        for verb in (engine_b.get, engine_b.history, engine_b.abort, engine_b.recover, engine_b.outputs):
+            with pytest.raises(ExecutionNotFound):
+                await verb(hidden)
+        with pytest.raises(ExecutionNotFound):
+            await engine_b.handle(hidden).wait(timeout=5)
+        with pytest.raises(ExecutionNotFound):
+            [entry async for entry in engine_b.logs(hidden)]
+        assert await engine_b.list_executions() == []
+        assert await engine_b.list_executions(project=None) == []
+        with pytest.raises(InvalidScope, match="scoped to project 'b'"):
+            await engine_b.list_executions(project="a")
+        with pytest.raises(InvalidScope, match="scoped to project 'b'"):
+            await engine_b.launch(wf.diamond, project="a")
+        mine = await engine_b.launch(wf.diamond, x=1)
+        seen = []
+        async with engine_b.subscribe(from_start=True) as subscription:
+            async for delivery in subscription:
+                seen.append(delivery.event.execution_id)
+                if delivery.event.execution_id == mine.execution_id:
+                    break
+        assert hidden not in seen and mine.execution_id in seen
+    async with make_engine(run_loop=False) as admin:  # unscoped: an administrator's
+        assert {s.project for s in await admin.list_executions()} == {"a", "b"}
