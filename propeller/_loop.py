@@ -116,6 +116,7 @@ class Controller:
         # how long a new execution is left to the loop the store prefers for it before this one
         # claims it (fair shares between serve processes; the quickest does not take everything)
         self.claim_delay = 0.5
+        self._unclaimed: dict[str, float] = {}  # new executions left to their preferred loop: since when
         self.queue: WorkQueue[str] = WorkQueue(name="executions", clock=self.timer)
         self.catalog = (
             CatalogActions(catalog, self._note_cache_answer, clock, reservation_ttl) if catalog is not None else None
@@ -276,7 +277,8 @@ class Controller:
                 if not announced:  # counted among the loops that share new executions fairly
                     await self.store.announce_loop()
                     announced = True
-                await self.store.wait_for_changes(timeout=self.resync_interval)
+                # while executions wait for their preferred loop, look again when their delay is up
+                await self.store.wait_for_changes(timeout=self.claim_delay if self._unclaimed else self.resync_interval)
                 if self.store.lease_epoch() != epoch:  # a loop sharing the store went away
                     epoch = self.store.lease_epoch()
                     await self._adopt(["created", "running"], pages=None)
@@ -290,9 +292,12 @@ class Controller:
 
     async def _adopt(self, statuses: list[ExecutionStatus], pages: int | None) -> None:
         """Enqueue the store's executions in ``statuses`` that this loop does not hold: at once
-        those the store says this loop should own (its fair share), the others after
-        ``claim_delay`` (taken only if their preferred loop has not claimed them by then)."""
+        those the store says this loop should own (its fair share); a new one that another loop is
+        preferred for only once it has been left unclaimed (still ``created``) for ``claim_delay``.
+        """
         cursor = None
+        now = self.timer.now()
+        seen: set[str] = set()
         while pages is None or pages > 0:
             page = await self.store.list_executions(status=statuses, limit=500, cursor=cursor)
             for summary in page.items:
@@ -301,13 +306,17 @@ class Controller:
                     continue
                 if self.store.prefers(execution_id):
                     self.enqueue(execution_id)
-                else:
-                    self.queue.add_after(execution_id, self.claim_delay)
+                elif summary.status == "created":
+                    seen.add(execution_id)
+                    if now - self._unclaimed.setdefault(execution_id, now) >= self.claim_delay:
+                        self.enqueue(execution_id)
             cursor = page.next_cursor
             if cursor is None:
-                return
+                break
             if pages is not None:
                 pages -= 1
+        if cursor is None:  # a complete listing: the others left `created` (someone runs them)
+            self._unclaimed = {e: t for e, t in self._unclaimed.items() if e in seen}
 
     async def _worker(self) -> None:
         while True:
