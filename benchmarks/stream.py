@@ -434,6 +434,7 @@ async def main(argv: list[str]) -> dict[str, Any]:
     """Run the suite; the returned figures are what ``benchmarks/results/stream.json`` records."""
     args = parse_args(argv)
     streams: list[str] = []
+    load_before = os.getloadavg()[0]
     sample = encode_event_json(_queued(uuid.uuid4().hex[:20], 7))
     try:
         raw = await raw_baselines(args.nats, args.messages, args.window, sample, streams)
@@ -450,6 +451,8 @@ async def main(argv: list[str]) -> dict[str, Any]:
     return {
         "suite": "stream",
         "command": "python -m benchmarks stream " + " ".join(argv),
+        # the machine is shared: its 1-minute load average before and after the run, against its CPU count
+        "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "raw_jetstream": raw,
         "relay": {
             **relay,
