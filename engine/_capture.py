@@ -69,6 +69,7 @@ class AttemptLog:
         self._live_file = mirror  # removed at the end either way
         self._mirror: TextIO | None = None
         self._mirrored = 0  # characters; the live file stops at twice the log's bound
+        self._partial: dict[_Router, str] = {}  # per stream, the start of a line not echoed yet
         self._head: list[str] = []
         self._head_size = 0
         self._tail: deque[str] = deque()
@@ -127,8 +128,23 @@ class AttemptLog:
         except OSError:  # a live view is a courtesy: a full disk must not fail the task
             self._mirror_path = None
 
+    def echo_lines(self, stream: _Router, text: str) -> str:
+        """The complete lines that ``text`` ends on ``stream``, each prefixed with the attempt;
+        the rest waits for its newline."""
+        pending = self._partial.pop(stream, "") + text
+        complete, newline, rest = pending.rpartition("\n")
+        if rest:
+            self._partial[stream] = rest
+        if not newline:
+            return ""
+        return "".join(f"[{self.label}] {line}\n" for line in complete.split("\n"))
+
     def close(self) -> None:
-        """Stop mirroring and remove the live file (the whole log is kept by the engine)."""
+        """Echo what is left of unfinished lines, stop mirroring and remove the live file (the
+        whole log is kept by the engine)."""
+        for stream, rest in self._partial.items():
+            stream.echo(f"[{self.label}] {rest}\n")
+        self._partial.clear()
         if self._mirror is not None:
             with contextlib.suppress(OSError):
                 self._mirror.close()
@@ -154,23 +170,21 @@ class _Router(io.TextIOBase):
 
     def __init__(self, original: TextIO) -> None:
         self.original = original
-        self._at_line_start = threading.local()
 
     def write(self, text: str) -> int:
         log = _current.get()
         if log is None:
             return self.original.write(text)
-        kept = log.write(text)
-        with contextlib.suppress(Exception):  # echoing is a courtesy; a closed stream must not fail the task
-            self.original.write(self._prefixed(log.label, kept))
+        lines = log.echo_lines(self, log.write(text))
+        if lines:
+            self.echo(lines)
         return len(text)
 
-    def _prefixed(self, label: str, text: str) -> str:
-        at_start = getattr(self._at_line_start, "value", True)
-        lines = text.splitlines(keepends=True)
-        out = "".join((f"[{label}] " if (i > 0 or at_start) else "") + line for i, line in enumerate(lines))
-        self._at_line_start.value = text.endswith("\n")
-        return out
+    def echo(self, text: str) -> None:
+        """Whole lines at once: tasks in other threads print too, and ``print`` writes a line's
+        text and its newline separately."""
+        with contextlib.suppress(Exception):  # echoing is a courtesy; a closed stream must not fail the task
+            self.original.write(text)
 
     def flush(self) -> None:
         self.original.flush()

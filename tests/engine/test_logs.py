@@ -145,3 +145,12 @@ async def test_another_process_follows_the_lines_of_a_running_attempt(tmp_path: 
     assert lines[0] == {"node_id": lines[0]["node_id"], "attempt": 1, "text": "waiting for the file\n", "running": True}
     assert "got it" in "".join(line["text"] for line in lines)
     assert not any((tmp_path / "logs").rglob("*.log"))
+
+
+async def test_echoed_lines_of_concurrent_tasks_stay_whole(eng: Engine, capfd: pytest.CaptureFixture[str]) -> None:
+    handle = await eng.launch(wf.two_chatty, lines=200)
+    await handle.outputs(timeout=60)
+    echoed = [line for line in capfd.readouterr().out.splitlines() if " line " in line]
+    assert len(echoed) == 400
+    for line in echoed:  # one prefix and one task's line each, never two glued together
+        assert line.count("[") == 1 and line.count(" line ") == 1, line
