@@ -596,7 +596,8 @@ async def _values(engine: Engine, execution_id: str, status: str) -> dict[str, A
 def outputs(
     execution_id: Annotated[str, typer.Argument(metavar="ID")],
     node: Annotated[
-        str | None, typer.Option("--node", help="A node id (`n2`, `n1/n0`) or a map element (`n3/17`).")
+        str | None,
+        typer.Option("--node", help="A node (`train`, a dynamic child `sweep/fit-2`) or map element (`map_score/17`)."),
     ] = None,
     state_dir: StateDir = None,
     postgres: Postgres = None,
@@ -643,7 +644,7 @@ def watch(
 def logs(
     execution_id: Annotated[str, typer.Argument(metavar="ID")],
     node: Annotated[
-        str | None, typer.Option("--node", help="Only this node and its children (a map element: `n3/17`).")
+        str | None, typer.Option("--node", help="Only this node and its children (a map element: `map_score/17`).")
     ] = None,
     attempt: Annotated[int | None, typer.Option("--attempt", min=1, help="Only this attempt.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the execution ends.")] = False,

@@ -672,7 +672,7 @@ class Engine:
 
         Args:
             execution_id: the execution.
-            node_id: a node (``n2``, a dynamic child ``n1/n0``) or a map element (``n3/17``);
+            node_id: a node (``train``, a dynamic child ``sweep/fit-2``) or a map element (``map_score/17``);
                 None for the workflow's outputs.
             typed: decode to the declared Python types when the code imports here (else, and with
                 False, plain values: dicts, lists, numbers, strings, None).
