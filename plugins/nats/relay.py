@@ -196,6 +196,8 @@ class NatsRelay(Service):
             with contextlib.suppress(Exception):
                 await store.release(self.lease)
         await self._close()
+        if acks is not None:
+            log.info("event relay: stopped at seq %d; the lease %s is released", acks.acked, self.lease)
         self._health = ServiceHealth(ok=False, detail="stopped")
 
     def health(self) -> ServiceHealth:

@@ -240,7 +240,7 @@ def _relay_state(server: Server) -> str:
     for line in reversed(server.lines):
         if "event relay: publishing" in line:
             return "publishing"
-        if "event relay: lost the lease" in line:
+        if "event relay: lost the lease" in line or "event relay: stopped" in line:
             return "standing by"
         if "event relay: " in line and "retrying" in line:
             return "retrying"
