@@ -27,7 +27,8 @@ of a subworkflow node                ``NodeRunning``: their children run)
   the same per try). The ``tags`` facet says whether the failure was final (``final=true``), as
   the fold of the execution decides (retry budgets, retryable errors).
 - Datasets: the RunEvents carry no inputs or outputs yet. They are to come from the catalog's
-  artifacts (what each node consumed and produced), and Slipstream has no catalog yet.
+  lineage edges (the artifacts each node run consumed and produced), which services are not given
+  yet (`ServiceContext` holds the event store only).
 
 `LineageMapper` folds each open execution (`engine.state.ExecutionState`) to know the workflow,
 the project and whether a failure is final. An execution first seen in the middle (the consumer
