@@ -9,6 +9,9 @@ on the Postgres at ``--postgres`` (``$SLIPSTREAM_TEST_POSTGRES_DSN``, else the l
   ``INSERT`` into a logged table, so a WAL flush) on one connection, medians of ``--samples``.
 - chain: a chain of 100 async no-op tasks in one engine on Postgres (the local executor), per
   node; ``ratio_to_commit`` = ms per node / a durable commit (target <= 2, goal 1.0 ms per node).
+  The same chain embedded (SQLite) in the same run gives the engine's own cost per node;
+  ``over_embedded_ratio_to_commit`` is what Postgres adds to it, against a commit. The floor is
+  measured before and after the chain (``floor_after``); ratios use the lower commit.
 - executions/s: ``--executions`` one-task executions launched at once by a client engine
   (``run_loop=False``), run by one and by two ``slipstream serve --executor local`` processes;
   from the first launch to the last success. ``share`` is each server's part of the attempts.
@@ -16,6 +19,8 @@ on the Postgres at ``--postgres`` (``$SLIPSTREAM_TEST_POSTGRES_DSN``, else the l
   execution runs, one server is SIGKILLed. ``takeover_s`` is the longest wait, over the executions
   left unfinished, from the kill to their first event written after it (measured on the
   database's clock); every execution must still succeed with no node run twice.
+- sequence lock: appends/s of 16 concurrent writers with the store's append function and with a
+  copy of it without the sequence lock (what the lock that keeps ``read_all`` commit-safe costs).
 - DBOS Transact (``pip install -e '.[peers]'``), when installed, on its own database: a workflow of
   100 sequential async no-op steps, per step, and ``--executions`` one-step workflows started at
   once (``DBOS.start_workflow_async``), in this process.
@@ -128,19 +133,23 @@ async def bench_floor(dsn: str, samples: int) -> dict[str, Any]:
 # --- Slipstream ------------------------------------------------------------------------------------
 
 
-async def bench_chain(dsn: str, repeat: int) -> dict[str, Any]:
+async def bench_chain(dsn: str | None, repeat: int) -> dict[str, Any]:
+    """The chain on Postgres at ``dsn``, or embedded (SQLite in a temporary directory) without."""
     from benchmarks import _engine_workflows as flows
     from engine import Engine
     from engine._postgres_store import PostgresEventStore
+    from engine._sqlite_store import SqliteEventStore
     from plugins.local import LocalExecutor
 
-    async with Engine(PostgresEventStore(dsn, schema="chain"), {"local": LocalExecutor()}) as engine:
-        await (await engine.launch(flows.chain)).outputs(timeout=600)  # warm-up
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            await (await engine.launch(flows.chain)).outputs(timeout=600)
-            times.append(time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as directory:
+        store = PostgresEventStore(dsn, schema="chain") if dsn else SqliteEventStore(Path(directory) / "events.db")
+        async with Engine(store, {"local": LocalExecutor()}) as engine:
+            await (await engine.launch(flows.chain)).outputs(timeout=600)  # warm-up
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                await (await engine.launch(flows.chain)).outputs(timeout=600)
+                times.append(time.perf_counter() - start)
     wall = statistics.median(times)
     return {
         "nodes": flows.CHAIN_LENGTH,
@@ -149,14 +158,15 @@ async def bench_chain(dsn: str, repeat: int) -> dict[str, Any]:
     }
 
 
-def start_server(dsn: str) -> subprocess.Popen[bytes]:
+def start_server(dsn: str, state_dir: Path) -> subprocess.Popen[bytes]:
     """A ``slipstream serve --executor local`` process on ``dsn``; returns once it serves.
 
     Its stderr goes to a file (a pipe nobody reads would fill up with its log lines and stop it).
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLIPSTREAM_")}
-    env["SLIPSTREAM_STATE_DIR"] = tempfile.mkdtemp(prefix="slipstream-bench-")
-    log_path = Path(env["SLIPSTREAM_STATE_DIR"]) / "serve.log"
+    state_dir.mkdir(parents=True)
+    env["SLIPSTREAM_STATE_DIR"] = str(state_dir)
+    log_path = state_dir / "serve.log"
     with log_path.open("wb") as log:
         server = subprocess.Popen(
             [sys.executable, "-c", "from engine._cli import main; main()", "serve", "--postgres", dsn, *SERVE_OPTIONS],
@@ -172,6 +182,13 @@ def start_server(dsn: str) -> subprocess.Popen[bytes]:
             raise RuntimeError(f"slipstream serve did not start: {log_path.read_text(errors='replace')[-2000:]}")
         time.sleep(0.05)
     return server
+
+
+@contextlib.asynccontextmanager
+async def _state_dirs() -> AsyncIterator[Path]:
+    """A temporary directory for the serve processes' state directories (blobs, logs)."""
+    with tempfile.TemporaryDirectory(prefix="slipstream-bench-") as directory:
+        yield Path(directory)
 
 
 def stop_servers(servers: list[subprocess.Popen[bytes]]) -> None:
@@ -206,8 +223,9 @@ async def bench_executions(admin_dsn: str, servers: int, executions: int, repeat
     for _ in range(repeat):
         async with database(admin_dsn) as dsn:
             client = Engine(PostgresEventStore(dsn), {"local": LocalExecutor()}, run_loop=False)
-            async with client:  # migrates before the servers start
-                procs = [start_server(dsn) for _ in range(servers)]
+            # the client migrates the store before the servers start
+            async with client, _state_dirs() as state:
+                procs = [start_server(dsn, state / f"server-{i}") for i in range(servers)]
                 conn = await asyncpg.connect(dsn)
                 try:
                     warm = await client.launch(flows.one_task)
@@ -241,8 +259,8 @@ async def bench_takeover(admin_dsn: str, executions: int) -> dict[str, Any]:
 
     async with database(admin_dsn) as dsn:
         client = Engine(PostgresEventStore(dsn), {"local": LocalExecutor()}, run_loop=False)
-        async with client:
-            procs = [start_server(dsn) for _ in range(2)]
+        async with client, _state_dirs() as state:
+            procs = [start_server(dsn, state / f"server-{i}") for i in range(2)]
             conn = await asyncpg.connect(dsn)
             try:
                 await asyncio.gather(*(client.launch(flows.naps, x=i) for i in range(executions)))
@@ -283,6 +301,56 @@ async def bench_takeover(admin_dsn: str, executions: int) -> dict[str, Any]:
         "median_wait_s": round(statistics.median(waits), 3) if waits else None,
         "all_succeeded": True,
         "nodes_succeeded_twice": int(duplicates),
+    }
+
+
+async def bench_sequence_lock(dsn: str, writers: int, appends: int, repeat: int) -> dict[str, Any]:
+    """Appends/s of ``writers`` concurrent writers (one execution of 3 events per append), with the
+    store's append function and with a copy of it without the sequence lock (measured only: the
+    copy gives up read_all's commit-safety)."""
+    from datetime import UTC, datetime
+
+    import engine._postgres_store as pg
+    from benchmarks.store import history, make_spec
+    from engine._store_common import load_migrations
+
+    function = next(m.sql for m in load_migrations("postgres") if m.name == "append_function")
+    unlocked = "\n".join(line for line in function.splitlines() if "pg_advisory_" not in line)
+    unlocked = unlocked.replace("FUNCTION slipstream_append(", "FUNCTION slipstream_append_unlocked(")
+    spec, at = make_spec(1), datetime.now(UTC)
+    store = pg.PostgresEventStore(dsn, schema="sequence_lock", max_size=writers)
+    rates: dict[str, list[float]] = {"with_lock": [], "without_lock": []}
+    locked_call = pg._APPEND
+    async with store:
+        async with store._connection() as conn:
+            await conn.execute(unlocked)
+
+        async def writer() -> None:
+            for _ in range(appends):
+                eid = uuid.uuid4().hex
+                await store.append(eid, 0, history(eid, 3, spec, at))
+
+        variants = [
+            ("with_lock", locked_call),
+            ("without_lock", locked_call.replace("slipstream_append(", "slipstream_append_unlocked(")),
+        ]
+        try:
+            await writer()  # warm-up: connections, prepared statements
+            for i in range(repeat * 2):
+                for name, call in variants if i % 2 == 0 else variants[::-1]:  # ABBA: no drift favours one
+                    pg._APPEND = call
+                    start = time.perf_counter()
+                    await asyncio.gather(*(writer() for _ in range(writers)))
+                    rates[name].append(writers * appends / (time.perf_counter() - start))
+        finally:
+            pg._APPEND = locked_call
+    with_lock, without = statistics.median(rates["with_lock"]), statistics.median(rates["without_lock"])
+    return {
+        "writers": writers,
+        "appends_per_s_with_lock": round(with_lock, 1),
+        "appends_per_s_without_lock": round(without, 1),
+        "ratio": round(with_lock / without, 3),
+        "runs": {k: [round(r, 1) for r in v] for k, v in rates.items()},
     }
 
 
@@ -348,8 +416,16 @@ async def main(argv: list[str]) -> dict[str, Any]:
     async with database(args.postgres) as dsn:
         figures["floor"] = await bench_floor(dsn, args.samples)
         figures["chain_postgres"] = await bench_chain(dsn, args.repeat)
-    commit = figures["floor"]["durable_commit_ms"]
-    figures["chain_postgres"]["ratio_to_commit"] = round(figures["chain_postgres"]["ms_per_node"] / commit, 2)
+        figures["floor_after"] = await bench_floor(dsn, args.samples)
+        figures["sequence_lock"] = await bench_sequence_lock(dsn, 16, 100, args.repeat)
+    figures["chain_embedded"] = await bench_chain(None, args.repeat)
+    # the machine is shared: the floor is measured before and after the chain, the lower one used
+    commit = min(figures["floor"]["durable_commit_ms"], figures["floor_after"]["durable_commit_ms"])
+    chain = figures["chain_postgres"]
+    chain["ratio_to_commit"] = round(chain["ms_per_node"] / commit, 2)
+    # what Postgres adds per node over the same engine on SQLite, against the commit it must pay
+    chain["over_embedded_ms_per_node"] = round(chain["ms_per_node"] - figures["chain_embedded"]["ms_per_node"], 3)
+    chain["over_embedded_ratio_to_commit"] = round(chain["over_embedded_ms_per_node"] / commit, 2)
     figures["executions_one_server"] = await bench_executions(args.postgres, 1, args.executions, args.repeat)
     figures["executions_two_servers"] = await bench_executions(args.postgres, 2, args.executions, args.repeat)
     figures["takeover"] = await bench_takeover(args.postgres, args.takeover)
