@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import shutil
@@ -150,3 +151,30 @@ def read_text(f: File) -> str:
 @workflow
 def with_default(f: File = File(DEFAULT_INPUT)) -> str:
     return read_text(f=f)
+
+
+@task
+def write_n(scratch: str, n: int) -> File:
+    os.makedirs(scratch, exist_ok=True)
+    path = os.path.join(scratch, f"{n}.txt")
+    with open(path, "w") as handle:
+        handle.write("x" * n)
+    return File(path)
+
+
+@task
+def wipe_all(scratch: str, after: list[File]) -> bool:
+    shutil.rmtree(scratch)
+    return True
+
+
+@task
+def total(files: list[File], wiped: bool) -> int:
+    assert wiped
+    return sum(os.path.getsize(f.path) for f in files)
+
+
+@workflow
+def map_writes(scratch: str, ns: list[int]) -> int:
+    files = map_task(functools.partial(write_n, scratch=scratch))(n=ns)
+    return total(files=files, wiped=wipe_all(scratch=scratch, after=files))

@@ -249,3 +249,8 @@ async def test_a_map_over_files_and_a_default_file_input(eng: Engine, tmp_path: 
     finally:
         os.unlink(wf.DEFAULT_INPUT)  # launch uploaded it: the run needs the path no more
     assert await handle.outputs(timeout=60) == text
+
+
+async def test_files_returned_by_map_elements(eng: Engine, tmp_path: Path) -> None:
+    handle = await eng.launch(wf.map_writes, scratch=str(tmp_path / "elements"), ns=[1, 2, 3, 4])
+    assert await handle.outputs(timeout=60) == 10
