@@ -159,7 +159,7 @@ def _code_ref(workflow: Workflow) -> str | None:
 
 
 DOMAINS = ("development", "staging", "production")
-_PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 
 
 def _defaults(options: dict[str, Any], state_dir: Path) -> dict[str, Any]:
@@ -178,12 +178,12 @@ def _defaults(options: dict[str, Any], state_dir: Path) -> dict[str, Any]:
 
 MAX_INPUT_BYTES = 128 * 1024 * 1024
 MAX_INPUT_DEPTH = 100
-_EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_EXECUTION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
 def check_execution_id(execution_id: str) -> None:
     """Raise `InvalidExecutionId` for what no execution can be named, before any store sees it."""
-    if not isinstance(execution_id, str) or not _EXECUTION_ID.match(execution_id):
+    if not isinstance(execution_id, str) or not _EXECUTION_ID.fullmatch(execution_id):
         raise InvalidExecutionId(execution_id if isinstance(execution_id, str) else repr(execution_id))
 
 
@@ -224,7 +224,7 @@ def check_input_sizes(literals: Mapping[str, bytes], limit: int) -> None:
 
 def check_scope(project: str, domain: str, domains: Sequence[str]) -> None:
     """Raise `InvalidScope` unless ``project`` is a name and ``domain`` one of ``domains``."""
-    if not isinstance(project, str) or not _PROJECT.match(project):
+    if not isinstance(project, str) or not _PROJECT.fullmatch(project):
         raise InvalidScope(
             f"project {project!r} is not a name: use 1 to 63 letters, digits, '-' and '_', starting with a "
             "letter or digit"

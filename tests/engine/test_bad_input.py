@@ -33,7 +33,7 @@ def test_an_execution_id_is_accepted_only_if_well_formed(candidate: str) -> None
             check_execution_id(candidate)
 
 
-@pytest.mark.parametrize("bad", ["", "a" * 129, "bad\x00id", "ünïcode", "a b", "../x", "x" * 1_000_000])
+@pytest.mark.parametrize("bad", ["", "a" * 129, "bad\x00id", "ünïcode", "a b", "../x", "x\n", "x" * 1_000_000])
 async def test_every_verb_refuses_a_malformed_id_before_the_store_sees_it(eng: Engine, bad: str) -> None:
     with pytest.raises(InvalidExecutionId):
         await eng.launch(wf.diamond, execution_id=bad)
