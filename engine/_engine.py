@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from engine._details import ExecutionDetails, details_of
-from engine._files import upload_inputs
+from engine._files import Materializer, upload_inputs
 from engine._literals import from_literal
 from engine._logs import AttemptLogs, read_logs
 from engine._outputs import node_literals, plain_outputs, typed_node_outputs, typed_workflow_outputs
@@ -135,9 +135,17 @@ class ExecutionHandle:
         _raise_unless_succeeded(state)
         outputs = await self._engine._resolved(state.outputs or {})
         if self._workflow is not None:
-            return self._workflow.decode_outputs(outputs)
+            return await _downloaded(self._workflow.decode_outputs(outputs), self._engine.blobs)
         assert state.created is not None
-        return typed_workflow_outputs(state.created, outputs)
+        return await _downloaded(typed_workflow_outputs(state.created, outputs), self._engine.blobs)
+
+
+async def _downloaded(value: Any, blobs: BlobStore | None) -> Any:
+    """``value`` with each ``File``/``Dir`` in it written to a local temporary directory of its own
+    (kept: it is the caller's), so that its path opens as where the task wrote it did."""
+    if blobs is None:
+        return value
+    return await Materializer(blobs).materialize(value)
 
 
 def _raise_unless_succeeded(state: ExecutionState) -> None:
@@ -686,7 +694,9 @@ class Engine:
         state = await self._state(execution_id)
         if node_id is not None:
             literals = await self._resolved(node_literals(state, node_id))
-            return typed_node_outputs(state, node_id, literals) if typed else plain_outputs(literals)
+            if not typed:
+                return plain_outputs(literals)
+            return await _downloaded(typed_node_outputs(state, node_id, literals), self.blobs)
         if state.phase not in TERMINAL_STATUSES:
             raise ExecutionNotFinished(execution_id, "read the outputs of", state.phase)
         if not typed:

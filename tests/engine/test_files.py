@@ -83,14 +83,18 @@ async def test_with_process_workers(tmp_path: Path) -> None:
         assert await handle.outputs(timeout=60) == EXPECTED_TREE
 
 
-async def test_a_launched_file_is_uploaded_and_an_output_file_is_a_reference(eng: Engine, tmp_path: Path) -> None:
+async def test_a_launched_file_is_uploaded_and_an_output_file_is_downloaded(eng: Engine, tmp_path: Path) -> None:
     source = tmp_path / "input.csv"
     source.write_text("a,b\n1,2\n")
     handle = await eng.launch(wf.echo_file, f=File(source))
     source.unlink()  # the execution holds the content, not the path
     out = await handle.outputs(timeout=60)
-    assert isinstance(out, File) and out.path == "input.csv" and out.blob.startswith("sha256/")
+    # the caller gets a file it can open: downloaded into a temporary directory of its own
+    assert isinstance(out, File) and Path(out.path).name == "input.csv" and out.blob.startswith("sha256/")
+    assert Path(out.path).read_bytes() == b"a,b\n1,2\n"
     assert eng.blobs is not None and await eng.blobs.get(out.blob) == b"a,b\n1,2\n"
+    plain = await eng.outputs(handle.execution_id, typed=False)  # plain values: the reference itself
+    assert plain == {"path": "input.csv", "blob": out.blob}
 
 
 async def test_a_missing_file_is_a_typed_error_naming_the_path(eng: Engine, tmp_path: Path) -> None:
