@@ -16,7 +16,8 @@ on the Postgres at ``--postgres`` (``$SLIPSTREAM_TEST_POSTGRES_DSN``, else the l
   (``run_loop=False``), run by one and by two ``slipstream serve --executor local`` processes;
   from the first launch to the last success. ``share`` is each server's part of the attempts.
 - takeover: two serve processes, ``--takeover`` executions of 20 naps of 0.1 s; once every
-  execution runs, one server is SIGKILLed. ``takeover_s`` is the longest wait, over the executions
+  execution runs, one server is SIGKILLed (``leases_before_kill``: each server's leases;
+  ``held_by_killed``: the killed one's). ``takeover_s`` is the longest wait, over the executions
   left unfinished, from the kill to their first event written after it (measured on the
   database's clock); every execution must still succeed with no node run twice.
 - sequence lock: appends/s of 16 concurrent writers with the store's append function and with a
@@ -213,6 +214,16 @@ async def _share(client: Any, execution_ids: list[str], pids: list[int]) -> list
     return [round(ran[pid] / len(execution_ids), 3) for pid in pids]
 
 
+async def _leases_by_member(conn: asyncpg.Connection) -> dict[int, int]:
+    """Leases held by each serving loop's session (its backend pid) in this database."""
+    rows = await conn.fetch(
+        "SELECT a.pid, count(l.pid) FROM pg_stat_activity a LEFT JOIN pg_locks l"
+        " ON l.pid = a.pid AND l.locktype = 'advisory'"
+        " WHERE a.datname = current_database() AND a.application_name LIKE 'slipstream-serve:%' GROUP BY a.pid"
+    )
+    return {int(pid): int(n) for pid, n in rows}
+
+
 async def bench_executions(admin_dsn: str, servers: int, executions: int, repeat: int) -> dict[str, Any]:
     from benchmarks import _server_workflows as flows
     from engine import Engine
@@ -270,12 +281,16 @@ async def bench_takeover(admin_dsn: str, executions: int) -> dict[str, Any]:
                         raise TimeoutError("executions did not all start in 120 s")
                     await asyncio.sleep(0.02)
                 await asyncio.sleep(flows.NAP_S * 3)
+                held_before = await _leases_by_member(conn)
                 victim = procs[0]
                 victim.kill()
+                victim.wait()
                 killed_at = await conn.fetchval("SELECT clock_timestamp()")
                 unfinished = {
                     r[0] for r in await conn.fetch("SELECT execution_id FROM executions WHERE status = 'running'")
                 }
+                await asyncio.sleep(0.2)  # Postgres ends the dead server's session
+                gone = set(held_before) - set(await _leases_by_member(conn))
                 while await _count(conn, "succeeded") < executions:
                     if time.perf_counter() > deadline + 300:
                         raise TimeoutError("executions did not finish in 300 s after the kill")
@@ -296,7 +311,8 @@ async def bench_takeover(admin_dsn: str, executions: int) -> dict[str, Any]:
     return {
         "executions": executions,
         "unfinished_at_kill": len(unfinished),
-        "moved": sum(1 for w in waits if w > 0.5),
+        "leases_before_kill": sorted(held_before.values()),
+        "held_by_killed": sum(held_before[m] for m in gone),
         "takeover_s": round(waits[-1], 3) if waits else None,
         "median_wait_s": round(statistics.median(waits), 3) if waits else None,
         "all_succeeded": True,
