@@ -74,7 +74,8 @@ class AdvisoryLeases:
         self._woken = woken
         self.member_interval = member_interval
         self._held: set[str] = set()
-        self._claims: dict[str, asyncio.Future[bool]] = {}
+        self._claims: dict[str, asyncio.Future[bool]] = {}  # queued for the next lock query
+        self._sending: dict[str, asyncio.Future[bool]] = {}  # in the lock query under way
         self._releases: list[str] = []
         self._flushing = False
         self._joined: asyncpg.Connection | None = None  # the session that announced itself a member
@@ -94,7 +95,9 @@ class AdvisoryLeases:
         session = self._session()
         if name in self._held and session is not None and not session.is_closed():
             return True
-        future = self._claims.get(name)
+        # a claim of the same name queued or in flight answers this one too: locking twice would
+        # stack the lock, and one release would then leave it held
+        future = self._claims.get(name) or self._sending.get(name)
         if future is None:
             future = self._claims[name] = asyncio.get_running_loop().create_future()
         if not self._flushing:
@@ -158,6 +161,7 @@ class AdvisoryLeases:
             while self._releases or self._claims or join:
                 releases, self._releases = self._releases, []
                 claims, self._claims = self._claims, {}
+                self._sending = claims
                 try:
                     await self._send(releases, claims, join)
                 except BaseException as exc:
@@ -176,6 +180,7 @@ class AdvisoryLeases:
                 join = False
         finally:
             self._flushing = False
+            self._sending = {}
 
     async def _send(self, releases: list[str], claims: dict[str, asyncio.Future[bool]], join: bool) -> None:
         session = self._session()

@@ -117,6 +117,10 @@ async def test_batched_claims_give_each_execution_to_exactly_one_store(
         await asyncio.gather(*(one.release(n) for n in held_by_one))
         assert all(await asyncio.gather(*(two.claim(n) for n in held_by_one)))
         assert not any(await asyncio.gather(*(one.claim(n) for n in names)))
+        # the same name claimed many times at once is locked once: one release frees it
+        assert all(await asyncio.gather(*(one.claim("shared") for _ in range(20))))
+        await one.release("shared")
+        assert await two.claim("shared")
 
 
 async def test_stores_prefer_disjoint_shares_and_see_a_member_go(postgres_database: str, postgres_schema: str) -> None:
