@@ -337,12 +337,13 @@ class PostgresEventStore(EventStore):
             try:
                 await conn.execute(_APPEND, *args)
             except asyncpg.PostgresError as exc:
-                if not conn.is_closed():
+                if getattr(exc, "sqlstate", None) != _CONFLICT_STATE:
                     # the function failed while it may have held the sequence lock (a session
                     # lock outlives the transaction): never hand the connection back holding it
-                    with contextlib.suppress(Exception):
-                        await conn.execute("SELECT pg_advisory_unlock($1)", _SEQ_LOCK)
-                if getattr(exc, "sqlstate", None) != _CONFLICT_STATE:
+                    # (a lost race is raised after the unlock)
+                    if not conn.is_closed():
+                        with contextlib.suppress(Exception):
+                            await conn.execute("SELECT pg_advisory_unlock($1)", _SEQ_LOCK)
                     raise
                 execution_id, expected = str(exc.detail), int(exc.hint or 0)  # type: ignore[attr-defined]
                 actual = await self._version_after_rollback(conn, execution_id)
