@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import io
 import logging
+import os
 import sys
 import threading
 from collections import deque
@@ -60,13 +61,13 @@ class AttemptLog:
     """The output of one attempt, bounded; safe to read from other threads while it is written."""
 
     def __init__(
-        self, label: str, limit: int = LOG_LIMIT, mirror: Path | None = None, redact: Redactor | None = None
+        self, label: str, limit: int = LOG_LIMIT, mirror: str | None = None, redact: Redactor | None = None
     ) -> None:
         self.label = label
         self.limit = limit
         self.redact = redact or Redactor()
         self._mirror_path = mirror  # None once mirroring stopped
-        self._live_file = mirror  # removed at the end either way
+        self._live_file: Path | None = None  # once created: removed at the end
         self._mirror: TextIO | None = None
         self._mirrored = 0  # characters; the live file stops at twice the log's bound
         self._partial: dict[_Router, str] = {}  # per stream, the start of a line not echoed yet
@@ -114,9 +115,11 @@ class AttemptLog:
     def _write_mirror(self, text: str) -> None:
         assert self._mirror_path is not None
         try:
-            if self._mirror is None:
-                self._mirror_path.parent.mkdir(parents=True, exist_ok=True)
-                self._mirror = self._mirror_path.open("a", encoding="utf-8")
+            if self._mirror is None:  # the first line: most attempts print nothing and never get here
+                path = Path(self._mirror_path)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._mirror = path.open("a", encoding="utf-8")
+                self._live_file = path
             if self._mirrored + len(text) > 2 * self.limit:
                 self._mirror.write("\n[... the live view stops here; the attempt's log is kept when it ends ...]\n")
                 self._mirror.close()
@@ -228,7 +231,7 @@ def _install() -> None:
 
 
 @contextlib.contextmanager
-def capture(label: str, live: Path | None = None, redact: Redactor | None = None) -> Iterator[AttemptLog]:
+def capture(label: str, live: str | None = None, redact: Redactor | None = None) -> Iterator[AttemptLog]:
     """Route this thread's (or asyncio task's) output into a new log while the block runs, also
     appended to the file ``live`` (removed at the end) for readers in other processes; ``redact``
     hides secret values in everything kept or echoed."""
@@ -244,11 +247,12 @@ def capture(label: str, live: Path | None = None, redact: Redactor | None = None
         log.close()
 
 
-def live_log_path(directory: str, execution_id: str, node_id: str, attempt: int) -> Path | None:
-    """Where an attempt mirrors its output under ``directory`` ("" for no mirror)."""
+def live_log_path(directory: str, execution_id: str, node_id: str, attempt: int) -> str | None:
+    """Where an attempt mirrors its output under ``directory`` (None for no mirror). A string: a
+    `Path` costs more than most attempts' bodies, and most attempts print nothing."""
     if not directory:
         return None
-    return Path(directory) / _safe(execution_id) / f"{_safe(node_id)}#{attempt}.log"
+    return os.path.join(directory, _safe(execution_id), f"{_safe(node_id)}#{attempt}.log")
 
 
 def read_live_files(directory: str | Path, execution_id: str) -> dict[tuple[str, int], str]:
