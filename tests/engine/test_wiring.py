@@ -82,11 +82,9 @@ def test_embedded_builds_every_named_executor(tmp_path: Path) -> None:
 def test_nats_without_an_event_stream_backend_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import engine._wiring as wiring
 
-    installed = wiring.entry_points
+    installed = wiring.installed
     # as if the NATS plugin were not installed
-    monkeypatch.setattr(
-        wiring, "entry_points", lambda group: [ep for ep in installed(group=group) if ep.name != "nats"]
-    )
+    monkeypatch.setattr(wiring, "installed", lambda group: [ep for ep in installed(group) if ep.name != "nats"])
     monkeypatch.delenv("SLIPSTREAM_NATS_URL", raising=False)
     with pytest.raises(ConfigError, match=r"'slipstream\.event_sinks' for the event stream at 'nats://broker:4222'"):
         Engine.connect(postgres="postgresql://localhost/test", nats="nats://broker:4222")
