@@ -15,18 +15,17 @@ store passes (an executor used on its own, outside an engine).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import shutil
 import stat
 import tempfile
-import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
+from engine._types import type_mentions
 from engine.errors import MissingFile
 
 if TYPE_CHECKING:
@@ -138,33 +137,7 @@ _MANIFEST_DECODER = msgspec.msgpack.Decoder(list[_Entry])
 def holds_files(tp: Any) -> bool:
     """Whether values of ``tp`` may contain a ``File`` or ``Dir`` (through containers, unions,
     dataclass and Struct fields); the runtime walks only such values."""
-    try:
-        return _holds_files_cached(tp)
-    except TypeError:  # an unhashable annotation
-        return _holds_files_walk(tp, frozenset())
-
-
-@functools.lru_cache(maxsize=1024)
-def _holds_files_cached(tp: Any) -> bool:
-    return _holds_files_walk(tp, frozenset())
-
-
-def _holds_files_walk(tp: Any, seen: frozenset[int]) -> bool:
-    if tp is File or tp is Dir:
-        return True
-    if id(tp) in seen:
-        return False
-    seen = seen | {id(tp)}
-    args = typing.get_args(tp)
-    if args:
-        return any(_holds_files_walk(arg, seen) for arg in args if arg is not Ellipsis)
-    if isinstance(tp, type) and (dataclasses.is_dataclass(tp) or issubclass(tp, msgspec.Struct)):
-        try:
-            hints = typing.get_type_hints(tp)
-        except Exception:
-            return False
-        return any(_holds_files_walk(hint, seen) for hint in hints.values())
-    return False
+    return type_mentions(tp, (File, Dir))
 
 
 async def _replace_files(value: Any, fn: Callable[[File | Dir], Awaitable[File | Dir]]) -> Any:

@@ -14,7 +14,6 @@ A literal is what the planner moves between nodes without decoding it. Two rules
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import decimal
 import functools
@@ -29,6 +28,7 @@ from engine._types import (
     is_optional,
     is_supported,
     normalize_type,
+    type_mentions,
     type_repr,
 )
 from engine.errors import CompileError, TypeMismatch
@@ -247,36 +247,9 @@ def _canonical_decimals(value: Any) -> Any:
     return value
 
 
-def _holds_decimal(tp: Any, seen: frozenset[int] = frozenset()) -> bool:
-    """Whether values of ``tp`` may contain a ``Decimal`` (through containers, unions, dataclass
-    and Struct fields); unknown shapes answer False, since only typed decimals are normalised."""
-    try:
-        return _holds_decimal_cached(tp)
-    except TypeError:  # an unhashable annotation
-        return _holds_decimal_walk(tp, seen)
-
-
-@functools.lru_cache(maxsize=1024)
-def _holds_decimal_cached(tp: Any) -> bool:
-    return _holds_decimal_walk(tp, frozenset())
-
-
-def _holds_decimal_walk(tp: Any, seen: frozenset[int]) -> bool:
-    if tp is decimal.Decimal:
-        return True
-    if id(tp) in seen:
-        return False
-    seen = seen | {id(tp)}
-    args = typing.get_args(tp)
-    if args:
-        return any(_holds_decimal_walk(arg, seen) for arg in args if arg is not Ellipsis)
-    if isinstance(tp, type) and (dataclasses.is_dataclass(tp) or issubclass(tp, msgspec.Struct)):
-        try:
-            hints = typing.get_type_hints(tp)
-        except Exception:
-            return False
-        return any(_holds_decimal_walk(hint, seen) for hint in hints.values())
-    return False
+def _holds_decimal(tp: Any) -> bool:
+    """Whether values of ``tp`` may contain a ``Decimal``; only typed decimals are normalised."""
+    return type_mentions(tp, (decimal.Decimal,))
 
 
 def from_literal(data: bytes, tp: Any) -> Any:

@@ -32,6 +32,7 @@ __all__ = [
     "normalize_type",
     "sequence_kind",
     "strip_optional",
+    "type_mentions",
     "type_repr",
     "unsupported_leaves",
 ]
@@ -390,3 +391,38 @@ def dict_value_type(tp: Any) -> Any:
     """
     args = typing.get_args(strip_optional(tp))
     return args[1] if len(args) == 2 else Any
+
+
+def type_mentions(tp: Any, targets: tuple[type, ...]) -> bool:
+    """Whether values of ``tp`` may contain an instance of one of ``targets``: through containers,
+    unions, and dataclass and Struct fields (recursive types included); unknown shapes answer False.
+
+    Cached per annotation; the runtime and the codec ask for every task interface they handle.
+    """
+    try:
+        return _mentions_cached(tp, targets)
+    except TypeError:  # an unhashable annotation
+        return _mentions(tp, targets, frozenset())
+
+
+@functools.lru_cache(maxsize=2048)
+def _mentions_cached(tp: Any, targets: tuple[type, ...]) -> bool:
+    return _mentions(tp, targets, frozenset())
+
+
+def _mentions(tp: Any, targets: tuple[type, ...], seen: frozenset[int]) -> bool:
+    if tp in targets:
+        return True
+    if id(tp) in seen:
+        return False
+    seen = seen | {id(tp)}
+    args = typing.get_args(tp)
+    if args:
+        return any(_mentions(arg, targets, seen) for arg in args if arg is not Ellipsis)
+    if isinstance(tp, type) and (dataclasses.is_dataclass(tp) or issubclass(tp, msgspec.Struct)):
+        try:
+            hints = typing.get_type_hints(tp)
+        except Exception:
+            return False
+        return any(_mentions(hint, targets, seen) for hint in hints.values())
+    return False
