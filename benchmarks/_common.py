@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RESULTS_DIR", "machine_info", "rate_summary", "write_results"]
+__all__ = ["RESULTS_DIR", "drop_schema", "machine_info", "rate_summary", "write_results"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -109,3 +109,14 @@ def write_results(suite: str, figures: dict[str, Any], directory: Path | None = 
     }
     path.write_text(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
     return path
+
+
+async def drop_schema(dsn: str, schema: str) -> None:
+    """Remove a schema a benchmark's Postgres store or catalog made."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()

@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks._common import drop_schema
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -121,23 +123,13 @@ async def lookup_latency(kind: str, lookups: int, dsn: str) -> dict[str, Any]:
                     assert found is not None
             finally:
                 if kind == "postgres":
-                    await _drop_schema(dsn, schema)
+                    await drop_schema(dsn, schema)
     times.sort()
     return {
         "p50": round(times[len(times) // 2], 3),
         "p99": round(times[min(len(times) - 1, int(len(times) * 0.99))], 3),
         "lookups": lookups,
     }
-
-
-async def _drop_schema(dsn: str, schema: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 async def map_cost(size: int, repeat: int) -> dict[str, Any]:

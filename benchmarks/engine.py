@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _engine_workflows as flows
+from benchmarks._common import drop_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {
@@ -95,7 +96,7 @@ async def bench_chain(store_kind: str, dsn: str, repeat: int) -> dict[str, Any]:
             await _run(engine, flows.chain)  # warm-up: imports, connections, thread pools
             times = [await _run(engine, flows.chain) for _ in range(repeat)]
         if store_kind == "postgres":
-            await _drop_schema(dsn, f"bench_{os.getpid()}")
+            await drop_schema(dsn, f"bench_{os.getpid()}")
     wall = statistics.median(times)
     baseline = await _chain_baseline(repeat)
     per_node_ms = wall / flows.CHAIN_LENGTH * 1000
@@ -108,16 +109,6 @@ async def bench_chain(store_kind: str, dsn: str, repeat: int) -> dict[str, Any]:
         "overhead_ms_per_node": round(per_node_ms - baseline_ms, 3),
         "ratio_to_baseline": round(wall / baseline, 1) if baseline else None,
     }
-
-
-async def _drop_schema(dsn: str, schema: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 async def bench_map(size: int, repeat: int) -> dict[str, Any]:
