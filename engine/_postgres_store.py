@@ -121,6 +121,11 @@ class PostgresEventStore(EventStore):
         self._listener_lost = asyncio.Event()
         self._changes = ChangeSignal()
         self._closing = False
+        # changed_by_others: executions other processes' NOTIFYs named, once somebody asks
+        self._own_sessions: set[int] = set()
+        self._foreign: set[str] = set()
+        self._tracking = False
+        self._missed_notifications = False
         # leases are session advisory locks held on the listener connection: they die with it
         self._leases = AdvisoryLeases(
             lambda: self._listener,
@@ -158,6 +163,7 @@ class PostgresEventStore(EventStore):
                 max_size=self._max_size,
                 server_settings=self._server_settings(),
                 reset=_keep_session,
+                init=self._note_own_session,
             )
             # Listening before start returns: no append after start can go unnoticed.
             await self._connect_listener()
@@ -535,12 +541,31 @@ class PostgresEventStore(EventStore):
         """Moves on when a serving process sharing the store went away (its leases are free)."""
         return self._leases.epoch
 
-    def _on_notify(self, *_: object) -> None:
+    async def _note_own_session(self, conn: asyncpg.Connection) -> None:
+        # NOTIFYs sent by these sessions are this store's own appends (`changed_by_others`)
+        self._own_sessions.add(conn.get_server_pid())
+
+    def _on_notify(self, _conn: object, pid: int, _channel: str, execution_id: str) -> None:
+        if self._tracking and pid not in self._own_sessions:
+            self._foreign.add(execution_id)
         self._changes.notify()
+
+    def changed_by_others(self) -> set[str] | None:
+        """The executions other processes appended to since the previous call, from the senders
+        of the ``NOTIFY`` of each append; ``None`` on the first call and after the listener was
+        lost (notifications may have been missed).
+        """
+        if not self._tracking or self._missed_notifications:
+            self._tracking, self._missed_notifications = True, False
+            self._foreign = set()
+            return None
+        found, self._foreign = self._foreign, set()
+        return found
 
     def _on_listener_lost(self, conn: object) -> None:
         if conn is self._listener:
             self._leases.clear()  # the session that held them is gone, and so are its locks
+            self._missed_notifications = True
             self._listener_lost.set()
             self._changes.notify()  # notifications may be missed until it is back: wake spuriously
 

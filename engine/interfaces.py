@@ -276,6 +276,13 @@ class EventStore(abc.ABC):
         ``None`` if the backend cannot tell (a client then runs its executions itself)."""
         return None
 
+    def changed_by_others(self) -> set[str] | None:
+        """The executions that other processes appended to since the previous call (forgotten as
+        they are returned), or ``None`` when the backend cannot tell (then any may have been). A
+        control loop reads the log's tail of an execution it caches only if it is among them, so
+        the first call, and any after the backend may have missed an append, return ``None``."""
+        return None
+
     def lease_epoch(self) -> int:
         """A number that moves on when leases held by another process may have been freed (that
         process died or lost its session): loops then look for executions nobody holds at once,

@@ -251,18 +251,23 @@ class Controller:
         Another process may have appended to it (an abort from the CLI): only a round reads that
         and cancels the attempts. And an executor may have lost an attempt without a call-back (a
         worker gone with its machine): only a poll finds that out. A round with nothing new costs
-        one read of the log's tail and a poll per attempt in flight.
+        a poll per attempt in flight (and one read of the log's tail where another process appended).
         """
         while True:
             await self._sleep(self.revisit_interval)
             self.poll_in_flight()
 
     def poll_in_flight(self) -> None:
-        """Schedule a round, reading the log's new tail and polling every attempt in flight, for
-        each execution with attempts in flight or cancels owed."""
+        """Schedule a round polling every attempt in flight, for each execution with attempts in
+        flight or cancels owed; it reads the log's new tail first if another process may have
+        appended to it (`EventStore.changed_by_others`)."""
+        changed = self.store.changed_by_others()
         for execution_id in self.attempts.busy():
             self._reported.setdefault(execution_id, set()).update(self.attempts.tracked(execution_id))
-            self.refresh(execution_id)
+            if changed is None or execution_id in changed:
+                self.refresh(execution_id)
+            else:  # nobody else appended: the cached state is current, no need to read the tail
+                self.queue.add(execution_id)
 
     async def _watch_store(self) -> None:
         """Pick up executions created by other processes sharing the store.

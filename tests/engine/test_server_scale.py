@@ -153,6 +153,27 @@ async def test_stores_prefer_disjoint_shares_and_see_a_member_go(postgres_databa
         assert await one.serving_loops() == 1
 
 
+async def test_a_store_tells_the_appends_of_other_processes_from_its_own(
+    postgres_database: str, postgres_schema: str
+) -> None:
+    async with (
+        PostgresEventStore(postgres_database, schema=postgres_schema) as mine,
+        PostgresEventStore(postgres_database, schema=postgres_schema) as other,
+    ):
+        assert mine.changed_by_others() is None  # before the first call nothing was tracked
+        own, theirs = new_id(), new_id()
+        await mine.append(own, 0, [created(own)])
+        await other.append(theirs, 0, [created(theirs)])  # notified after ours (commit order)
+        seen: set[str] = set()
+        deadline = time.monotonic() + 10
+        while theirs not in seen:
+            assert time.monotonic() < deadline, "the other store's append was never seen"
+            seen |= mine.changed_by_others() or set()
+            await asyncio.sleep(0.02)
+        assert own not in seen
+        assert mine.changed_by_others() == set()  # forgotten once returned
+
+
 # --- serve processes -------------------------------------------------------------------------------
 
 
