@@ -121,6 +121,9 @@ class PostgresEventStore(EventStore):
         self._listener_lost = asyncio.Event()
         self._changes = ChangeSignal()
         self._closing = False
+        # appends waiting for the one being written, to go out together after it
+        self._writing = False
+        self._waiting: list[tuple[Sequence[tuple[str, int, Sequence[StoredEvent]]], asyncio.Future[None]]] = []
         # changed_by_others: executions other processes' NOTIFYs named, once somebody asks
         self._own_sessions: set[int] = set()
         self._foreign: set[str] = set()
@@ -305,6 +308,66 @@ class PostgresEventStore(EventStore):
     # --- append --------------------------------------------------------------------------------------
 
     async def _append_records(self, batches: Sequence[tuple[str, int, Sequence[StoredEvent]]]) -> None:
+        """Write at once, or, while another append of this store is being written, after it in one
+        transaction with every append that arrived meanwhile (launches of many executions at once,
+        writers other than the loop's group commit)."""
+        plan_projection(batches)  # a caller's mistake fails its own call, not a shared transaction
+        if self._writing:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.append((batches, future))
+            await future
+            return
+        self._writing = True
+        try:
+            await self._write(batches)
+        finally:
+            try:
+                while self._waiting:
+                    group, self._waiting = self._waiting, []
+                    await self._write_group(group)
+            except BaseException as exc:  # cancelled while writing for others: nobody else will
+                for _, waiting in self._waiting:
+                    if not waiting.done():
+                        waiting.set_exception(StoreUnavailable(f"append abandoned: {exc!r}"))
+                self._waiting = []
+                raise
+            finally:
+                self._writing = False
+
+    async def _write_group(self, group: list[tuple[Sequence[tuple[str, int, Sequence[StoredEvent]]], Any]]) -> None:
+        """Write the appends of ``group`` in one transaction; after a conflict (or when two name
+        the same execution) one by one, so that only those who lost a race see it."""
+        ids = [execution_id for batches, _ in group for execution_id, _, _ in batches]
+        if len(group) > 1 and len(ids) == len(set(ids)):
+            try:
+                await self._write([batch for batches, _ in group for batch in batches])
+            except ConcurrencyConflict:
+                pass
+            except BaseException as exc:
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            else:
+                for _, future in group:
+                    if not future.done():
+                        future.set_result(None)
+                return
+        for batches, future in group:
+            try:
+                await self._write(batches)
+            except BaseException as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                if not future.done():
+                    future.set_result(None)
+
+    async def _write(self, batches: Sequence[tuple[str, int, Sequence[StoredEvent]]]) -> None:
         changes = plan_projection(batches)
         if not changes:
             return

@@ -101,6 +101,21 @@ async def test_a_lost_race_is_a_conflict_and_leaves_no_lock_behind(store: Postgr
     assert held == 0, "an append left the sequence lock held on a pooled connection"
 
 
+async def test_concurrent_appends_share_transactions_and_only_the_loser_conflicts(store: PostgresEventStore) -> None:
+    taken = new_id()
+    await store.append(taken, 0, [created(taken)])
+    fresh = [new_id() for _ in range(50)]
+    results = await asyncio.gather(
+        *(store.append(eid, 0, [created(eid)]) for eid in fresh),
+        store.append(taken, 0, [created(taken)]),  # stale: lands in a group with the others
+        return_exceptions=True,
+    )
+    assert results[:-1] == [1] * len(fresh)
+    assert isinstance(results[-1], ConcurrencyConflict) and results[-1].execution_id == taken
+    assert all([len(await store.read(eid)) == 1 for eid in fresh])
+    assert len(await store.read(taken)) == 1
+
+
 async def test_batched_claims_give_each_execution_to_exactly_one_store(
     postgres_database: str, postgres_schema: str
 ) -> None:
