@@ -20,8 +20,9 @@ on the Postgres at ``--postgres`` (``$SLIPSTREAM_TEST_POSTGRES_DSN``, else the l
   ``held_by_killed``: the killed one's). ``takeover_s`` is the longest wait, over the executions
   left unfinished, from the kill to their first event written after it (measured on the
   database's clock); every execution must still succeed with no node run twice.
-- sequence lock: appends/s of 16 concurrent writers with the store's append function and with a
-  copy of it without the sequence lock (what the lock that keeps ``read_all`` commit-safe costs).
+- sequence lock: appends/s of 16 concurrent writers (a store each, as 16 processes) with the
+  store's append function and with a copy of it without the sequence lock (what the lock that
+  keeps ``read_all`` commit-safe costs).
 - DBOS Transact (``pip install -e '.[peers]'``), when installed, on its own database: a workflow of
   100 sequential async no-op steps, per step, and ``--executions`` one-step workflows started at
   once (``DBOS.start_workflow_async``), in this process.
@@ -334,14 +335,17 @@ async def bench_sequence_lock(dsn: str, writers: int, appends: int, repeat: int)
     unlocked = "\n".join(line for line in function.splitlines() if "pg_advisory_" not in line)
     unlocked = unlocked.replace("FUNCTION slipstream_append(", "FUNCTION slipstream_append_unlocked(")
     spec, at = make_spec(1), datetime.now(UTC)
-    store = pg.PostgresEventStore(dsn, schema="sequence_lock", max_size=writers)
+    # a store per writer, as separate serve processes: one store's own appends share transactions
+    stores = [pg.PostgresEventStore(dsn, schema="sequence_lock", max_size=1) for _ in range(writers)]
     rates: dict[str, list[float]] = {"with_lock": [], "without_lock": []}
     locked_call = pg._APPEND
-    async with store:
-        async with store._connection() as conn:
+    async with contextlib.AsyncExitStack() as stack:
+        for store in stores:
+            await stack.enter_async_context(store)
+        async with stores[0]._connection() as conn:
             await conn.execute(unlocked)
 
-        async def writer() -> None:
+        async def writer(store: pg.PostgresEventStore) -> None:
             for _ in range(appends):
                 eid = uuid.uuid4().hex
                 await store.append(eid, 0, history(eid, 3, spec, at))
@@ -351,12 +355,12 @@ async def bench_sequence_lock(dsn: str, writers: int, appends: int, repeat: int)
             ("without_lock", locked_call.replace("slipstream_append(", "slipstream_append_unlocked(")),
         ]
         try:
-            await writer()  # warm-up: connections, prepared statements
+            await asyncio.gather(*(writer(store) for store in stores))  # warm-up: connections, statements
             for i in range(repeat * 2):
                 for name, call in variants if i % 2 == 0 else variants[::-1]:  # ABBA: no drift favours one
                     pg._APPEND = call
                     start = time.perf_counter()
-                    await asyncio.gather(*(writer() for _ in range(writers)))
+                    await asyncio.gather(*(writer(store) for store in stores))
                     rates[name].append(writers * appends / (time.perf_counter() - start))
         finally:
             pg._APPEND = locked_call
