@@ -57,6 +57,9 @@ class Redactor:
         return bool(self._values)
 
 
+NO_SECRETS = Redactor()
+
+
 class AttemptLog:
     """The output of one attempt, bounded; safe to read from other threads while it is written."""
 
@@ -65,7 +68,7 @@ class AttemptLog:
     ) -> None:
         self.label = label
         self.limit = limit
-        self.redact = redact or Redactor()
+        self.redact = redact or NO_SECRETS
         self._mirror_path = mirror  # None once mirroring stopped
         self._live_file: Path | None = None  # once created: removed at the end
         self._mirror: TextIO | None = None
@@ -157,6 +160,8 @@ class AttemptLog:
 
     def text(self) -> str:
         """Everything kept, with a line where characters were dropped."""
+        if not self._head:
+            return ""  # most attempts print nothing
         with self._lock:
             middle = f"\n[... {self._dropped} characters dropped ...]\n" if self._dropped else ""
             text = "".join(self._head) + middle + "".join(self._tail)
@@ -166,6 +171,7 @@ class AttemptLog:
 _current: contextvars.ContextVar[AttemptLog | None] = contextvars.ContextVar("slipstream_attempt_log", default=None)
 _live: dict[str, AttemptLog] = {}  # label -> log, for attempts running in this process
 _install_lock = threading.Lock()
+_handler_installed = False
 
 
 class _Router(io.TextIOBase):
@@ -216,6 +222,9 @@ class _LogHandler(logging.Handler):
 
 
 def _install() -> None:
+    global _handler_installed
+    if type(sys.stdout) is _Router and type(sys.stderr) is _Router and _handler_installed:
+        return  # every attempt passes here: the common case takes no lock
     with _install_lock:
         if not isinstance(sys.stdout, _Router):
             sys.stdout = _Router(sys.stdout)  # type: ignore[assignment]
@@ -228,6 +237,7 @@ def _install() -> None:
             tasks.addHandler(handler)
             if tasks.level == logging.NOTSET:
                 tasks.setLevel(logging.INFO)  # a task's info lines are what its log is for
+        _handler_installed = True
 
 
 @contextlib.contextmanager

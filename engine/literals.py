@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
@@ -233,10 +234,10 @@ def manifest_items(literal: bytes) -> list[bytes] | None:
 
 def may_hold_references(literal: bytes) -> bool:
     """Whether ``literal`` may contain blob references (a quick byte test; false positives only)."""
-    return any(marker in literal for marker in _EXT_MARKERS)
+    return _EXT_MARKER.search(literal) is not None
 
 
-_EXT_MARKERS = (b"\xc7", b"\xc8", b"\xc9", b"\xd4", b"\xd5", b"\xd6", b"\xd7", b"\xd8")
+_EXT_MARKER = re.compile(rb"[\xc7-\xc9\xd4-\xd8]")  # the msgpack extension type headers
 
 
 def references(literal: bytes) -> set[str]:
@@ -244,6 +245,9 @@ def references(literal: bytes) -> set[str]:
     found: set[str] = set()
     if not may_hold_references(literal):
         return found
+    ext = _ext(literal)
+    if ext is not None and ext.code == ITEM_REF:  # a map element's input: the common case, made short
+        return {blob_digest_address(msgspec.msgpack.decode(ext.data)[0])}
 
     def hook(code: int, data: memoryview) -> object:
         if code == BLOB_REF:
@@ -275,6 +279,13 @@ def substitute(literal: bytes, blobs: Mapping[str, bytes], chunks: dict[str, lis
     if not may_hold_references(literal):
         return literal
     chunks = {} if chunks is None else chunks
+    ext = _ext(literal)
+    if ext is not None and ext.code == ITEM_REF:  # a map element's input: the common case, made short
+        digest, offset = msgspec.msgpack.decode(ext.data)
+        address = blob_digest_address(digest)
+        if address not in chunks:
+            chunks[address] = split_list_literal(blobs[address])
+        return substitute(chunks[address][offset], blobs, chunks)
 
     def chunk_items(digest: bytes) -> list[bytes]:
         address = blob_digest_address(digest)

@@ -40,7 +40,7 @@ from typing import Any
 
 import msgspec
 
-from engine._capture import AttemptLog, Redactor, capture, live_log_path
+from engine._capture import NO_SECRETS, AttemptLog, Redactor, capture, live_log_path
 from engine._compiler import CompileContext
 from engine._context import TaskContext, bind_context, read_secrets
 from engine._files import Materializer, holds_files, upload_files
@@ -430,7 +430,7 @@ class _Run:
         key = request.key
         self.label = f"{key.execution_id} {key.node_id}#{key.attempt}"
         self.live = live_log_path(request.live_logs, key.execution_id, key.node_id, key.attempt)
-        self.redact = Redactor()  # the task's secrets, once they are read
+        self.redact = NO_SECRETS  # the task's secrets, once they are read
 
     def prepare(
         self, environ: Mapping[str, str] | None, task: Task | None = None
@@ -447,7 +447,7 @@ class _Run:
                 retryable=False,
             )
         secrets = read_secrets(request.secrets, environ)
-        self.redact = Redactor(secrets)
+        self.redact = Redactor(secrets) if secrets else NO_SECRETS
         missing = [name for name in request.secrets if name not in secrets]
         if missing:
             return self.failed(_missing_secrets(ref.name, missing), None, retryable=False)
