@@ -74,8 +74,11 @@ class CatalogActions:
     async def _lookup(self, action: CacheLookup) -> None:
         try:
             now = self._clock()
+            # before the read: a record the writer commits meanwhile leaves `_pending` only after
+            # its commit, so it is either seen here or found by the read, never missed by both
+            on_the_way = {key.digest: self._pending[key.digest] for key in action.keys if key.digest in self._pending}
             artifacts = await self.catalog.lookup_many(action.keys, now=now, max_age=action.max_age)
-            artifacts = self._with_pending(action.keys, artifacts, now, action.max_age)
+            artifacts = self._with_pending(action.keys, artifacts, on_the_way, now, action.max_age)
             holder = ""
             if action.reserve and artifacts and artifacts[0] is None:
                 digest = action.keys[0].digest
@@ -92,17 +95,22 @@ class CatalogActions:
             outcome = CacheOutcome([], list(action.indices), error=f"{type(exc).__name__}: {exc}")
         self._answer(action.execution_id, action.node_id, outcome)
 
+    @staticmethod
     def _with_pending(
-        self, keys: list[CacheKey], found: list[Artifact | None], now: datetime, max_age: float | None
+        keys: list[CacheKey],
+        found: list[Artifact | None],
+        on_the_way: dict[str, Artifact],
+        now: datetime,
+        max_age: float | None,
     ) -> list[Artifact | None]:
         """Lookups see this process's records still on their way to the catalog."""
-        if not self._pending:
+        if not on_the_way:
             return found
         oldest = now - timedelta(seconds=max_age) if max_age is not None else None
         result = list(found)
         for i, key in enumerate(keys):
             if result[i] is None:
-                pending = self._pending.get(key.digest)
+                pending = on_the_way.get(key.digest)
                 if pending is not None and (oldest is None or pending.created_at >= oldest):
                     result[i] = pending
         return result
