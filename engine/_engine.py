@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import difflib
 import logging
 import os
-import re
 import sys
 import tempfile
 import uuid
@@ -25,6 +23,15 @@ from engine._files import Materializer, upload_inputs
 from engine._literals import from_literal
 from engine._logs import AttemptLogs, read_logs
 from engine._outputs import node_literals, plain_outputs, typed_node_outputs, typed_workflow_outputs
+from engine._validation import (
+    DOMAINS,
+    MAX_INPUT_BYTES,
+    MAX_INPUT_DEPTH,
+    check_execution_id,
+    check_input_depth,
+    check_input_sizes,
+    check_scope,
+)
 from engine._wiring import backend, blob_store, build_executors, event_stream_services, index_executors
 from engine.errors import (
     ArtifactNotFound,
@@ -33,8 +40,6 @@ from engine.errors import (
     ExecutionAborted,
     ExecutionNotFinished,
     ExecutionNotFound,
-    InputLimitExceeded,
-    InvalidExecutionId,
     InvalidScope,
     TaskFailed,
     TypeMismatch,
@@ -166,10 +171,6 @@ def _code_ref(workflow: Workflow) -> str | None:
     return f"{module}:{qualname}"
 
 
-DOMAINS = ("development", "staging", "production")
-_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
-
-
 def _defaults(options: dict[str, Any], state_dir: Path) -> dict[str, Any]:
     """``options`` completed from the environment and the state directory: ``domains`` from
     ``$SLIPSTREAM_DOMAINS`` (comma-separated), the scope from ``$SLIPSTREAM_PROJECT`` and
@@ -182,65 +183,6 @@ def _defaults(options: dict[str, Any], state_dir: Path) -> dict[str, Any]:
     if "domains" not in options and listed.strip():
         options["domains"] = [d.strip() for d in listed.split(",") if d.strip()]
     return options
-
-
-MAX_INPUT_BYTES = 128 * 1024 * 1024
-MAX_INPUT_DEPTH = 100
-_EXECUTION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-
-
-def check_execution_id(execution_id: str) -> None:
-    """Raise `InvalidExecutionId` for what no execution can be named, before any store sees it."""
-    if not isinstance(execution_id, str) or not _EXECUTION_ID.fullmatch(execution_id):
-        raise InvalidExecutionId(execution_id if isinstance(execution_id, str) else repr(execution_id))
-
-
-def check_input_depth(inputs: Mapping[str, Any], limit: int) -> None:
-    """Raise `InputLimitExceeded` for an input nested deeper than ``limit`` (or holding itself).
-
-    Walks containers without recursion, so that a value too deep for the codec is refused with
-    a message instead of a `RecursionError`.
-    """
-    containers = (list, tuple, set, frozenset, dict)
-    for name, value in inputs.items():
-        stack: list[tuple[Any, int, tuple[int, ...]]] = [(value, 1, ())] if isinstance(value, containers) else []
-        while stack:
-            item, depth, parents = stack.pop()
-            if depth > limit:
-                raise InputLimitExceeded(
-                    f"input {name!r} is nested more than {limit} levels deep, the limit "
-                    "(Engine(max_input_depth=...)): flatten it or pass it as a File"
-                )
-            if id(item) in parents:
-                raise InputLimitExceeded(f"input {name!r} contains itself; pass a value without cycles")
-            children = item.values() if isinstance(item, dict) else item
-            if not any(issubclass(kind, containers) for kind in set(map(type, children))):
-                continue  # leaves only (the common case of a long list of numbers or strings): no walk
-            inner = (*parents, id(item))
-            stack.extend((child, depth + 1, inner) for child in children if isinstance(child, containers))
-
-
-def check_input_sizes(literals: Mapping[str, bytes], limit: int) -> None:
-    """Raise `InputLimitExceeded` for an encoded input larger than ``limit`` bytes."""
-    for name, literal in literals.items():
-        if len(literal) > limit:
-            raise InputLimitExceeded(
-                f"input {name!r} is {len(literal) / 2**20:.1f} MiB encoded; the limit is {limit / 2**20:.0f} MiB "
-                "(Engine(max_input_bytes=...)): pass large data as a File or Dir"
-            )
-
-
-def check_scope(project: str, domain: str, domains: Sequence[str]) -> None:
-    """Raise `InvalidScope` unless ``project`` is a name and ``domain`` one of ``domains``."""
-    if not isinstance(project, str) or not _PROJECT.fullmatch(project):
-        raise InvalidScope(
-            f"project {project!r} is not a name: use 1 to 63 letters, digits, '-' and '_', starting with a "
-            "letter or digit"
-        )
-    if domain not in domains:
-        close = difflib.get_close_matches(str(domain), domains, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise InvalidScope(f"domain {domain!r} is not one of {', '.join(domains)}{hint}")
 
 
 class ExecutionList(list[ExecutionSummary]):

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import Engine, ExecutionNotFound, InputLimitExceeded, InvalidExecutionId
-from engine._engine import check_execution_id
+from engine._validation import check_execution_id
 
 from . import _workflows as wf
 
@@ -72,7 +72,7 @@ def test_fuzzed_launch_inputs_encode_or_are_refused_with_a_typed_error(value: ob
     """Any value for a ``list[int]`` input either fits or is refused with a typed error, never a
     crash (the workflow compiles the inputs; nothing runs)."""
     from engine import SlipstreamError
-    from engine._engine import check_input_depth
+    from engine._validation import check_input_depth
 
     try:
         check_input_depth({"xs": value}, 100)

@@ -9,6 +9,7 @@ import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import msgspec
 import pytest
 
@@ -91,7 +92,7 @@ async def test_a_launched_file_is_uploaded_and_an_output_file_is_downloaded(eng:
     out = await handle.outputs(timeout=60)
     # the caller gets a file it can open: downloaded into a temporary directory of its own
     assert isinstance(out, File) and Path(out.path).name == "input.csv" and out.blob.startswith("sha256/")
-    assert Path(out.path).read_bytes() == b"a,b\n1,2\n"
+    assert await anyio.Path(out.path).read_bytes() == b"a,b\n1,2\n"
     assert eng.blobs is not None and await eng.blobs.get(out.blob) == b"a,b\n1,2\n"
     plain = await eng.outputs(handle.execution_id, typed=False)  # plain values: the reference itself
     assert plain == {"path": "input.csv", "blob": out.blob}
