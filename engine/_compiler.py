@@ -10,6 +10,7 @@ The compiler sits below what it compiles: ``Task``, ``Workflow`` and ``MapTask``
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import contextvars
 import functools
@@ -62,7 +63,7 @@ _CURRENT: contextvars.ContextVar[CompileContext | None] = contextvars.ContextVar
 _VERSION_ENCODER = msgspec.msgpack.Encoder(order="deterministic")
 
 
-class Entity:
+class Entity(abc.ABC):
     """Base of what a body calls to add a node: ``Task``, ``Workflow`` and ``MapTask``.
 
     Passing one where a value is expected (``train(model=fit)`` instead of ``fit()``) is a forgotten
@@ -71,13 +72,13 @@ class Entity:
 
     __slots__ = ()
 
+    @abc.abstractmethod
     def describe(self) -> str:
         """How messages name it: ``task 'fit'``, ``workflow 'wf'``, ``map_task of 'fit'``.
 
         Returns:
             The description.
         """
-        raise NotImplementedError
 
 
 def current_context() -> CompileContext | None:

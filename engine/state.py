@@ -84,6 +84,7 @@ __all__ = [
     "Scope",
     "UnwantedAttempt",
     "binding_dependencies",
+    "binding_leaves",
 ]
 
 ExecutionPhase = Literal["pending", "created", "running", "succeeded", "failed", "aborted"]
@@ -97,19 +98,22 @@ NodePhase = Literal[
     "skipped",
 ]
 
-def binding_dependencies(binding: Binding) -> Iterator[str]:
-    """The sibling node ids a binding reads outputs from."""
+def binding_leaves(binding: Binding) -> Iterator[Binding]:
+    """The bindings inside ``binding`` that are not lists or dicts of others."""
     match binding:
-        case OutputRef(node=node):
-            yield node
         case ListBinding(items=items):
             for item in items:
-                yield from binding_dependencies(item)
+                yield from binding_leaves(item)
         case DictBinding(items=items):
             for item in items.values():
-                yield from binding_dependencies(item)
+                yield from binding_leaves(item)
         case _:
-            return
+            yield binding
+
+
+def binding_dependencies(binding: Binding) -> Iterator[str]:
+    """The sibling node ids a binding reads outputs from."""
+    return (leaf.node for leaf in binding_leaves(binding) if isinstance(leaf, OutputRef))
 
 
 @dataclass(slots=True, eq=False)

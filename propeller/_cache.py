@@ -14,7 +14,7 @@ Everything here is pure: the I/O is in `propeller._catalog_actions`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 
 import msgspec
@@ -22,8 +22,8 @@ import msgspec
 from engine.events import ElementResult, ElementsReused, NodeCacheHit
 from engine.interfaces import ArtifactDraft, CacheKey, TaskKey
 from engine.literals import NIL_LITERAL, combine_hashes, inputs_hash, literal_hash
-from engine.models import ArrayNode, Binding, DictBinding, InputBinding, ListBinding, TaskOptions
-from engine.state import WAITING, ArrayState, NodeState, binding_dependencies
+from engine.models import ArrayNode, InputBinding, OutputRef, TaskOptions
+from engine.state import WAITING, ArrayState, NodeState, binding_leaves
 from propeller._actions import CacheLookup, CachePut, CacheRelease, Publication
 from propeller._round import Round
 
@@ -156,27 +156,14 @@ def consumed_artifacts(rnd: Round, node: NodeState) -> list[str]:
     found: set[str] = set()
     launched_with = rnd.created.artifacts if scope.owner is None else {}
     for binding in node.spec.inputs.values():
-        for dependency in binding_dependencies(binding):
-            upstream = rnd.state.nodes.get(scope.prefix + dependency)
-            artifact = artifact_of(rnd, upstream)
-            if artifact is not None:
-                found.add(artifact)
-        for name in _input_names(binding):  # workflow inputs resolved from the catalog at launch
-            if name in launched_with:
-                found.add(launched_with[name])
+        for leaf in binding_leaves(binding):
+            if isinstance(leaf, OutputRef):
+                artifact = artifact_of(rnd, rnd.state.nodes.get(scope.prefix + leaf.node))
+                if artifact is not None:
+                    found.add(artifact)
+            elif isinstance(leaf, InputBinding) and leaf.name in launched_with:  # resolved at launch
+                found.add(launched_with[leaf.name])
     return sorted(found)
-
-
-def _input_names(binding: Binding) -> Iterator[str]:
-    match binding:
-        case InputBinding(name=name):
-            yield name
-        case ListBinding(items=items):
-            for item in items:
-                yield from _input_names(item)
-        case DictBinding(items=items):
-            for item in items.values():
-                yield from _input_names(item)
 
 
 def artifact_of(rnd: Round, node: NodeState | None) -> str | None:
