@@ -434,7 +434,7 @@ def lineage_run(
         sink = cls(transport, durable=durable)
         signals = _Signals()
         async with _open_store(state_dir, postgres) as engine:
-            await sink.start(ServiceContext(store=engine.store, wake=_ignore))
+            await sink.start(ServiceContext(store=engine.store, wake=_ignore, catalog=engine.catalog))
             try:
                 _note(f"emitting OpenLineage events through {sink.describe()}; SIGTERM or Ctrl-C to stop")
                 await signals.until_stopped(sink.run())

@@ -477,7 +477,10 @@ class Engine:
     async def _start_services(self, stack: AsyncExitStack) -> None:
         controller = self._controller
         context = ServiceContext(
-            store=self.store, wake=controller.enqueue if controller else _ignore, serving=controller is not None
+            store=self.store,
+            wake=controller.enqueue if controller else _ignore,
+            serving=controller is not None,
+            catalog=self.catalog,
         )
         for service in [*self.services, *self._loop_services]:
             await service.start(context)

@@ -568,11 +568,14 @@ class ServiceContext(msgspec.Struct, frozen=True, kw_only=True):
         serving: the engine runs executions (a server) rather than being a client
             (``run_loop=False``): a service that cannot reach what it talks to at start then logs
             and retries, where a client's raises.
+        catalog: the engine's catalog (started), or None when it has none: what a lineage sink
+            reads the artifacts of node runs from.
     """
 
     store: EventStore
     wake: Callable[[str], None]
     serving: bool = False
+    catalog: Catalog | None = None
 
 
 class Service(abc.ABC):

@@ -26,9 +26,14 @@ of a subworkflow node                ``NodeRunning``: their children run)
   not the node is retried (the spec wants one terminal event per run; Airflow's integration does
   the same per try). The ``tags`` facet says whether the failure was final (``final=true``), as
   the fold of the execution decides (retry budgets, retryable errors).
-- Datasets: the RunEvents carry no inputs or outputs yet. They are to come from the catalog's
-  lineage edges (the artifacts each node run consumed and produced), which services are not given
-  yet (`ServiceContext` holds the event store only).
+- Datasets: the COMPLETE of a node run lists the catalog artifacts the run consumed (inputs) and
+  produced (outputs), from the catalog's lineage edges, when the run has any (its task is cached
+  or published, or it read a cached node's outputs; see `lineage_wanted`). A catalog ``Dataset``
+  (a task's memoized outputs) is an OpenLineage dataset named ``<task>`` in the namespace of the
+  artifact's ``<project>.<domain>``; the artifact is its version (``version`` facet), its output
+  names the ``schema`` facet's fields, and a published artifact's name and partitions its
+  ``tags``. A chunk of map elements lists none: a map's elements are thousands of artifacts, and
+  the catalog keeps their edges for ``catalog lineage``.
 
 `LineageMapper` folds each open execution (`engine.state.ExecutionState`) to know the workflow,
 the project and whether a failure is final. An execution first seen in the middle (the consumer
@@ -58,10 +63,11 @@ from engine.events import (
     NodeRunning,
     NodeSucceeded,
 )
-from engine.models import ErrorInfo, SubworkflowNode
-from engine.state import ExecutionState, PlannerMarks
+from engine.interfaces import Artifact
+from engine.models import ArrayNode, ErrorInfo, InputBinding, OutputRef, SubworkflowNode
+from engine.state import ExecutionState, NodeState, PlannerMarks, binding_leaves
 
-__all__ = ["RUN_ID_NAMESPACE", "LineageMapper", "execution_run_id", "node_run_id"]
+__all__ = ["RUN_ID_NAMESPACE", "LineageMapper", "LineageWanted", "RunLineage", "execution_run_id", "node_run_id"]
 
 log = logging.getLogger("slipstream.openlineage")
 
@@ -79,6 +85,24 @@ def execution_run_id(execution_id: str) -> str:
 def node_run_id(execution_id: str, node_id: str, attempt: int) -> str:
     """The OpenLineage run id of one attempt of a node."""
     return str(uuid.uuid5(RUN_ID_NAMESPACE, f"{execution_id}/{node_id}/{attempt}"))
+
+
+@dataclass(frozen=True, slots=True)
+class RunLineage:
+    """The catalog artifacts one node run consumed and produced (what its COMPLETE lists)."""
+
+    inputs: list[Artifact]
+    outputs: list[Artifact]
+
+
+@dataclass(frozen=True, slots=True)
+class LineageWanted:
+    """A node run whose COMPLETE should list datasets: which run, and whether the catalog must
+    hold edges for it (so that a reader finding none yet should wait for the catalog's writer)."""
+
+    node_id: str
+    attempt: int
+    expected: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +145,28 @@ class LineageMapper:
             except InvalidTransition:
                 log.exception("the log of execution %s does not fold; no lineage for it", execution_id)
 
-    def map(self, event: AnyEvent) -> list[Any]:
-        """The RunEvents for ``event`` (none for most kinds), after folding it.
+    def lineage_wanted(self, event: AnyEvent) -> LineageWanted | None:
+        """Whether ``event`` (not folded yet) completes a node run whose RunEvent lists datasets,
+        and whether the catalog is expected to hold that run's edges.
+
+        Expected: the node's task is cached or published (its outputs are an artifact), or one of
+        its inputs came from a cached or published node or from the catalog at launch (it
+        consumed one). The engine that ran it may have had caching off, so "expected" only bounds
+        how long a reader waits for edges that the catalog's writer records after the commit.
+        """
+        if not isinstance(event, NodeSucceeded):
+            return None
+        state = self._states.get(event.execution_id)
+        if state is None or event.version != state.version + 1:
+            return None
+        node = state.nodes.get(event.node_id)
+        if node is None or (isinstance(node.spec, ArrayNode) and node.array_parent is None):
+            return None  # a map as a whole: its elements' runs carry the artifacts
+        return LineageWanted(event.node_id, event.attempt, _expects_edges(state, node))
+
+    def map(self, event: AnyEvent, lineage: RunLineage | None = None) -> list[Any]:
+        """The RunEvents for ``event`` (none for most kinds), after folding it; ``lineage`` is
+        what the node run that ``event`` completes consumed and produced (see `lineage_wanted`).
 
         An event already folded (delivered again) gives none; so does one of an execution whose
         earlier events are missing (see `needs_history`).
@@ -146,7 +190,7 @@ class LineageMapper:
         runs = self._runs(state, event)
         if state.is_terminal:
             del self._states[event.execution_id]
-        return [self._run_event(state, event, run) for run in runs]
+        return [self._run_event(state, event, run, lineage if run.node_id else None) for run in runs]
 
     def _keep(self, execution_id: str, state: ExecutionState) -> None:
         self._states.pop(execution_id, None)
@@ -217,8 +261,8 @@ class LineageMapper:
 
     # -- openlineage-python objects ------------------------------------------------------------------
 
-    def _run_event(self, execution: ExecutionState, event: AnyEvent, run: _Run) -> Any:
-        from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
+    def _run_event(self, execution: ExecutionState, event: AnyEvent, run: _Run, lineage: RunLineage | None) -> Any:
+        from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
         from openlineage.client.facet_v2 import error_message_run, job_type_job, parent_run, tags_run
 
         created = execution.created
@@ -262,7 +306,52 @@ class LineageMapper:
             eventTime=event.at.isoformat(),
             run=Run(runId=run.run_id, facets=run_facets),
             job=Job(namespace=namespace, name=run.job, facets=job_facets),
-            inputs=[],
-            outputs=[],
+            inputs=[InputDataset(**self._dataset(a)) for a in lineage.inputs] if lineage else [],
+            outputs=[OutputDataset(**self._dataset(a)) for a in lineage.outputs] if lineage else [],
             producer=producer,
         )
+
+    def _dataset(self, artifact: Artifact) -> dict[str, Any]:
+        """The OpenLineage dataset of a catalog artifact: its catalog dataset, at its version."""
+        from openlineage.client.facet_v2 import dataset_version_dataset, schema_dataset, tags_dataset
+
+        producer = self.producer
+        dataset = artifact.dataset
+        facets: dict[str, Any] = {
+            "version": dataset_version_dataset.DatasetVersionDatasetFacet(
+                datasetVersion=artifact.id, producer=producer
+            ),
+            "schema": schema_dataset.SchemaDatasetFacet(
+                fields=[schema_dataset.SchemaDatasetFacetFields(name=name) for name in sorted(artifact.outputs)],
+                producer=producer,
+            ),
+        }
+        tags = [("cacheVersion", dataset.version), *(("name", name) for name in artifact.tags)]
+        tags += [(f"partition.{key}", value) for key, value in sorted(artifact.partitions.items())]
+        facets["tags"] = tags_dataset.TagsDatasetFacet(
+            tags=[tags_dataset.TagsDatasetFacetFields(key, value, "SLIPSTREAM") for key, value in tags],
+            producer=producer,
+        )
+        return {"namespace": f"{dataset.project}.{dataset.domain}", "name": dataset.name, "facets": facets}
+
+
+def _expects_edges(state: ExecutionState, node: NodeState) -> bool:
+    """Whether the catalog records lineage for a succeeded run of ``node`` (see `lineage_wanted`)."""
+    if node.options.cache or node.options.publish:
+        return True
+    scope = node.scope
+    if scope is None:
+        return False
+    created = state.created
+    launched_with = created.artifacts if created is not None and scope.owner is None else {}
+    for binding in node.spec.inputs.values():
+        for leaf in binding_leaves(binding):
+            if isinstance(leaf, OutputRef):
+                upstream = state.nodes.get(scope.prefix + leaf.node)
+                if upstream is None or isinstance(upstream.spec, ArrayNode):
+                    continue
+                if upstream.source.startswith("cache:") or upstream.options.cache or upstream.options.publish:
+                    return True
+            elif isinstance(leaf, InputBinding) and leaf.name in launched_with:
+                return True
+    return False

@@ -12,6 +12,12 @@ restart may emit the last few again (with the same run ids; lineage servers keep
 A transport that fails (a lineage server down) is retried with a growing pause, reported by
 ``health``, and nothing is skipped.
 
+Datasets come from the engine's catalog (``ServiceContext.catalog``): the COMPLETE of a node run
+lists the artifacts the run consumed and produced. The catalog records them just after the commit
+of the run's success (by a writer of its own), so when the fold says a run has them and the catalog
+holds none yet, the sink waits for them, up to ``lineage_wait`` seconds (an engine with caching off
+records none: after one such wait the sink stops waiting for that execution).
+
 It reads the store directly rather than through ``Engine.subscribe``: plugins may import only the
 engine's floor, and the loop it needs (read a page, emit, move the cursor) is a few lines.
 """
@@ -26,7 +32,8 @@ import anyio
 
 from engine.errors import ConfigError
 from engine.events import AnyEvent
-from engine.interfaces import EventStore, Service, ServiceContext, ServiceHealth
+from engine.interfaces import Artifact, Catalog, EventStore, Service, ServiceContext, ServiceHealth
+from plugins.openlineage._mapping import LineageWanted, RunLineage
 
 __all__ = ["OpenLineageSink"]
 
@@ -53,6 +60,7 @@ class OpenLineageSink(Service):
         producer: the URI RunEvents name as their producer.
         batch: events read per query.
         poll: the longest wait for new events before reading again.
+        lineage_wait: the longest wait for the catalog to record a node run's artifacts.
 
     Raises:
         ConfigError: openlineage-python is not installed, or the transport is unknown.
@@ -69,6 +77,7 @@ class OpenLineageSink(Service):
         producer: str | None = None,
         batch: int = 500,
         poll: float = 1.0,
+        lineage_wait: float = 5.0,
     ) -> None:
         try:
             from plugins.openlineage._mapping import LineageMapper
@@ -85,7 +94,10 @@ class OpenLineageSink(Service):
         self.mapper = LineageMapper(producer or _producer())
         self.batch = batch
         self.poll = poll
+        self.lineage_wait = lineage_wait
         self._store: EventStore | None = None
+        self._catalog: Catalog | None = None
+        self._unrecorded: dict[str, None] = {}  # executions whose artifacts did not come (oldest first)
         self._position = 0
         self._pending: list[Any] = []  # RunEvents of the event at _pending_seq not yet emitted
         self._pending_seq = 0
@@ -100,6 +112,7 @@ class OpenLineageSink(Service):
     async def start(self, context: ServiceContext) -> None:
         """Find the position where the sink stopped last time."""
         self._store = context.store
+        self._catalog = context.catalog
         self._position = await context.store.read_cursor(self.cursor)
 
     async def run(self) -> None:
@@ -143,7 +156,42 @@ class OpenLineageSink(Service):
         if self.mapper.needs_history(event):
             earlier = await store.read(event.execution_id)
             self.mapper.load(event.execution_id, [e for e in earlier if e.version < event.version])
-        return self.mapper.map(event)
+        wanted = self.mapper.lineage_wanted(event)
+        lineage = None
+        if wanted is not None and self._catalog is not None:
+            lineage = await self._lineage(self._catalog, event.execution_id, wanted)
+        return self.mapper.map(event, lineage)
+
+    async def _lineage(self, catalog: Catalog, execution_id: str, wanted: LineageWanted) -> RunLineage:
+        """The artifacts the run consumed and produced, waiting for the catalog's writer when they
+        are expected and not recorded yet."""
+        wait = wanted.expected and execution_id not in self._unrecorded
+        deadline = anyio.current_time() + self.lineage_wait
+        pause = 0.02
+        while True:
+            edges = [
+                edge
+                for edge in await catalog.edges(execution_id=execution_id, node_id=wanted.node_id)
+                if edge.attempt == wanted.attempt
+            ]
+            if edges or not wait or anyio.current_time() >= deadline:
+                break
+            await anyio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+        if wait and not edges:
+            log.info(
+                "OpenLineage sink: the catalog holds no artifacts of %s/%s after %.1fs (caching off where it "
+                "ran?); its runs are emitted without datasets", execution_id, wanted.node_id, self.lineage_wait,
+            )  # fmt: skip
+            self._unrecorded[execution_id] = None
+            if len(self._unrecorded) > 10_000:
+                del self._unrecorded[next(iter(self._unrecorded))]
+        found: dict[str, list[Artifact]] = {"in": [], "out": []}
+        for edge in edges:
+            artifact = await catalog.get(edge.artifact)
+            if artifact is not None:  # evicted since: nothing to name
+                found[edge.direction].append(artifact)
+        return RunLineage(inputs=found["in"], outputs=found["out"])
 
     async def _save(self) -> None:
         if self._store is not None and self._position:
