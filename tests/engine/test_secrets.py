@@ -64,3 +64,32 @@ def test_short_values_are_not_redacted() -> None:
 
     redact = Redactor({"PIN": "42", "TOKEN": "abcdef", "LONGER": "abcdefgh"})
     assert redact("42 abcdefgh abcdef") == "42 [redacted LONGER] [redacted TOKEN]"
+
+
+async def test_the_event_stream_holds_no_secret(tmp_path: Path, nats_url: str) -> None:
+    import nats
+
+    from plugins.nats import NatsRelay
+    from tests.plugins._stream import delete_stream, relay_names, stream_count, wait_for_stream
+
+    stream, prefix = relay_names()
+    try:
+        relay = NatsRelay(nats_url, stream=stream, prefix=prefix)
+        async with Engine.embedded(state_dir=tmp_path, services=[relay]) as eng:
+            await (await eng.launch(wf.leaky)).outputs(timeout=30)
+            with pytest.raises(TaskFailed):
+                await (await eng.launch(wf.leaky_failure)).outputs(timeout=30)
+            logged = len(await eng.store.read_all(0, 100_000))
+            await wait_for_stream(nats_url, stream, logged, timeout=30)
+        assert await stream_count(nats_url, stream) == logged
+        connection = await nats.connect(nats_url)
+        try:
+            consumer = await connection.jetstream().pull_subscribe(f"{prefix}.>", stream=stream)
+            messages = await consumer.fetch(logged, timeout=5)
+        finally:
+            await connection.close()
+        assert len(messages) == logged
+        assert any(b"redacted SLIPSTREAM_TEST_CANARY" in m.data for m in messages)
+        assert not any(CANARY.encode() in m.data for m in messages)
+    finally:
+        await delete_stream(nats_url, stream)
