@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "AccessDenied",
     "ArtifactNotFound",
     "ArtifactQuery",
     "AttemptLogs",
@@ -20,6 +21,7 @@ __all__ = [
     "ConcurrencyConflict",
     "ConfigError",
     "CorruptBlob",
+    "CorruptEvent",
     "Dir",
     "Engine",
     "ExecutionAborted",
@@ -60,12 +62,14 @@ __all__ = [
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
+    "AccessDenied": "engine.errors",
     "ArtifactNotFound": "engine.errors",
     "ArtifactQuery": "engine._artifacts",
     "BlobNotFound": "engine.errors",
     "BlobStoreUnavailable": "engine.errors",
     "BrokerUnavailable": "engine.errors",
     "CorruptBlob": "engine.errors",
+    "CorruptEvent": "engine.errors",
     "InvalidBlobAddress": "engine.errors",
     "CompileError": "engine.errors",
     "ConcurrencyConflict": "engine.errors",
@@ -121,6 +125,7 @@ if TYPE_CHECKING:
     from engine._task import dynamic, task
     from engine._workflow import workflow
     from engine.errors import (
+        AccessDenied,
         ArtifactNotFound,
         BlobNotFound,
         BlobStoreUnavailable,
@@ -129,6 +134,7 @@ if TYPE_CHECKING:
         ConcurrencyConflict,
         ConfigError,
         CorruptBlob,
+        CorruptEvent,
         ExecutionAborted,
         ExecutionNotFinished,
         ExecutionNotFound,

@@ -15,6 +15,12 @@ round trip and one transaction for every execution of the call, in which it does
    match is a ``ConcurrencyConflict``. Racers on the same version also meet on the events unique
    key; either way exactly one wins.
 3. ``pg_notify('slipstream_events', execution_id)`` per execution, delivered at commit.
+
+Each event carries a checksum chained to the previous event of its execution (``engine._chain``,
+migration 0005), computed here before the call. The checksum to chain from comes from a cache of
+each execution's newest event that reads and appends fill, so the steady state costs no extra
+round trip; on a miss one query fetches it. The function checks the cached checksum against the
+stored one in the same call, so a stale cache costs a `ConcurrencyConflict`, never a wrong chain.
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
+from engine._chain import chain_checksums
 from engine._pg_leases import AdvisoryLeases
 from engine._projection import (
+    ProjectionChange,
     check_reader_cursor,
     decode_cursor,
     normalize_statuses,
@@ -41,7 +49,7 @@ from engine._projection import (
 )
 from engine._store_common import load_migrations
 from engine._wakeups import ChangeSignal
-from engine.errors import ConcurrencyConflict, ConfigError, SlipstreamError, StoreUnavailable
+from engine.errors import AccessDenied, ConcurrencyConflict, ConfigError, SlipstreamError, StoreUnavailable
 from engine.interfaces import (
     EventStore,
     ExecutionPage,
@@ -73,13 +81,26 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 # One round trip, one transaction: the server-side function of migration 0004 (its header says why
 # the sequence lock is kept, and how it is held only around the insert).
-_APPEND = "SELECT slipstream_append(" + ", ".join(f"${i}" for i in range(1, 20)) + ")"
+_APPEND = "SELECT slipstream_append(" + ", ".join(f"${i}" for i in range(1, 24)) + ")"
 _CONFLICT_STATE = "SL409"  # raised by slipstream_append when another writer won the race
 
 _READ_ALL = """
-SELECT seq, payload, xid < pg_snapshot_xmin(pg_current_snapshot()) AS safe
+SELECT seq, execution_id, version, kind, node_id, attempt, payload, checksum,
+       xid < pg_snapshot_xmin(pg_current_snapshot()) AS safe
 FROM events WHERE seq > $1 ORDER BY seq LIMIT $2
 """
+
+# the checksums appends chain from, on a cache miss: (execution_id, version) -> checksum
+_HEADS = """
+SELECT r.i, e.seq IS NOT NULL, e.checksum
+FROM unnest($1::text[], $2::integer[]) AS r(i, v)
+LEFT JOIN events e ON e.execution_id = r.i AND e.version = r.v
+"""
+# Executions whose newest checksum the store remembers; beyond it the oldest are forgotten (a miss
+# costs one query at the next append, nothing else).
+_HEAD_CACHE_SIZE = 65_536
+# The projection guard of migration 0005 lets a transaction that set this through.
+_AS_WRITER = "SELECT set_config('slipstream.writer', 'on', true)"
 
 _SUMMARY_COLUMNS = "execution_id, project, domain, workflow, status, created_at, updated_at, version, parent"
 
@@ -124,6 +145,9 @@ class PostgresEventStore(EventStore):
         # appends waiting for the one being written, to go out together after it
         self._writing = False
         self._waiting: list[tuple[Sequence[tuple[str, int, Sequence[StoredEvent]]], asyncio.Future[None]]] = []
+        # per execution, the version and checksum of its newest event as last read or appended
+        # here (None: an unchained legacy event); the next append chains from it
+        self._heads: dict[str, tuple[int, bytes | None]] = {}
         # changed_by_others: executions other processes' NOTIFYs named, once somebody asks
         self._own_sessions: set[int] = set()
         self._foreign: set[str] = set()
@@ -252,6 +276,8 @@ class PostgresEventStore(EventStore):
     async def _migrate(self) -> None:
         conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
         try:
+            if await self._migrated(conn):
+                return
             async with conn.transaction():
                 # Serialises concurrent starts: the second waits, then finds everything applied.
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
@@ -276,6 +302,16 @@ class PostgresEventStore(EventStore):
         finally:
             await conn.close()
 
+    async def _migrated(self, conn: asyncpg.Connection) -> bool:
+        """Whether every migration is applied already (the usual start): then no DDL and no lock
+        are needed, so a role that may not create tables (a tenant under row-level security,
+        migration 0006) starts as well."""
+        table = f'"{self._schema}".schema_migrations'
+        if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+            return False
+        applied = {r[0] for r in await conn.fetch(f"SELECT version FROM {table}")}
+        return {m.version for m in load_migrations("postgres")} <= applied
+
     # --- connections ---------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -293,6 +329,8 @@ class PostgresEventStore(EventStore):
                     raise
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"Postgres event store at {self._redacted_dsn()} is unavailable: {exc}") from exc
+        except asyncpg.InsufficientPrivilegeError as exc:  # row-level security (migration 0006), privileges
+            raise AccessDenied(_dsn_parts(self._dsn).get("user", "(the DSN's user)"), str(exc)) from exc
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         # Reads are idempotent: one retry hides a connection the pool had not yet noticed was dead.
@@ -367,19 +405,80 @@ class PostgresEventStore(EventStore):
                 if not future.done():
                     future.set_result(None)
 
+    def _note_head(self, execution_id: str, last: StoredEvent) -> None:
+        self._remember(execution_id, last.version, last.checksum)
+
+    def _remember(self, execution_id: str, version: int, checksum: bytes | None) -> None:
+        heads = self._heads
+        heads.pop(execution_id, None)  # re-inserted last: the dict's order is its recency
+        heads[execution_id] = (version, checksum)
+        if len(heads) > _HEAD_CACHE_SIZE:
+            del heads[next(iter(heads))]
+
+    async def _chained_from(
+        self, conn: asyncpg.Connection, batches: Sequence[tuple[str, int, Sequence[StoredEvent]]]
+    ) -> dict[str, bytes | None]:
+        """The stored checksum each batch that follows a version chains from: cached, or (for
+        the misses, in one query) read. Raises ConcurrencyConflict where the version is not there."""
+        found: dict[str, bytes | None] = {}
+        missing: list[tuple[str, int]] = []
+        for execution_id, expected, records in batches:
+            if expected == 0 or not records:
+                continue
+            head = self._heads.get(execution_id)
+            if head is not None and head[0] == expected:
+                found[execution_id] = head[1]
+            else:
+                missing.append((execution_id, expected))
+        if missing:
+            rows = await conn.fetch(_HEADS, [m[0] for m in missing], [m[1] for m in missing])
+            for (execution_id, expected), (_, exists, checksum) in zip(missing, rows, strict=True):
+                if not exists:
+                    actual = await self._version_after_rollback(conn, execution_id)
+                    raise ConcurrencyConflict(execution_id, expected, actual)
+                found[execution_id] = checksum
+        return found
+
     async def _write(self, batches: Sequence[tuple[str, int, Sequence[StoredEvent]]]) -> None:
         changes = plan_projection(batches)
         if not changes:
             return
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
-        for _, _, records in batches:
-            for r in records:
+        async with self._connection() as conn:
+            try:
+                await self._write_on(conn, batches, changes)
+            except BaseException:
+                for execution_id, _, _ in batches:  # whatever happened, read the head again next time
+                    self._heads.pop(execution_id, None)
+                raise
+        # Our own NOTIFY wakes this store's consumers as it wakes every other's (once per append);
+        # only while the listener is down do we wake them ourselves.
+        if self._listener is None or self._listener.is_closed():
+            self._changes.notify()
+
+    async def _write_on(
+        self,
+        conn: asyncpg.Connection,
+        batches: Sequence[tuple[str, int, Sequence[StoredEvent]]],
+        changes: list[ProjectionChange],
+    ) -> None:
+        chained_from = await self._chained_from(conn, batches)
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+        heads: list[tuple[str, int, bytes]] = []
+        for execution_id, _, records in batches:
+            if not records:
+                continue
+            checksums = chain_checksums(execution_id, chained_from.get(execution_id), records)
+            for r, checksum in zip(records, checksums, strict=True):
                 columns[0].append(r.execution_id)
                 columns[1].append(r.version)
                 columns[2].append(r.kind)
                 columns[3].append(r.node_id)
                 columns[4].append(r.attempt)
                 columns[5].append(r.payload)
+                columns[6].append(checksum)
+            heads.append((execution_id, records[-1].version, checksums[-1]))
+        check = sorted(chained_from)
+        expected_of = {execution_id: expected for execution_id, expected, _ in batches}
         new = [c for c in changes if c.created is not None]
         old = sorted((c for c in changes if c.created is None), key=lambda c: c.execution_id)
         ids = sorted(c.execution_id for c in changes)
@@ -400,27 +499,27 @@ class PostgresEventStore(EventStore):
             [c.expected_version for c in old],
             [c.new_version for c in old],
             [c.status for c in old],
+            check,
+            [expected_of[e] for e in check],
+            [chained_from[e] for e in check],
             ids,
         )
-        async with self._connection() as conn:
-            try:
-                await conn.execute(_APPEND, *args)
-            except asyncpg.PostgresError as exc:
-                if getattr(exc, "sqlstate", None) != _CONFLICT_STATE:
-                    # the function failed while it may have held the sequence lock (a session
-                    # lock outlives the transaction): never hand the connection back holding it
-                    # (a lost race is raised after the unlock)
-                    if not conn.is_closed():
-                        with contextlib.suppress(Exception):
-                            await conn.execute("SELECT pg_advisory_unlock($1)", _SEQ_LOCK)
-                    raise
-                execution_id, expected = str(exc.detail), int(exc.hint or 0)  # type: ignore[attr-defined]
-                actual = await self._version_after_rollback(conn, execution_id)
-                raise ConcurrencyConflict(execution_id, expected, actual) from None
-        # Our own NOTIFY wakes this store's consumers as it wakes every other's (once per append);
-        # only while the listener is down do we wake them ourselves.
-        if self._listener is None or self._listener.is_closed():
-            self._changes.notify()
+        try:
+            await conn.execute(_APPEND, *args)
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) != _CONFLICT_STATE:
+                # the function failed while it may have held the sequence lock (a session
+                # lock outlives the transaction): never hand the connection back holding it
+                # (a lost race is raised after the unlock)
+                if not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.execute("SELECT pg_advisory_unlock($1)", _SEQ_LOCK)
+                raise
+            execution_id, expected = str(exc.detail), int(exc.hint or 0)  # type: ignore[attr-defined]
+            actual = await self._version_after_rollback(conn, execution_id)
+            raise ConcurrencyConflict(execution_id, expected, actual) from None
+        for execution_id, version, checksum in heads:
+            self._remember(execution_id, version, checksum)
 
     @staticmethod
     async def _version_after_rollback(conn: asyncpg.Connection, execution_id: str) -> int | None:
@@ -434,25 +533,85 @@ class PostgresEventStore(EventStore):
 
     # --- reads ---------------------------------------------------------------------------------------
 
-    async def _read_payloads(self, execution_id: str, after: int) -> list[bytes]:
+    async def _read_records(self, execution_id: str, after: int) -> list[StoredEvent]:
         rows = await self._fetch(
-            "SELECT payload FROM events WHERE execution_id = $1 AND version > $2 ORDER BY version",
+            "SELECT version, kind, node_id, attempt, payload, checksum FROM events"
+            " WHERE execution_id = $1 AND version >= $2 ORDER BY version",
             execution_id,
             after,
         )
-        return [r[0] for r in rows]
+        return [StoredEvent(execution_id, *r) for r in rows]
 
-    async def _read_all_payloads(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
+    async def _read_all_records(self, after_seq: int, limit: int) -> list[tuple[int, StoredEvent]]:
         if limit <= 0:
             return []
-        out: list[tuple[int, bytes]] = []
-        for seq, payload, safe in await self._fetch(_READ_ALL, after_seq, limit):
-            if not safe:
+        out: list[tuple[int, StoredEvent]] = []
+        for row in await self._fetch(_READ_ALL, after_seq, limit):
+            if not row[8]:
                 # A transaction at or above the high-water mark wrote this row: rows after it may be
                 # followed by a lower seq still to commit, so stop here (the tailer asks again later).
                 break
-            out.append((seq, payload))
+            out.append((row[0], StoredEvent(*row[1:8])))
         return out
+
+    async def execution_ids(self, after: str = "", limit: int = 1000) -> list[str]:
+        """Ids of the executions that have events, in id order, after ``after``.
+
+        Raises:
+            StoreUnavailable: Postgres cannot be reached.
+        """
+        rows = await self._fetch(
+            "SELECT DISTINCT execution_id FROM events WHERE execution_id > $1 ORDER BY execution_id LIMIT $2",
+            after,
+            limit,
+        )
+        return [r[0] for r in rows]
+
+    async def quarantine(self, execution_id: str) -> None:
+        """Mark the execution ``quarantined`` in the projection (its events are not touched).
+
+        Raises:
+            StoreUnavailable: Postgres cannot be reached.
+        """
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(_AS_WRITER)
+            await conn.execute(
+                "UPDATE executions SET status = 'quarantined', updated_at = now() WHERE execution_id = $1",
+                execution_id,
+            )
+
+    async def replace_summaries(self, summaries: Sequence[ExecutionSummary], remove: Sequence[str] = ()) -> None:
+        """Write projection rows as given and delete those of ``remove``, in one transaction.
+
+        Raises:
+            StoreUnavailable: Postgres cannot be reached.
+        """
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(_AS_WRITER)
+            if remove:
+                await conn.execute("DELETE FROM executions WHERE execution_id = ANY($1::text[])", list(remove))
+            if summaries:
+                await conn.executemany(
+                    f"INSERT INTO executions ({_SUMMARY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                    " ON CONFLICT (execution_id) DO UPDATE SET project = excluded.project,"
+                    " domain = excluded.domain, workflow = excluded.workflow, status = excluded.status,"
+                    " created_at = excluded.created_at, updated_at = excluded.updated_at,"
+                    " version = excluded.version, parent = excluded.parent",
+                    [
+                        (
+                            s.execution_id,
+                            s.project,
+                            s.domain,
+                            s.workflow,
+                            s.status,
+                            s.created_at,
+                            s.updated_at,
+                            s.version,
+                            s.parent,
+                        )
+                        for s in summaries
+                    ],
+                )
 
     async def current_version(self, execution_id: str) -> int:
         """The execution's latest version (0 if unknown).

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from engine._chain import chain_checksums
 from engine._leases import FileLeases
 from engine._projection import (
     ProjectionChange,
@@ -31,7 +32,7 @@ from engine._projection import (
 )
 from engine._store_common import load_migrations
 from engine._wakeups import ChangeSignal
-from engine.errors import ConcurrencyConflict, ConfigError, StoreUnavailable
+from engine.errors import ConcurrencyConflict, ConfigError, CorruptEvent, StoreUnavailable
 from engine.interfaces import EventStore, ExecutionPage, ExecutionStatus, ExecutionSummary, StoredEvent
 
 __all__ = ["SqliteEventStore"]
@@ -41,6 +42,25 @@ T = TypeVar("T")
 # How often wait_for_changes looks at PRAGMA data_version for commits by other connections.
 _POLL_INTERVAL = 0.2
 _SUMMARY_COLUMNS = "execution_id, project, domain, workflow, status, created_at, updated_at, version, parent"
+_SUMMARY_INSERT_COLUMNS = "execution_id, project, domain, workflow, status, version, created_at, updated_at, parent"
+
+
+class _ProjectionWriter:
+    """``slipstream_writer()`` in SQL: true only inside ``with writer:``, around the store's own
+    writes of the executions projection (the guard triggers of migration 0005 ask it). Calls run
+    one at a time on the store's connection (its limiter), so one flag is enough."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def __call__(self) -> int:
+        return int(self.active)
+
+    def __enter__(self) -> None:
+        self.active = True
+
+    def __exit__(self, *exc: object) -> None:
+        self.active = False
 
 
 class SqliteEventStore(EventStore):
@@ -67,6 +87,7 @@ class SqliteEventStore(EventStore):
         self._changes = ChangeSignal()
         self._data_version = 0
         self._leases = FileLeases(self._path.with_name(self._path.name + ".leases"))
+        self._writer = _ProjectionWriter()
 
     @property
     def path(self) -> Path:
@@ -137,6 +158,8 @@ class SqliteEventStore(EventStore):
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            # the projection's guard triggers (migration 0005) let only this store's writes through
+            conn.create_function("slipstream_writer", 0, self._writer)
             self._migrate(conn)
             self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
         except BaseException:
@@ -191,37 +214,98 @@ class SqliteEventStore(EventStore):
         changes = plan_projection(batches)
         if not changes:
             return
-        rows = [
-            (r.execution_id, r.version, r.kind, r.node_id, r.attempt, r.payload)
-            for _, _, records in batches
-            for r in records
-        ]
-        conflict = await self._run(lambda conn: _append_sync(conn, changes, rows))
+        writer = self._writer
+        conflict = await self._run(lambda conn: _append_sync(conn, changes, batches, writer))
         if conflict is not None:
             raise ConcurrencyConflict(*conflict)
         self._changes.notify()
 
     # --- reads -----------------------------------------------------------------------------------
 
-    async def _read_payloads(self, execution_id: str, after: int) -> list[bytes]:
-        def read(conn: sqlite3.Connection) -> list[bytes]:
+    async def _read_records(self, execution_id: str, after: int) -> list[StoredEvent]:
+        def read(conn: sqlite3.Connection) -> list[StoredEvent]:
             cur = conn.execute(
-                "SELECT payload FROM events WHERE execution_id = ? AND version > ? ORDER BY version",
+                "SELECT version, kind, node_id, attempt, payload, checksum FROM events"
+                " WHERE execution_id = ? AND version >= ? ORDER BY version",
                 (execution_id, after),
+            )
+            return [StoredEvent(execution_id, *row) for row in cur]
+
+        return await self._run(read)
+
+    async def _read_all_records(self, after_seq: int, limit: int) -> list[tuple[int, StoredEvent]]:
+        if limit <= 0:
+            return []
+
+        def read(conn: sqlite3.Connection) -> list[tuple[int, StoredEvent]]:
+            cur = conn.execute(
+                "SELECT seq, execution_id, version, kind, node_id, attempt, payload, checksum FROM events"
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            )
+            return [(row[0], StoredEvent(*row[1:])) for row in cur]
+
+        return await self._run(read)
+
+    async def execution_ids(self, after: str = "", limit: int = 1000) -> list[str]:
+        """Ids of the executions that have events, in id order, after ``after``."""
+
+        def read(conn: sqlite3.Connection) -> list[str]:
+            cur = conn.execute(
+                "SELECT DISTINCT execution_id FROM events WHERE execution_id > ? ORDER BY execution_id LIMIT ?",
+                (after, limit),
             )
             return [row[0] for row in cur]
 
         return await self._run(read)
 
-    async def _read_all_payloads(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
-        if limit <= 0:
-            return []
+    async def quarantine(self, execution_id: str) -> None:
+        """Mark the execution ``quarantined`` in the projection (its events are not touched)."""
+        now = to_micros(datetime.now(UTC))
 
-        def read(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
-            cur = conn.execute("SELECT seq, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
-            return [(row[0], row[1]) for row in cur]
+        def write(conn: sqlite3.Connection) -> None:
+            with self._writer:
+                conn.execute(
+                    "UPDATE executions SET status = 'quarantined', updated_at = ? WHERE execution_id = ?",
+                    (now, execution_id),
+                )
 
-        return await self._run(read)
+        await self._run(write)
+
+    async def replace_summaries(self, summaries: Sequence[ExecutionSummary], remove: Sequence[str] = ()) -> None:
+        """Write projection rows as given and delete those of ``remove``, in one transaction."""
+        rows = [
+            (
+                s.execution_id,
+                s.project,
+                s.domain,
+                s.workflow,
+                s.status,
+                s.version,
+                to_micros(s.created_at),
+                to_micros(s.updated_at),
+                s.parent,
+            )
+            for s in summaries
+        ]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                with self._writer:
+                    conn.executemany("DELETE FROM executions WHERE execution_id = ?", [(e,) for e in remove])
+                    conn.executemany(
+                        f"INSERT OR REPLACE INTO executions ({_SUMMARY_INSERT_COLUMNS})"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        await self._run(write)
 
     async def current_version(self, execution_id: str) -> int:
         """The execution's latest version (0 if unknown)."""
@@ -364,7 +448,10 @@ class SqliteEventStore(EventStore):
 
 
 def _append_sync(
-    conn: sqlite3.Connection, changes: list[ProjectionChange], rows: list[tuple[Any, ...]]
+    conn: sqlite3.Connection,
+    changes: list[ProjectionChange],
+    batches: Sequence[tuple[str, int, Sequence[StoredEvent]]],
+    writer: _ProjectionWriter,
 ) -> tuple[str, int, int] | None:
     """Write one append in a transaction; return ``(execution_id, expected, actual)`` on a conflict."""
     now = to_micros(datetime.now(UTC))
@@ -379,9 +466,28 @@ def _append_sync(
             if actual != change.expected_version:
                 conn.execute("ROLLBACK")
                 return change.execution_id, change.expected_version, actual
+        rows: list[tuple[Any, ...]] = []
+        for execution_id, expected, records in batches:
+            if not records:
+                continue
+            previous: bytes | None = None
+            if expected > 0:  # the checksum this append chains from, read under the write lock
+                found = conn.execute(
+                    "SELECT checksum FROM events WHERE execution_id = ? AND version = ?", (execution_id, expected)
+                ).fetchone()
+                if found is None:
+                    raise CorruptEvent(
+                        execution_id, expected, "the event is missing, though the projection says the log reaches it"
+                    )
+                previous = found[0]
+            checksums = chain_checksums(execution_id, previous, records)
+            rows.extend(
+                (r.execution_id, r.version, r.kind, r.node_id, r.attempt, r.payload, c)
+                for r, c in zip(records, checksums, strict=True)
+            )
         conn.executemany(
-            "INSERT INTO events (execution_id, version, kind, node_id, attempt, payload, recorded_at)"
-            f" VALUES (?, ?, ?, ?, ?, ?, {now})",
+            "INSERT INTO events (execution_id, version, kind, node_id, attempt, payload, checksum, recorded_at)"
+            f" VALUES (?, ?, ?, ?, ?, ?, ?, {now})",
             rows,
         )
         conn.executemany(
@@ -403,10 +509,12 @@ def _append_sync(
                 if c.created is not None
             ],
         )
-        conn.executemany(
-            "UPDATE executions SET version = ?, status = coalesce(?, status), updated_at = ? WHERE execution_id = ?",
-            [(c.new_version, c.status, now, c.execution_id) for c in changes if c.created is None],
-        )
+        with writer:
+            conn.executemany(
+                "UPDATE executions SET version = ?, status = coalesce(?, status), updated_at = ?"
+                " WHERE execution_id = ?",
+                [(c.new_version, c.status, now, c.execution_id) for c in changes if c.created is None],
+            )
         conn.execute("COMMIT")
     except sqlite3.IntegrityError as exc:
         conn.execute("ROLLBACK")

@@ -14,10 +14,12 @@
     ├── InvalidTransition       an event does not follow from the execution's state
     ├── NoTaskContext           current_context() outside a running task (also a LookupError)
     ├── StoreUnavailable        the event store cannot be reached
+    ├── AccessDenied            the database refused the role (row-level security, privileges)
     ├── BrokerUnavailable       the event-stream broker (NATS JetStream) cannot be reached
     ├── TaskFailed              an execution failed; carries the node id and remote traceback
     ├── BlobNotFound            no blob at this address in the blob store
     ├── CorruptBlob             a blob's bytes do not hash to its address
+    ├── CorruptEvent            a stored event fails its checksum chain or does not decode
     ├── BlobStoreUnavailable    the blob store could not be reached or failed mid-operation
     ├── MissingFile             a File or Dir to upload names nothing (also a FileNotFoundError)
     └── ExecutionAborted        an execution was aborted
@@ -26,6 +28,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AccessDenied",
     "ArtifactNotFound",
     "BlobNotFound",
     "BlobStoreUnavailable",
@@ -34,6 +37,7 @@ __all__ = [
     "ConcurrencyConflict",
     "ConfigError",
     "CorruptBlob",
+    "CorruptEvent",
     "ExecutionAborted",
     "ExecutionNotFinished",
     "ExecutionNotFound",
@@ -216,6 +220,19 @@ class StoreUnavailable(SlipstreamError):
     """The event store could not be reached or failed mid-operation; the append may be retried."""
 
 
+class AccessDenied(SlipstreamError):
+    """The database refused the role the engine connects as: a row of a project it was not granted
+    (Postgres row-level security), or a table it has no privilege on."""
+
+    def __init__(self, role: str, what: str) -> None:
+        self.role = role
+        super().__init__(
+            f"Postgres refused role {role!r}: {what}. A tenant role reads and writes only the projects it was "
+            f"granted: scope the engine to one of them (Engine(project=...), --project or SLIPSTREAM_PROJECT), "
+            f"or have an administrator run `slipstream admin grant --role {role} --project PROJECT`"
+        )
+
+
 class BrokerUnavailable(SlipstreamError):
     """The event-stream broker (NATS JetStream) could not be reached or refused the stream.
 
@@ -326,6 +343,27 @@ class CorruptBlob(SlipstreamError):
         super().__init__(
             f"blob {address} in blob store {store} is corrupt: its bytes hash to {actual}; delete it "
             "(BlobStore.delete) and store the value again, or restore it from a copy"
+        )
+
+
+class CorruptEvent(SlipstreamError):
+    """A stored event of an execution's log was changed, removed or damaged after it was written:
+    its checksum does not chain from the event before it, or its payload does not decode.
+
+    Attributes:
+        execution_id: the execution whose log is corrupt.
+        version: the first event (version) found wrong.
+        problem: what is wrong with it.
+    """
+
+    def __init__(self, execution_id: str, version: int, problem: str) -> None:
+        self.execution_id = execution_id
+        self.version = version
+        self.problem = problem
+        super().__init__(
+            f"execution {execution_id!r} has a corrupt event log at version {version}: {problem}; the stored "
+            f"history was changed outside Slipstream. Run `slipstream executions verify {execution_id}` to see "
+            "what else is affected, and restore the events table from a backup"
         )
 
 

@@ -16,7 +16,8 @@ from typing import Any, Literal
 import anyio
 import msgspec
 
-from engine.errors import CorruptBlob, InvalidBlobAddress
+from engine._chain import decode_record, verify_chain
+from engine.errors import ConfigError, CorruptBlob, InvalidBlobAddress
 from engine.events import (
     TERMINAL_EXECUTION_KINDS,
     AnyEvent,
@@ -58,7 +59,9 @@ __all__ = [
     "status_after",
 ]
 
-ExecutionStatus = Literal["created", "running", "succeeded", "failed", "aborted"]
+# ``quarantined``: the control loop found the execution's log corrupt (`CorruptEvent`) and stopped
+# running it; only the projection says so (the log cannot be appended to until it is repaired)
+ExecutionStatus = Literal["created", "running", "succeeded", "failed", "aborted", "quarantined"]
 # The statuses an execution never leaves: the one definition, for every module that asks "is it over?".
 TERMINAL_STATUSES: frozenset[ExecutionStatus] = frozenset({"succeeded", "failed", "aborted"})
 
@@ -67,7 +70,9 @@ TERMINAL_STATUSES: frozenset[ExecutionStatus] = frozenset({"succeeded", "failed"
 
 
 class StoredEvent(msgspec.Struct, frozen=True):
-    """What a backend stores: a dumb record. ``payload`` is ``encode_event(event)``."""
+    """What a backend stores: a dumb record. ``payload`` is ``encode_event(event)``; ``checksum``
+    chains it to the execution's previous event (`engine._chain`), set by the store as it writes
+    (``None`` in records on their way to a store, and in events stored before the chain existed)."""
 
     execution_id: str
     version: int
@@ -75,6 +80,7 @@ class StoredEvent(msgspec.Struct, frozen=True):
     node_id: str
     attempt: int
     payload: bytes
+    checksum: bytes | None = None
 
 
 class GlobalEvent(msgspec.Struct, frozen=True):
@@ -126,7 +132,10 @@ class EventStore(abc.ABC):
       its position (``expected_version + 1 + i``); a mismatch is a ``ValueError`` (caller bug).
     - ``append_many`` is ``append`` for several executions in one transaction: all or nothing.
     - ``read`` returns an execution's events in version order (``after`` excludes versions <= it);
-      an unknown execution gives ``[]``.
+      an unknown execution gives ``[]``. Each event's checksum chain and payload are checked: a
+      missing version, a checksum that does not chain, or a payload that does not decode raises
+      ``CorruptEvent`` naming the execution and version. ``read_all`` checks that each payload
+      decodes to the event its row describes (the chain is checked per execution, by ``read``).
     - ``read_all`` returns events of all executions in commit-safe ``seq`` order: it never returns
       an event while an event with a lower ``seq`` may still commit.
     - ``wait_for_changes`` returns when something was appended (by any process sharing the store),
@@ -181,26 +190,65 @@ class EventStore(abc.ABC):
         return [expected + len(records) for _, expected, records in prepared]
 
     async def read(self, execution_id: str, after: int = 0) -> list[AnyEvent]:
-        """The execution's events with version > ``after``, in version order."""
-        return [decode_event(payload) for payload in await self._read_payloads(execution_id, after)]
+        """The execution's events with version > ``after``, in version order.
+
+        Raises:
+            CorruptEvent: the stored log was changed: a version is missing, a checksum does not
+                chain, or a payload does not decode.
+        """
+        records = await self._read_records(execution_id, after)
+        events = verify_chain(execution_id, records, after)
+        if records:
+            self._note_head(execution_id, records[-1])
+        return events
 
     async def read_all(self, after_seq: int = 0, limit: int = 1000) -> list[GlobalEvent]:
-        """Events of all executions with ``seq`` > ``after_seq``, in ``seq`` order, commit-safe."""
+        """Events of all executions with ``seq`` > ``after_seq``, in ``seq`` order, commit-safe.
+
+        Raises:
+            CorruptEvent: a payload does not decode to the event its row describes.
+        """
         return [
-            GlobalEvent(seq, decode_event(payload)) for seq, payload in await self._read_all_payloads(after_seq, limit)
+            GlobalEvent(seq, decode_record(r.execution_id, r))
+            for seq, r in await self._read_all_records(after_seq, limit)
         ]
+
+    async def read_records(self, execution_id: str) -> list[StoredEvent]:
+        """The execution's stored records as they are, checksums included, unchecked (for
+        ``slipstream executions verify``; everything else reads through `read`)."""
+        return await self._read_records(execution_id, 0)
+
+    def _note_head(self, execution_id: str, last: StoredEvent) -> None:  # noqa: B027 - optional hook
+        """A read saw ``last`` as the execution's newest record (a backend may cache its checksum,
+        which the next append chains from)."""
+
+    async def execution_ids(self, after: str = "", limit: int = 1000) -> list[str]:
+        """Ids of the executions that have events, in id order, after ``after`` (a page of the
+        log, not of the projection: verify and rebuild-projections walk it)."""
+        raise ConfigError(f"event store {self.name or type(self).__name__!r} cannot list the ids in its log")
+
+    async def quarantine(self, execution_id: str) -> None:
+        """Mark the execution ``quarantined`` in the projection (its log is corrupt: loops leave
+        it alone, and ``executions list`` shows it). Its events are not touched."""
+        raise ConfigError(f"event store {self.name or type(self).__name__!r} cannot quarantine executions")
+
+    async def replace_summaries(self, summaries: Sequence[ExecutionSummary], remove: Sequence[str] = ()) -> None:
+        """Write projection rows as given (insert or overwrite) and delete the rows of ``remove``,
+        in one transaction: what ``slipstream admin rebuild-projections`` does after folding the log."""
+        raise ConfigError(f"event store {self.name or type(self).__name__!r} cannot rebuild its projection")
 
     @abc.abstractmethod
     async def _append_records(self, batches: Sequence[tuple[str, int, Sequence[StoredEvent]]]) -> None:
         """Write all batches in one transaction, or raise ``ConcurrencyConflict`` and write nothing."""
 
     @abc.abstractmethod
-    async def _read_payloads(self, execution_id: str, after: int) -> list[bytes]:
-        """Payloads of the execution's events with version > ``after``, in version order."""
+    async def _read_records(self, execution_id: str, after: int) -> list[StoredEvent]:
+        """The execution's stored records with version >= ``after``, in version order, checksums
+        included: the one at ``after`` (when ``after`` > 0) is what the next one chains from."""
 
     @abc.abstractmethod
-    async def _read_all_payloads(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
-        """``(seq, payload)`` of committed events with seq > ``after_seq``, commit-safe, in order."""
+    async def _read_all_records(self, after_seq: int, limit: int) -> list[tuple[int, StoredEvent]]:
+        """``(seq, record)`` of committed events with seq > ``after_seq``, commit-safe, in order."""
 
     @abc.abstractmethod
     async def current_version(self, execution_id: str) -> int:

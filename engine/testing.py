@@ -31,6 +31,7 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
+from engine._chain import chain_checksums
 from engine._projection import check_reader_cursor, decode_cursor, normalize_statuses, page_of, plan_projection
 from engine._wakeups import ChangeSignal
 from engine.errors import ConcurrencyConflict
@@ -107,8 +108,12 @@ class InMemoryLog:
         now = self._clock()
         for execution_id, _, records in batches:
             if records:
-                self._records.extend(records)
-                self._by_execution.setdefault(execution_id, []).extend(records)
+                log = self._by_execution.setdefault(execution_id, [])
+                previous = log[-1].checksum if log else None
+                checksums = chain_checksums(execution_id, previous, records)
+                chained = [msgspec.structs.replace(r, checksum=c) for r, c in zip(records, checksums, strict=True)]
+                self._records.extend(chained)
+                log.extend(chained)
         for change in changes:
             if change.created is not None:
                 fields = change.created
@@ -195,18 +200,40 @@ class InMemoryEventStore(EventStore):
         await self._round_trip()
         self._log._commit(batches)
 
-    async def _read_payloads(self, execution_id: str, after: int) -> list[bytes]:
+    async def _read_records(self, execution_id: str, after: int) -> list[StoredEvent]:
         await self._round_trip()
         records = self._log._by_execution.get(execution_id, [])
-        return [r.payload for r in records[max(after, 0) :]]
+        return records[max(after - 1, 0) :]
 
-    async def _read_all_payloads(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
+    async def _read_all_records(self, after_seq: int, limit: int) -> list[tuple[int, StoredEvent]]:
         await self._round_trip()
         if limit <= 0:
             return []
         start = max(after_seq, 0)
         # Everything in the log is committed (appends never await midway), so no high-water mark.
-        return [(seq, r.payload) for seq, r in enumerate(self._log._records[start : start + limit], start=start + 1)]
+        return list(enumerate(self._log._records[start : start + limit], start=start + 1))
+
+    async def execution_ids(self, after: str = "", limit: int = 1000) -> list[str]:
+        """Ids of the executions that have events, in id order, after ``after``."""
+        await self._round_trip()
+        return sorted(e for e in self._log._by_execution if e > after)[:limit]
+
+    async def quarantine(self, execution_id: str) -> None:
+        """Mark the execution ``quarantined`` in the projection (its events are not touched)."""
+        await self._round_trip()
+        row = self._log._rows.get(execution_id)
+        if row is not None:
+            self._log._rows[execution_id] = msgspec.structs.replace(
+                row, status="quarantined", updated_at=self._log._clock()
+            )
+
+    async def replace_summaries(self, summaries: Sequence[ExecutionSummary], remove: Sequence[str] = ()) -> None:
+        """Write projection rows as given and delete those of ``remove`` (rebuild-projections)."""
+        await self._round_trip()
+        for execution_id in remove:
+            self._log._rows.pop(execution_id, None)
+        for summary in summaries:
+            self._log._rows[summary.execution_id] = summary
 
     # --- projection ------------------------------------------------------------------------------
 
