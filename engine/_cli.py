@@ -38,7 +38,7 @@ __all__ = ["app", "main"]
 
 ProgressMode = Literal["live", "lines", "none"]
 # engine.interfaces.ExecutionStatus, spelled out: importing it here would slow `--help` (a test keeps them equal)
-_STATUSES = ("created", "running", "succeeded", "failed", "aborted")
+_STATUSES = ("created", "running", "succeeded", "failed", "aborted", "quarantined")
 
 
 class BadInput(Exception):

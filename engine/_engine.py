@@ -860,6 +860,8 @@ class Engine:
                 raise ExecutionNotFound(execution_id)
             if summary.status in TERMINAL_STATUSES:
                 return summary
+            if summary.status == "quarantined":  # its log is corrupt: say where (CorruptEvent)
+                await self._state(execution_id)
             # woken when this process records the end; the timeout covers executions that another
             # process runs (or aborts)
             with anyio.move_on_after(0.5):

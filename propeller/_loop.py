@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import anyio
 import msgspec
 
-from engine.errors import ConcurrencyConflict, StoreUnavailable
+from engine.errors import ConcurrencyConflict, CorruptEvent, StoreUnavailable
 from engine.events import AnyEvent, ExecutionStarted, ExecutionSucceeded
 from engine.events import ExecutionAborted as ExecutionAbortedEvent
 from engine.events import ExecutionFailed as ExecutionFailedEvent
@@ -136,6 +136,9 @@ class Controller:
         # executions whose task code this process lacks: left to other engines, and not re-read
         # at every wake-up of the store watcher only to be declined again
         self._declined: set[str] = set()
+        # executions whose log is corrupt (CorruptEvent): never given another round by this loop,
+        # whatever wakes them, until a person repairs the log and restarts it
+        self._quarantined: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         # graceful shutdown (drain): no new claims or submits; set after every round
@@ -334,6 +337,8 @@ class Controller:
                 await self.reconcile(execution_id)
             except ConcurrencyConflict:
                 self.queue.add_rate_limited(execution_id)
+            except CorruptEvent as exc:  # retrying cannot help: stop running it, and say so once
+                await self._quarantine(execution_id, exc)
             except StoreUnavailable as exc:  # an outage, not a bug: no traceback, retried with back-off
                 log.warning("round of execution %s postponed: %s", execution_id, exc)
                 self.queue.add_rate_limited(execution_id)
@@ -379,6 +384,22 @@ class Controller:
         self.queue.shutdown()
         return not scope.cancelled_caught
 
+    async def _quarantine(self, execution_id: str, exc: CorruptEvent) -> None:
+        """Stop running an execution whose log is corrupt: one log line, the projection's status
+        ``quarantined`` (what `slipstream executions list` shows, and what resync sweeps skip),
+        its attempts here cancelled, its lease released and its waiters woken."""
+        log.error("execution %s quarantined, its event log is corrupt: %s", execution_id, exc)
+        self._quarantined.add(execution_id)
+        self.queue.forget(execution_id)
+        self._stale.discard(execution_id)
+        await self.attempts.disown(execution_id)
+        try:
+            await self.store.quarantine(execution_id)
+        except StoreUnavailable as unavailable:  # this loop still leaves it alone; the status waits
+            log.warning("could not mark execution %s quarantined: %s", execution_id, unavailable)
+        await self._hand_back(execution_id)
+        self._signal_changed(execution_id, finished=True)
+
     async def _hand_back(self, execution_id: str) -> None:
         self._cache.pop(execution_id, None)
         self._reported.pop(execution_id, None)
@@ -409,7 +430,10 @@ class Controller:
         return state, False
 
     async def reconcile(self, execution_id: str) -> None:
-        """One round for one execution. Raises ``ConcurrencyConflict`` if another writer won."""
+        """One round for one execution. Raises ``ConcurrencyConflict`` if another writer won,
+        ``CorruptEvent`` if its log is corrupt."""
+        if execution_id in self._quarantined:
+            return
         if self._draining and self.attempts.done_with(execution_id):
             await self._hand_back(execution_id)
             return
