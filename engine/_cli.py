@@ -88,6 +88,12 @@ catalog_app = typer.Typer(
     help="List, inspect, trace and evict cached artifacts.", no_args_is_help=True, add_completion=False
 )
 app.add_typer(catalog_app, name="catalog")
+admin_app = typer.Typer(
+    help="Administer the event store (rebuild what is derived from the log).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(admin_app, name="admin")
 
 StateDir = Annotated[
     str | None,
@@ -118,6 +124,24 @@ Nats = Annotated[
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 NoProgress = Annotated[bool, typer.Option("--no-progress", help="Show no progress; print only the result.")]
+ScopeProject = Annotated[
+    str | None,
+    typer.Option(
+        "--project",
+        envvar="SLIPSTREAM_PROJECT",
+        help="Scope: only this project's executions and artifacts (others are not found).",
+        show_default=False,
+    ),
+]
+ScopeDomain = Annotated[
+    str | None,
+    typer.Option(
+        "--domain",
+        envvar="SLIPSTREAM_DOMAIN",
+        help="Scope: only this domain's executions and artifacts.",
+        show_default=False,
+    ),
+]
 
 
 @app.command(
@@ -136,8 +160,12 @@ def run(
     ] = None,
     state_dir: StateDir = None,
     postgres: Postgres = None,
-    project: Annotated[str, typer.Option(help="Project the execution belongs to.")] = "default",
-    domain: Annotated[str, typer.Option(help="Domain: development, staging or production.")] = "development",
+    project: Annotated[
+        str, typer.Option(envvar="SLIPSTREAM_PROJECT", help="Project the execution belongs to.")
+    ] = "default",
+    domain: Annotated[
+        str, typer.Option(envvar="SLIPSTREAM_DOMAIN", help="Domain: development, staging or production.")
+    ] = "development",
     as_json: AsJson = False,
     no_progress: NoProgress = False,
     show_help: Annotated[
@@ -151,6 +179,7 @@ def run(
         raise typer.Exit(0)
     if target is None:
         raise BadInput("missing FILE:WORKFLOW: say which workflow to run, e.g. `slipstream run flows.py:train`")
+    _scope(project, domain)
     workflow = load_workflow(target)
     inputs = parse_inputs(workflow, ctx.args)
     mode = _progress_mode(as_json, no_progress)
@@ -349,8 +378,8 @@ def events_tail(
     kinds: Annotated[
         str | None, typer.Option("--kinds", help="Only these event kinds, comma-separated (e.g. NodeSucceeded).")
     ] = None,
-    project: Annotated[str | None, typer.Option(help="Only this project's executions.")] = None,
-    domain: Annotated[str | None, typer.Option(help="Only this domain's executions.")] = None,
+    project: ScopeProject = None,
+    domain: ScopeDomain = None,
     from_start: Annotated[
         bool, typer.Option("--from-start", help="Print the whole log first, then follow (default: new events only).")
     ] = False,
@@ -367,6 +396,7 @@ def events_tail(
 
     Reads from JetStream with --nats, else from the event store (--state-dir or --postgres).
     """
+    scope = _scope(project, domain)
 
     async def body() -> int:
         from engine._subscribe import open_subscription
@@ -383,7 +413,7 @@ def events_tail(
         if nats:  # the stream needs no store
             await signals.until_stopped(_print_events(open_subscription(None, nats, **filters), as_json))
             return 0
-        async with _open_store(state_dir, postgres) as engine:
+        async with _open_store(state_dir, postgres, scope) as engine:
             await signals.until_stopped(_print_events(engine.subscribe(**filters), as_json))
         return 0
 
@@ -507,8 +537,8 @@ class _Signals:
 
 @executions_app.command("list")
 def list_executions(
-    project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
-    domain: Annotated[str | None, typer.Option(help="Only this domain.")] = None,
+    project: ScopeProject = None,
+    domain: ScopeDomain = None,
     status: Annotated[
         str | None, typer.Option(help=f"Only these statuses, comma-separated: {', '.join(_STATUSES)}.")
     ] = None,
@@ -524,12 +554,13 @@ def list_executions(
     ] = False,
 ) -> None:
     """List executions, newest first, a page at a time."""
+    scope = _scope(project, domain)
     statuses = _statuses(status)
 
     async def body() -> int:
         import msgspec
 
-        async with _open_store(state_dir, postgres) as engine:
+        async with _open_store(state_dir, postgres, scope) as engine:
             try:
                 found = await engine.list_executions(
                     project=project, domain=domain, status=statuses, workflow=workflow, limit=limit, cursor=cursor
@@ -552,16 +583,19 @@ def list_executions(
 @executions_app.command("show")
 def show(
     execution_id: Annotated[str, typer.Argument(metavar="ID")],
+    project: ScopeProject = None,
+    domain: ScopeDomain = None,
     state_dir: StateDir = None,
     postgres: Postgres = None,
     as_json: AsJson = False,
 ) -> None:
     """Show an execution: its status and every node's phase, attempt, error and map progress."""
+    scope = _scope(project, domain)
 
     async def body() -> int:
         import msgspec
 
-        async with _open_store(state_dir, postgres) as engine:
+        async with _open_store(state_dir, postgres, scope) as engine:
             details = await engine.get(execution_id)
             values = await _values(engine, execution_id, details.status)
         if as_json:
@@ -599,16 +633,19 @@ def outputs(
         str | None,
         typer.Option("--node", help="A node (`train`, a dynamic child `sweep/fit-2`) or map element (`map_score/17`)."),
     ] = None,
+    project: ScopeProject = None,
+    domain: ScopeDomain = None,
     state_dir: StateDir = None,
     postgres: Postgres = None,
     as_json: AsJson = False,
 ) -> None:
     """Print the outputs of a finished execution, or of one node (typed when the code imports here)."""
+    scope = _scope(project, domain)
 
     async def body() -> int:
         import msgspec
 
-        async with _open_store(state_dir, postgres) as engine:
+        async with _open_store(state_dir, postgres, scope) as engine:
             value = await engine.outputs(execution_id, node, typed=not as_json)
         if as_json:
             _write(msgspec.json.encode(value).decode())
@@ -624,6 +661,8 @@ def outputs(
 @executions_app.command("watch")
 def watch(
     execution_id: Annotated[str, typer.Argument(metavar="ID")],
+    project: ScopeProject = None,
+    domain: ScopeDomain = None,
     state_dir: StateDir = None,
     postgres: Postgres = None,
     as_json: AsJson = False,
@@ -631,10 +670,11 @@ def watch(
 ) -> None:
     """Follow an execution started elsewhere with the live view of `run`, then print its outputs
     (exit 0) or its failure (exit 1)."""
+    scope = _scope(project, domain)
     mode = _progress_mode(as_json, no_progress)
 
     async def body() -> int:
-        async with _open_store(state_dir, postgres) as engine:
+        async with _open_store(state_dir, postgres, scope) as engine:
             return await _follow_and_report(engine, engine.handle(execution_id), mode, as_json)
 
     raise typer.Exit(_run_async(body))
@@ -648,17 +688,20 @@ def logs(
     ] = None,
     attempt: Annotated[int | None, typer.Option("--attempt", min=1, help="Only this attempt.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the execution ends.")] = False,
+    project: ScopeProject = None,
+    domain: ScopeDomain = None,
     state_dir: StateDir = None,
     postgres: Postgres = None,
     as_json: AsJson = False,
 ) -> None:
     """Print what an execution's attempts printed and logged, each under a header naming the node
     and attempt (one JSON object per attempt with --json)."""
+    scope = _scope(project, domain)
 
     async def body() -> int:
         import msgspec
 
-        async with _open_store(state_dir, postgres) as engine:
+        async with _open_store(state_dir, postgres, scope) as engine:
             async for entry in engine.logs(execution_id, node, attempt=attempt, follow=follow):
                 if as_json:
                     _write(msgspec.json.encode(entry).decode())
@@ -674,14 +717,17 @@ def logs(
 @executions_app.command("history")
 def history(
     execution_id: Annotated[str, typer.Argument(metavar="ID")],
+    project: ScopeProject = None,
+    domain: ScopeDomain = None,
     state_dir: StateDir = None,
     postgres: Postgres = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line.")] = False,
 ) -> None:
     """Show an execution's events in version order."""
+    scope = _scope(project, domain)
 
     async def body() -> int:
-        async with _open_store(state_dir, postgres) as engine:
+        async with _open_store(state_dir, postgres, scope) as engine:
             events = await engine.history(execution_id)
         if as_json:
             import msgspec
@@ -699,22 +745,117 @@ def history(
     raise typer.Exit(_run_async(body))
 
 
+@executions_app.command("verify")
+def verify(
+    execution_id: Annotated[str | None, typer.Argument(metavar="ID", help="Only this execution (default: all).")] = None,
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per execution.")] = False,
+) -> None:
+    """Check event logs (each execution's checksum chain and payloads) and the executions
+    projection against them: one line per problem; exit 1 if anything is wrong."""
+
+    async def body() -> int:
+        import msgspec
+
+        from engine._verify import verify_execution, verify_store
+
+        checked = corrupt = disagree = 0
+        async with _open_store(state_dir, postgres) as engine:
+            if execution_id is not None:
+                checks = _one(await verify_execution(engine.store, execution_id))
+            else:
+                checks = verify_store(engine.store)
+            async for check in checks:
+                checked += 1
+                corrupt += bool(check.corrupt)
+                disagree += bool(check.projection)
+                if as_json:
+                    data = msgspec.to_builtins(check)
+                    data["ok"] = check.ok
+                    _write(msgspec.json.encode(data).decode())
+                    continue
+                if check.corrupt:
+                    _write(f"CORRUPT {check.execution_id} at version {check.corrupt_version}: {check.corrupt}")
+                if check.projection:
+                    _write(f"PROJECTION {check.execution_id}: {'; '.join(check.projection)}")
+                if check.ok and execution_id is not None:
+                    legacy = f", {check.legacy} unchained legacy" if check.legacy else ""
+                    _write(f"ok {check.execution_id}: {check.events} events{legacy}, head {check.head or '-'}")
+        if not as_json:
+            _note(
+                f"checked {checked} executions: {corrupt} with a corrupt log, "
+                f"{disagree} with a projection row that disagrees"
+            )
+            if corrupt:
+                _note("restore the events of corrupt executions from a backup; the loop leaves them quarantined")
+            if disagree and not corrupt:
+                _note("repair the projection with `slipstream admin rebuild-projections`")
+        return 1 if corrupt or disagree else 0
+
+    raise typer.Exit(_run_async(body))
+
+
+async def _one(check: Any) -> AsyncIterator[Any]:
+    yield check
+
+
+@admin_app.command("rebuild-projections")
+def rebuild_projections(
+    state_dir: StateDir = None,
+    postgres: Postgres = None,
+    as_json: AsJson = False,
+) -> None:
+    """Rebuild the executions projection from the event log: rows that disagree with the log or
+    are missing are rewritten, rows without events removed, executions with a corrupt log marked
+    quarantined. Safe while loops run."""
+
+    async def body() -> int:
+        import msgspec
+
+        from engine._verify import rebuild_projections
+
+        async with _open_store(state_dir, postgres) as engine:
+            report = await rebuild_projections(engine.store)
+        if as_json:
+            _write(msgspec.json.encode(report).decode())
+            return 0
+        _write(
+            f"{report.executions} executions in the log: {len(report.rewritten)} rows rewritten, "
+            f"{len(report.removed)} removed, {len(report.quarantined)} quarantined, {len(report.skipped)} skipped"
+        )
+        for what, ids in (
+            ("rewritten", report.rewritten),
+            ("removed", report.removed),
+            ("quarantined", report.quarantined),
+            ("skipped", report.skipped),
+        ):
+            for found in ids:
+                _write(f"{what} {found}")
+        return 0
+
+    raise typer.Exit(_run_async(body))
+
+
 @executions_app.command("abort")
 def abort(
     execution_id: Annotated[str, typer.Argument(metavar="ID")],
     reason: Annotated[str, typer.Option(help="Recorded in the ExecutionAborted event.")] = "aborted by user",
+    project: ScopeProject = None,
+    domain: ScopeDomain = None,
     state_dir: StateDir = None,
     postgres: Postgres = None,
     as_json: AsJson = False,
 ) -> None:
     """Abort an execution; aborting one that already ended does nothing."""
+    scope = _scope(project, domain)
 
     async def body() -> int:
         import msgspec
 
         from engine.interfaces import TERMINAL_STATUSES
 
-        async with _open_store(state_dir, postgres) as engine:
+        async with _open_store(state_dir, postgres, scope) as engine:
             details = await engine.get(execution_id)
             aborted = details.status not in TERMINAL_STATUSES
             if aborted:
@@ -741,12 +882,15 @@ def recover(
         list[str] | None,
         typer.Option("--path", help="Directory to import task modules from (repeatable), e.g. the workflow file's."),
     ] = None,
+    project: ScopeProject = None,
+    domain: ScopeDomain = None,
     state_dir: StateDir = None,
     postgres: Postgres = None,
     as_json: AsJson = False,
     no_progress: NoProgress = False,
 ) -> None:
     """Start a new execution that reuses every node ID finished and runs the rest; print its id."""
+    scope = _scope(project, domain)
     for directory in reversed(path or []):
         resolved = str(Path(directory).expanduser().resolve())
         if not Path(resolved).is_dir():
@@ -757,7 +901,7 @@ def recover(
 
     async def body() -> int:
         if not wait:
-            async with _open_store(state_dir, postgres) as engine:
+            async with _open_store(state_dir, postgres, scope) as engine:
                 new_id = await _record_recovery(engine, execution_id)
             if as_json:
                 import msgspec
@@ -772,7 +916,7 @@ def recover(
                     "to run it now"
                 )
             return 0
-        async with _open_engine(state_dir, postgres) as engine:
+        async with _open_engine(state_dir, postgres, scope) as engine:
             _check_importable(await _specs_of(engine, execution_id))
             handle = await engine.recover(execution_id)
             if not as_json:
@@ -931,21 +1075,22 @@ def parse_inputs(workflow: Workflow, args: Iterable[str]) -> dict[str, Any]:
 @catalog_app.command("ls")
 def catalog_ls(
     task: Annotated[str | None, typer.Option(help="Only artifacts of this task (its module.qualname).")] = None,
-    project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
-    domain: Annotated[str | None, typer.Option(help="Only this domain.")] = None,
+    project: ScopeProject = None,
+    domain: ScopeDomain = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
     state_dir: StateDir = None,
     postgres: Postgres = None,
     as_json: AsJson = False,
 ) -> None:
     """List cached artifacts, newest first."""
+    scope = _scope(project, domain)
 
     async def body() -> int:
         import msgspec
 
         from engine import _cli_catalog as view
 
-        async with _open_catalog(state_dir, postgres) as catalog:
+        async with _open_catalog(state_dir, postgres, scope) as catalog:
             found = await catalog.list_artifacts(task=task, project=project, domain=domain, limit=limit)
         if as_json:
             _write(msgspec.json.encode([view.artifact_json(a) for a in found]).decode())
@@ -959,18 +1104,21 @@ def catalog_ls(
 @catalog_app.command("show")
 def catalog_show(
     artifact_id: Annotated[str, typer.Argument(metavar="ARTIFACT", help="An artifact id, or its first 8+ digits.")],
+    project: ScopeProject = None,
+    domain: ScopeDomain = None,
     state_dir: StateDir = None,
     postgres: Postgres = None,
     as_json: AsJson = False,
 ) -> None:
     """Show an artifact: its task, the run that produced it, its names and its outputs."""
+    scope = _scope(project, domain)
 
     async def body() -> int:
         import msgspec
 
         from engine import _cli_catalog as view
 
-        async with _open_catalog(state_dir, postgres) as catalog:
+        async with _open_catalog(state_dir, postgres, scope) as catalog:
             artifact = await _artifact(catalog, artifact_id)
         if as_json:
             _write(msgspec.json.encode(view.artifact_json(artifact)).decode())
@@ -989,11 +1137,14 @@ def catalog_lineage(
         str, typer.Option(help="upstream (what it was made from) or downstream (what was made from it).")
     ] = "upstream",
     depth: Annotated[int | None, typer.Option(min=1, help="At most this many steps (default: all).")] = None,
+    project: ScopeProject = None,
+    domain: ScopeDomain = None,
     state_dir: StateDir = None,
     postgres: Postgres = None,
     as_json: AsJson = False,
 ) -> None:
     """Show the artifacts an artifact was made from, or that were made from it, as a tree."""
+    scope = _scope(project, domain)
     if direction not in ("upstream", "downstream"):
         raise BadInput(f"--direction must be upstream or downstream, not {direction!r}")
 
@@ -1002,7 +1153,7 @@ def catalog_lineage(
 
         from engine import _cli_catalog as view
 
-        async with _open_catalog(state_dir, postgres) as catalog:
+        async with _open_catalog(state_dir, postgres, scope) as catalog:
             root = await _artifact(catalog, artifact_id)
             graph = await catalog.lineage(root.id, direction=direction, depth=depth)  # type: ignore[arg-type]
             artifacts = {found: await catalog.get(found) for found in graph.depths}
@@ -1022,18 +1173,21 @@ def catalog_evict(
         str | None, typer.Argument(metavar="[ARTIFACT]", help="The artifact to remove (id or 8+ digits).")
     ] = None,
     task: Annotated[str | None, typer.Option(help="Remove every artifact of this task instead.")] = None,
+    project: ScopeProject = None,
+    domain: ScopeDomain = None,
     state_dir: StateDir = None,
     postgres: Postgres = None,
     as_json: AsJson = False,
 ) -> None:
     """Remove cached artifacts: the next run of their task computes them again."""
+    scope = _scope(project, domain)
     if (artifact_id is None) == (task is None):
         raise BadInput("name one ARTIFACT or pass --task TASK (see `slipstream catalog ls`)")
 
     async def body() -> int:
         import msgspec
 
-        async with _open_catalog(state_dir, postgres) as catalog:
+        async with _open_catalog(state_dir, postgres, scope) as catalog:
             if artifact_id is not None:
                 removed = await catalog.evict(artifact_id=(await _artifact(catalog, artifact_id)).id)
             else:
@@ -1048,17 +1202,19 @@ def catalog_evict(
 
 
 @asynccontextmanager
-async def _open_catalog(state_dir: str | None, postgres: str | None) -> AsyncIterator[Catalog]:
+async def _open_catalog(
+    state_dir: str | None, postgres: str | None, scope: dict[str, str] | None = None
+) -> AsyncIterator[Catalog]:
     """The catalog of the store a client engine opens (embedded: ``<state_dir>/catalog.db``)."""
-    async with _open_store(state_dir, postgres) as engine:
+    async with _open_store(state_dir, postgres, scope) as engine:
         if engine.catalog is None:
             raise BadInput("this engine has no catalog")
         yield engine.catalog
 
 
-async def _artifact(catalog: Catalog, artifact_id: str) -> Artifact:
+async def _artifact(catalog: Catalog, artifact_id: str, scope: dict[str, str] | None = None) -> Artifact:
     found = await catalog.get(artifact_id)
-    if found is None:
+    if found is None or not _in_scope(found, scope):
         raise BadInput(
             f"no artifact {artifact_id!r} in the catalog (or the prefix is ambiguous or shorter than 8 digits); "
             "list them with `slipstream catalog ls`"
@@ -1083,20 +1239,24 @@ def _make_engine(state_dir: str | None, postgres: str | None, nats: str | None =
 
 
 @asynccontextmanager
-async def _open_engine(state_dir: str | None, postgres: str | None) -> AsyncIterator[Engine]:
+async def _open_engine(
+    state_dir: str | None, postgres: str | None, scope: dict[str, str] | None = None
+) -> AsyncIterator[Engine]:
     """A running engine (store, executors, control loop) for the execution this command starts:
     other unfinished executions of the store are left to `serve` (this process would wait for
     their tasks at exit, then throw their results away)."""
-    async with _make_engine(state_dir, postgres, resume=False) as engine:
+    async with _make_engine(state_dir, postgres, resume=False, **(scope or {})) as engine:
         yield engine
 
 
 @asynccontextmanager
-async def _open_store(state_dir: str | None, postgres: str | None) -> AsyncIterator[Engine]:
+async def _open_store(
+    state_dir: str | None, postgres: str | None, scope: dict[str, str] | None = None
+) -> AsyncIterator[Engine]:
     """A client engine (no loop): reading and aborting must not resume (and then abandon) the
-    unfinished executions of the store."""
+    unfinished executions of the store. ``scope`` (`_scope`) scopes it to a project and domain."""
     # a client runs no attempts: it needs no executor of its own (nor Ray, with --postgres)
-    async with _make_engine(state_dir, postgres, run_loop=False, executor="local") as engine:
+    async with _make_engine(state_dir, postgres, run_loop=False, executor="local", **(scope or {})) as engine:
         yield engine
 
 
@@ -1228,6 +1388,31 @@ async def _follow_and_report(engine: Engine, handle: ExecutionHandle, mode: Prog
 
 
 # -- small helpers ----------------------------------------------------------------------------------
+
+
+def _scope(project: str | None, domain: str | None) -> dict[str, str]:
+    """The engine scope of ``--project``/``--domain`` (or ``$SLIPSTREAM_PROJECT``/``$SLIPSTREAM_DOMAIN``),
+    checked before anything is opened.
+
+    Raises:
+        InvalidScope: an empty or malformed project, or a domain not among ``$SLIPSTREAM_DOMAINS``
+            (development, staging, production by default).
+    """
+    from engine._validation import DOMAINS, check_scope
+
+    listed = [d.strip() for d in os.environ.get("SLIPSTREAM_DOMAINS", "").split(",") if d.strip()]
+    domains = listed or list(DOMAINS)
+    check_scope("default" if project is None else project, domains[0] if domain is None else domain, domains)
+    return {name: value for name, value in (("project", project), ("domain", domain)) if value is not None}
+
+
+def _in_scope(artifact: Artifact, scope: dict[str, str] | None) -> bool:
+    """Whether a catalog entry belongs to the scope (its dataset's project and domain)."""
+    scope = scope or {}
+    dataset = artifact.dataset
+    return scope.get("project", dataset.project) == dataset.project and scope.get("domain", dataset.domain) == (
+        dataset.domain
+    )
 
 
 def _statuses(status: str | None) -> list[str] | None:

@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
+import msgspec
 
 from engine._chain import chain_checksums
 from engine._pg_leases import AdvisoryLeases
@@ -580,38 +581,52 @@ class PostgresEventStore(EventStore):
                 execution_id,
             )
 
-    async def replace_summaries(self, summaries: Sequence[ExecutionSummary], remove: Sequence[str] = ()) -> None:
-        """Write projection rows as given and delete those of ``remove``, in one transaction.
+    async def replace_summaries(self, summaries: Sequence[ExecutionSummary], remove: Sequence[str] = ()) -> list[str]:
+        """Write projection rows as given and delete those of ``remove``, in one transaction,
+        skipping the executions whose log moved on; returns their ids.
+
+        The rows are locked first (an append holds its execution's row until it commits), so the
+        newest versions read after that are the committed ones.
 
         Raises:
             StoreUnavailable: Postgres cannot be reached.
         """
+        ids = sorted({s.execution_id for s in summaries} | set(remove))
+        if not ids:
+            return []
         async with self._connection() as conn, conn.transaction():
             await conn.execute(_AS_WRITER)
-            if remove:
-                await conn.execute("DELETE FROM executions WHERE execution_id = ANY($1::text[])", list(remove))
-            if summaries:
+            await conn.execute(
+                "SELECT 1 FROM executions WHERE execution_id = ANY($1::text[]) ORDER BY execution_id FOR UPDATE", ids
+            )
+            newest = {
+                r[0]: r[1]
+                for r in await conn.fetch(
+                    "SELECT execution_id, max(version) FROM events WHERE execution_id = ANY($1::text[])"
+                    " GROUP BY execution_id",
+                    ids,
+                )
+            }
+            skipped = [e for e in remove if e in newest]
+            skipped += [s.execution_id for s in summaries if newest.get(s.execution_id, 0) != s.version]
+            gone = [e for e in remove if e not in skipped]
+            if gone:
+                await conn.execute("DELETE FROM executions WHERE execution_id = ANY($1::text[])", gone)
+            rows = [
+                msgspec.structs.astuple(s)  # its fields are _SUMMARY_COLUMNS, in that order
+                for s in summaries
+                if s.execution_id not in skipped
+            ]
+            if rows:
                 await conn.executemany(
                     f"INSERT INTO executions ({_SUMMARY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                     " ON CONFLICT (execution_id) DO UPDATE SET project = excluded.project,"
                     " domain = excluded.domain, workflow = excluded.workflow, status = excluded.status,"
                     " created_at = excluded.created_at, updated_at = excluded.updated_at,"
                     " version = excluded.version, parent = excluded.parent",
-                    [
-                        (
-                            s.execution_id,
-                            s.project,
-                            s.domain,
-                            s.workflow,
-                            s.status,
-                            s.created_at,
-                            s.updated_at,
-                            s.version,
-                            s.parent,
-                        )
-                        for s in summaries
-                    ],
+                    rows,
                 )
+        return skipped
 
     async def current_version(self, execution_id: str) -> int:
         """The execution's latest version (0 if unknown).

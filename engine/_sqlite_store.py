@@ -272,8 +272,9 @@ class SqliteEventStore(EventStore):
 
         await self._run(write)
 
-    async def replace_summaries(self, summaries: Sequence[ExecutionSummary], remove: Sequence[str] = ()) -> None:
-        """Write projection rows as given and delete those of ``remove``, in one transaction."""
+    async def replace_summaries(self, summaries: Sequence[ExecutionSummary], remove: Sequence[str] = ()) -> list[str]:
+        """Write projection rows as given and delete those of ``remove``, in one transaction,
+        skipping the executions whose log moved on (checked under the write lock); returns their ids."""
         rows = [
             (
                 s.execution_id,
@@ -289,23 +290,32 @@ class SqliteEventStore(EventStore):
             for s in summaries
         ]
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> list[str]:
+            def newest(execution_id: str) -> int:
+                row = conn.execute("SELECT max(version) FROM events WHERE execution_id = ?", (execution_id,)).fetchone()
+                return int(row[0] or 0)
+
             conn.execute("BEGIN IMMEDIATE")
             try:
+                skipped = [e for e in remove if newest(e) != 0]
+                skipped += [row[0] for row in rows if newest(row[0]) != row[5]]
                 with self._writer:
-                    conn.executemany("DELETE FROM executions WHERE execution_id = ?", [(e,) for e in remove])
+                    conn.executemany(
+                        "DELETE FROM executions WHERE execution_id = ?", [(e,) for e in remove if e not in skipped]
+                    )
                     conn.executemany(
                         f"INSERT OR REPLACE INTO executions ({_SUMMARY_INSERT_COLUMNS})"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        rows,
+                        [row for row in rows if row[0] not in skipped],
                     )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            return skipped
 
-        await self._run(write)
+        return await self._run(write)
 
     async def current_version(self, execution_id: str) -> int:
         """The execution's latest version (0 if unknown)."""

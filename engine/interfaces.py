@@ -232,9 +232,17 @@ class EventStore(abc.ABC):
         it alone, and ``executions list`` shows it). Its events are not touched."""
         raise ConfigError(f"event store {self.name or type(self).__name__!r} cannot quarantine executions")
 
-    async def replace_summaries(self, summaries: Sequence[ExecutionSummary], remove: Sequence[str] = ()) -> None:
+    async def replace_summaries(self, summaries: Sequence[ExecutionSummary], remove: Sequence[str] = ()) -> list[str]:
         """Write projection rows as given (insert or overwrite) and delete the rows of ``remove``,
-        in one transaction: what ``slipstream admin rebuild-projections`` does after folding the log."""
+        in one transaction: what ``slipstream admin rebuild-projections`` does after folding the log.
+
+        A row is written only if its ``version`` is still the newest in the log (and a row is
+        removed only if the execution has no events), checked under the lock appends take: a
+        rebuild racing a running loop never moves a projection back.
+
+        Returns:
+            The ids left alone because their log moved meanwhile (fold and write them again).
+        """
         raise ConfigError(f"event store {self.name or type(self).__name__!r} cannot rebuild its projection")
 
     @abc.abstractmethod
@@ -1133,10 +1141,17 @@ class Catalog(abc.ABC):
 
     @abc.abstractmethod
     async def query(
-        self, name: str, partitions: Mapping[str, str] | None = None, *, latest: bool = True
+        self,
+        name: str,
+        partitions: Mapping[str, str] | None = None,
+        *,
+        latest: bool = True,
+        project: str | None = None,
+        domain: str | None = None,
     ) -> list[Artifact]:
         """Artifacts published as ``name`` whose partitions include ``partitions``, newest first
-        (only the newest with ``latest``)."""
+        (only the newest with ``latest``); of the datasets of ``project`` and ``domain`` only, when
+        given (a scoped engine's launch asks so: names do not cross projects)."""
 
     @abc.abstractmethod
     async def record_lineage(self, edges: Sequence[LineageEdge]) -> None:

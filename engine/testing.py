@@ -227,13 +227,22 @@ class InMemoryEventStore(EventStore):
                 row, status="quarantined", updated_at=self._log._clock()
             )
 
-    async def replace_summaries(self, summaries: Sequence[ExecutionSummary], remove: Sequence[str] = ()) -> None:
-        """Write projection rows as given and delete those of ``remove`` (rebuild-projections)."""
+    async def replace_summaries(self, summaries: Sequence[ExecutionSummary], remove: Sequence[str] = ()) -> list[str]:
+        """Write projection rows as given and delete those of ``remove`` (rebuild-projections),
+        skipping the executions whose log moved on; returns their ids."""
         await self._round_trip()
+        skipped: list[str] = []
         for execution_id in remove:
-            self._log._rows.pop(execution_id, None)
+            if self._log._by_execution.get(execution_id):
+                skipped.append(execution_id)
+            else:
+                self._log._rows.pop(execution_id, None)
         for summary in summaries:
-            self._log._rows[summary.execution_id] = summary
+            if len(self._log._by_execution.get(summary.execution_id, [])) != summary.version:
+                skipped.append(summary.execution_id)
+            else:
+                self._log._rows[summary.execution_id] = summary
+        return skipped
 
     # --- projection ------------------------------------------------------------------------------
 

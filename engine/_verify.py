@@ -1,0 +1,201 @@
+"""Checking an event store against itself: each execution's checksum chain, and the executions
+projection against the fold of the log (``slipstream executions verify``); rebuilding the
+projection from the log (``slipstream admin rebuild-projections``).
+
+Both walk the log, not the projection, so that a projection row that went missing or was added
+by hand is found too. They read through `EventStore.read_records` and the chain check of
+``engine._chain``, the same one every read makes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+
+import msgspec
+
+from engine._chain import verify_chain
+from engine._projection import plan_projection
+from engine.errors import CorruptEvent, ExecutionNotFound
+from engine.interfaces import EventStore, ExecutionSummary, StoredEvent
+
+__all__ = ["ExecutionCheck", "RebuildReport", "rebuild_projections", "verify_execution", "verify_store"]
+
+_PAGE = 500
+# projection columns compared with the fold of the log (updated_at is the store's clock: not derived)
+_COMPARED = ("project", "domain", "workflow", "status", "version", "created_at", "parent")
+
+
+class ExecutionCheck(msgspec.Struct, frozen=True):
+    """What `verify_execution` found about one execution.
+
+    Attributes:
+        execution_id: the execution.
+        events: how many events its log holds.
+        legacy: how many of them are unchained legacy events (written before checksums existed).
+        head: the hex checksum of its newest event ("" when that one is a legacy event): keep it
+            elsewhere to notice a rewrite of the whole chain.
+        corrupt: the first corruption of its log (``CorruptEvent``'s problem at ``corrupt_version``),
+            or "" when the chain holds.
+        corrupt_version: the version ``corrupt`` is about (0 if none).
+        projection: how the projection row disagrees with the fold of the log, one entry per
+            field (empty when they agree).
+    """
+
+    execution_id: str
+    events: int
+    legacy: int = 0
+    head: str = ""
+    corrupt: str = ""
+    corrupt_version: int = 0
+    projection: list[str] = []
+
+    @property
+    def ok(self) -> bool:
+        """Whether the log is intact and the projection agrees with it."""
+        return not self.corrupt and not self.projection
+
+
+class RebuildReport(msgspec.Struct, frozen=True):
+    """What `rebuild_projections` did.
+
+    Attributes:
+        executions: executions in the log.
+        rewritten: ids whose projection row was written (it was missing or disagreed).
+        quarantined: ids whose log is corrupt: their row now says ``quarantined``.
+        removed: ids of projection rows without any event, deleted.
+        skipped: ids whose log moved while the rebuild ran, or whose corrupt log holds no readable
+            ``ExecutionCreated`` to make a row from: left as they were.
+    """
+
+    executions: int
+    rewritten: list[str] = []
+    quarantined: list[str] = []
+    removed: list[str] = []
+    skipped: list[str] = []
+
+
+def _expected_summary(
+    execution_id: str, records: Sequence[StoredEvent], row: ExecutionSummary | None
+) -> ExecutionSummary:
+    """The projection row the log implies (``updated_at`` kept from the current row)."""
+    (change,) = plan_projection([(execution_id, 0, records)])
+    fields = change.created or {}
+    created_at = fields.get("created_at")
+    now = datetime.now(UTC)
+    return ExecutionSummary(
+        execution_id=execution_id,
+        project=str(fields.get("project", "")),
+        domain=str(fields.get("domain", "")),
+        workflow=str(fields.get("workflow", "")),
+        status=change.status or "created",
+        created_at=created_at if isinstance(created_at, datetime) else (row.created_at if row else now),
+        updated_at=row.updated_at if row is not None else now,
+        version=change.new_version,
+        parent=fields.get("parent"),  # type: ignore[arg-type]
+    )
+
+
+def _differences(expected: ExecutionSummary, row: ExecutionSummary | None) -> list[str]:
+    if row is None:
+        return [f"no projection row (the log says {expected.status} at version {expected.version})"]
+    return [
+        f"{name} is {getattr(row, name)!r} in the projection, {getattr(expected, name)!r} in the log"
+        for name in _COMPARED
+        if getattr(row, name) != getattr(expected, name)
+    ]
+
+
+async def verify_execution(store: EventStore, execution_id: str) -> ExecutionCheck:
+    """Check one execution's chain and its projection row.
+
+    Raises:
+        ExecutionNotFound: it has neither events nor a projection row.
+    """
+    records = await store.read_records(execution_id)
+    row = await store.get_summary(execution_id)
+    if not records:
+        if row is None:
+            raise ExecutionNotFound(execution_id)
+        return ExecutionCheck(execution_id, 0, projection=["a projection row, but no events in the log"])
+    legacy = sum(1 for r in records if r.checksum is None)
+    head = records[-1].checksum.hex() if records[-1].checksum is not None else ""
+    try:
+        verify_chain(execution_id, records)
+    except CorruptEvent as exc:  # the fold of a corrupt log means nothing: only a missing row is worth saying
+        projection = ["no projection row"] if row is None else []
+        return ExecutionCheck(execution_id, len(records), legacy, head, exc.problem, exc.version, projection)
+    expected = _expected_summary(execution_id, records, row)
+    return ExecutionCheck(execution_id, len(records), legacy, head, projection=_differences(expected, row))
+
+
+async def _log_ids(store: EventStore) -> AsyncIterator[list[str]]:
+    after = ""
+    while True:
+        page = await store.execution_ids(after, _PAGE)
+        if not page:
+            return
+        yield page
+        after = page[-1]
+
+
+async def _orphan_rows(store: EventStore, in_log: set[str]) -> list[str]:
+    """Projection rows of executions that have no events."""
+    orphans: list[str] = []
+    cursor = None
+    while True:
+        page = await store.list_executions(limit=_PAGE, cursor=cursor)
+        orphans.extend(s.execution_id for s in page.items if s.execution_id not in in_log)
+        cursor = page.next_cursor
+        if cursor is None:
+            return orphans
+
+
+async def verify_store(store: EventStore) -> AsyncIterator[ExecutionCheck]:
+    """`verify_execution` of every execution in the log, in id order, then a check for each
+    projection row that has no events."""
+    seen: set[str] = set()
+    async for page in _log_ids(store):
+        for execution_id in page:
+            seen.add(execution_id)
+            yield await verify_execution(store, execution_id)
+    for execution_id in await _orphan_rows(store, seen):
+        yield ExecutionCheck(execution_id, 0, projection=["a projection row, but no events in the log"])
+
+
+async def rebuild_projections(store: EventStore) -> RebuildReport:
+    """Make every projection row the fold of its execution's log: rows that disagree or are
+    missing are written, rows without events deleted, executions with a corrupt log marked
+    ``quarantined``. Safe while control loops run (see `EventStore.replace_summaries`)."""
+    seen: set[str] = set()
+    rewritten: list[str] = []
+    quarantined: list[str] = []
+    skipped: list[str] = []
+    async for page in _log_ids(store):
+        writes: list[ExecutionSummary] = []
+        for execution_id in page:
+            seen.add(execution_id)
+            records = await store.read_records(execution_id)
+            row = await store.get_summary(execution_id)
+            try:
+                verify_chain(execution_id, records)
+            except CorruptEvent:
+                if row is not None:
+                    if row.status != "quarantined":
+                        await store.quarantine(execution_id)
+                        quarantined.append(execution_id)
+                else:  # no row to mark, and no trustworthy log to make one from
+                    skipped.append(execution_id)
+                continue
+            expected = _expected_summary(execution_id, records, row)
+            if _differences(expected, row):
+                writes.append(expected)
+        if writes:
+            moved = await store.replace_summaries(writes)
+            skipped.extend(moved)
+            rewritten.extend(s.execution_id for s in writes if s.execution_id not in moved)
+    orphans = await _orphan_rows(store, seen)
+    moved = await store.replace_summaries([], orphans) if orphans else []
+    skipped.extend(moved)
+    removed = [e for e in orphans if e not in moved]
+    return RebuildReport(len(seen), rewritten, quarantined, removed, skipped)
