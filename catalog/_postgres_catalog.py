@@ -7,11 +7,12 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
 from catalog._sql_catalog import SqlCatalog, load_catalog_migrations
-from engine.errors import ConfigError, StoreUnavailable
+from engine.errors import AccessDenied, ConfigError, StoreUnavailable
 
 __all__ = ["PostgresCatalog"]
 
@@ -19,6 +20,14 @@ _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _PLACEHOLDER = re.compile(r"\?")
 _MIGRATION_LOCK = 0x51_1957_CA7A  # advisory lock serialising concurrent migrations of the catalog
 _UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
+
+
+def _user_of(dsn: str) -> str:
+    """The user a URL DSN names, for messages."""
+    try:
+        return unquote(urlsplit(dsn).username or "") or "(the DSN's user)"
+    except ValueError:
+        return "(the DSN's user)"
 
 
 def _dollars(sql: str) -> str:
@@ -94,6 +103,8 @@ class PostgresCatalog(SqlCatalog):
     async def _migrate(self) -> None:
         conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
         try:
+            if await self._migrated(conn):
+                return
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
                 await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
@@ -115,6 +126,15 @@ class PostgresCatalog(SqlCatalog):
         finally:
             await conn.close()
 
+    async def _migrated(self, conn: asyncpg.Connection) -> bool:
+        """Whether every migration is applied already: then no DDL and no lock are needed, so a
+        role that may not create tables (a tenant under row-level security) starts as well."""
+        table = f'"{self._schema}".catalog_migrations'
+        if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+            return False
+        applied = {r[0] for r in await conn.fetch(f"SELECT version FROM {table}")}
+        return {m.version for m in load_catalog_migrations("postgres")} <= applied
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[_PgTx]:
         if self._pool is None:
@@ -124,6 +144,8 @@ class PostgresCatalog(SqlCatalog):
                 yield _PgTx(conn)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"the Postgres catalog lost its database: {exc}") from exc
+        except asyncpg.InsufficientPrivilegeError as exc:  # row-level security (migration 0002), privileges
+            raise AccessDenied(_user_of(self._dsn), str(exc)) from exc
 
     def to_db_time(self, at: datetime) -> datetime:
         return at

@@ -29,6 +29,9 @@ POSTGRES_ONLY_COLUMNS = {
     # pass a lower seq still to commit; SQLite has a single writer, so seq order is commit order
     ("events", "xid"),
 }
+# Tables of the Postgres schema only: the tenants' grants that row-level security is keyed on
+# (migration 0006; a SQLite file has no roles, so no tenancy below the engine's own scope).
+POSTGRES_ONLY_TABLES = {"slipstream_grants"}
 # Column types: SQLite keeps timestamps as integer microseconds (UTC), see 0001_events.sqlite.sql.
 SQLITE_TYPE_OF = {
     "text": "TEXT",
@@ -91,6 +94,9 @@ async def postgres_schema_of(dsn: str, schema: str) -> Schema:
         indexes = await conn.fetch(_PG_INDEXES, schema)
     finally:
         await conn.close()
+    columns = [r for r in columns if r["table_name"] not in POSTGRES_ONLY_TABLES]
+    keys = [r for r in keys if r["table_name"] not in POSTGRES_ONLY_TABLES]
+    indexes = [r for r in indexes if r["table_name"] not in POSTGRES_ONLY_TABLES]
     primary_keys = {r["table_name"]: tuple(r["columns"]) for r in keys}
     return Schema(
         columns=[

@@ -1,0 +1,227 @@
+"""Postgres enforces tenancy itself (event store migration 0006, catalog migration 0002): a role
+granted project ``a`` reads and writes only project ``a``'s executions, events and catalog rows,
+whatever SQL it sends, while an engine connected as it works for its own project end to end."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from catalog import LocalBlobStore, PostgresCatalog
+from engine import AccessDenied, Engine, ExecutionNotFound, InvalidScope
+from engine._pg_tenancy import grant, list_grants, revoke
+from engine._postgres_store import PostgresEventStore
+from plugins.local import LocalExecutor
+from tests.catalog import _workflows as cwf
+from tests.conftest import _admin, run_blocking
+
+from . import _workflows as wf
+
+
+def as_role(dsn: str, role: str) -> str:
+    """``dsn`` with its user replaced by ``role`` (the test server trusts local connections)."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, f"{role}@{host}", parts.path, parts.query, parts.fragment))
+
+
+@pytest.fixture
+def tenant_role(postgres_database: str) -> Iterator[str]:
+    """A LOGIN role that is neither superuser nor owner (dropped after, with its privileges)."""
+    role = f"slipstream_tenant_{uuid.uuid4().hex[:10]}"
+    run_blocking(_admin(postgres_database, f'CREATE ROLE "{role}" LOGIN'))
+    yield role
+    run_blocking(_admin(postgres_database, f'DROP OWNED BY "{role}"; DROP ROLE "{role}"'))
+
+
+def engine_on(dsn: str, schema: str, tmp_path: Path, **options: object) -> Engine:
+    options.setdefault("retry_delay", 0.05)
+    return Engine(
+        PostgresEventStore(dsn, schema=schema),
+        {"local": LocalExecutor()},
+        catalog=PostgresCatalog(dsn, schema=schema),
+        blobs=LocalBlobStore(tmp_path / "blobs"),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def two_projects(postgres_database: str, postgres_schema: str, tmp_path: Path) -> dict[str, str]:
+    """The owner (a superuser here) runs an execution in project ``a`` and one in ``b``, each with a
+    cached task (catalog rows) and a published artifact; returns their execution ids."""
+    ids: dict[str, str] = {}
+    async with engine_on(postgres_database, postgres_schema, tmp_path) as owner:
+        for project, x in (("a", 2), ("b", 3)):
+            handle = await owner.launch(cwf.square_wf, project=project, x=x)
+            assert await handle.outputs(timeout=60) == x * x
+            ids[project] = handle.execution_id
+            published = await owner.launch(cwf.publish_wf, project=project, region="eu", n=x)
+            await published.wait(timeout=60)
+        assert owner.runs_loop and owner.catalog is not None
+        await owner.controller.catalog.flush()  # type: ignore[union-attr]
+    return ids
+
+
+@pytest.fixture
+async def tenant(
+    postgres_database: str, postgres_schema: str, tenant_role: str, two_projects: dict[str, str]
+) -> AsyncIterator[asyncpg.Connection]:
+    """A raw connection as the tenant role, granted project ``a``: what a client that bypasses the
+    library can do."""
+    assert await grant(postgres_database, tenant_role, "a", schema=postgres_schema)
+    conn = await asyncpg.connect(as_role(postgres_database, tenant_role))
+    await conn.execute(f'SET search_path TO "{postgres_schema}"')
+    yield conn
+    await conn.close()
+
+
+async def test_a_tenant_role_reads_only_its_project(tenant: asyncpg.Connection, two_projects: dict[str, str]) -> None:
+    a, b = two_projects["a"], two_projects["b"]
+    assert {r["project"] for r in await tenant.fetch("SELECT project FROM executions")} == {"a"}
+    assert await tenant.fetchval("SELECT count(*) FROM executions WHERE execution_id = $1", b) == 0
+    assert await tenant.fetchval("SELECT count(*) FROM events WHERE execution_id = $1", a) > 0
+    assert await tenant.fetchval("SELECT count(*) FROM events WHERE execution_id = $1", b) == 0
+    mine = {r[0] for r in await tenant.fetch("SELECT DISTINCT execution_id FROM events")}
+    assert a in mine and b not in mine
+    assert {r[0] for r in await tenant.fetch("SELECT project FROM catalog_datasets")} == {"a"}
+    projects = await tenant.fetch(
+        "SELECT DISTINCT d.project FROM catalog_artifacts a JOIN catalog_datasets d ON d.id = a.dataset_id"
+    )
+    assert [r[0] for r in projects] == ["a"]
+    # names, partitions and lineage only of its own artifacts (each project published "features")
+    tagged = await tenant.fetchval("SELECT count(*) FROM catalog_tags")
+    assert tagged == 1 and await tenant.fetchval("SELECT count(*) FROM catalog_partitions") == 1
+    unseen = await tenant.fetchval(
+        "SELECT count(*) FROM catalog_lineage l WHERE NOT EXISTS "
+        "(SELECT 1 FROM catalog_artifacts a WHERE a.id = l.artifact_id)"
+    )
+    assert unseen == 0
+    assert await tenant.fetchval("SELECT count(*) FROM catalog_lineage WHERE execution_id = $1", b) == 0
+    assert [r[0] for r in await tenant.fetch("SELECT project FROM slipstream_grants")] == ["a"]
+
+
+async def test_a_tenant_role_cannot_write_another_project(
+    tenant: asyncpg.Connection, two_projects: dict[str, str], postgres_database: str, postgres_schema: str
+) -> None:
+    b = two_projects["b"]
+    # past the projection's own guard (migration 0005 lets only the append function change it; a
+    # client that bypasses the library can claim to be that writer too)
+    await tenant.execute("SELECT set_config('slipstream.writer', 'on', false)")
+    # the projection: another project's row is not there to update, and a row cannot move there
+    assert await tenant.execute("UPDATE executions SET status = 'aborted' WHERE execution_id = $1", b) == "UPDATE 0"
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+        await tenant.execute(
+            "INSERT INTO executions (execution_id, project, domain, workflow, status, version, created_at, "
+            "updated_at) VALUES ('forged', 'b', 'development', 'w', 'created', 1, now(), now())"
+        )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+        await tenant.execute("UPDATE executions SET project = 'b' WHERE project = 'a'")
+    # the log: no event can be appended to another project's execution, even one it cannot see
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+        await tenant.execute(
+            "INSERT INTO events (execution_id, version, kind, payload) VALUES ($1, 999, 'ExecutionAborted', '')", b
+        )
+    # ... nor through a look-alike table in its own temporary schema (the check pins its search_path)
+    await tenant.execute("CREATE TEMP TABLE executions (execution_id text, project text, domain text)")
+    await tenant.execute(f'SET search_path TO pg_temp, "{postgres_schema}"')
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+        await tenant.execute(
+            f'INSERT INTO "{postgres_schema}".events (execution_id, version, kind, payload) '
+            "VALUES ($1, 999, 'ExecutionAborted', '')",
+            b,
+        )
+    await tenant.execute(f'DROP TABLE pg_temp.executions; SET search_path TO "{postgres_schema}"')
+    # the catalog: no dataset of another project, no name or partition on its artifacts
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+        await tenant.execute(
+            "INSERT INTO catalog_datasets (id, project, domain, name, version, interface, created_at) "
+            "VALUES ('forged', 'b', 'development', 't', '1', 'i', now())"
+        )
+    owner = await asyncpg.connect(postgres_database)
+    try:
+        theirs = await owner.fetchval(
+            f'SELECT a.id FROM "{postgres_schema}".catalog_artifacts a JOIN "{postgres_schema}".catalog_datasets d '
+            "ON d.id = a.dataset_id WHERE d.project = 'b' LIMIT 1"
+        )
+        before = await owner.fetchval(f'SELECT count(*) FROM "{postgres_schema}".catalog_artifacts')
+    finally:
+        await owner.close()
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+        await tenant.execute("INSERT INTO catalog_tags (artifact_id, name, created_at) VALUES ($1, 'x', now())", theirs)
+    moved = await tenant.execute("UPDATE catalog_partitions SET value = 'x' WHERE artifact_id = $1", theirs)
+    assert moved == "UPDATE 0"
+    assert await tenant.execute("DELETE FROM catalog_artifacts WHERE id = $1", theirs) == "DELETE 0"
+    # and what no tenant may do at all
+    for statement in ("DELETE FROM executions", "SELECT * FROM cursors", "DROP TABLE events"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await tenant.execute(statement)
+    owner = await asyncpg.connect(postgres_database)
+    try:
+        assert await owner.fetchval(f'SELECT count(*) FROM "{postgres_schema}".catalog_artifacts') == before
+        status = await owner.fetchval(f'SELECT status FROM "{postgres_schema}".executions WHERE execution_id = $1', b)
+        assert status == "succeeded"
+    finally:
+        await owner.close()
+
+
+async def test_an_engine_connected_as_a_tenant_role_runs_its_own_project(
+    tenant: asyncpg.Connection,
+    two_projects: dict[str, str],
+    postgres_database: str,
+    postgres_schema: str,
+    tenant_role: str,
+    tmp_path: Path,
+) -> None:
+    dsn = as_role(postgres_database, tenant_role)
+    async with engine_on(dsn, postgres_schema, tmp_path, project="a") as engine:
+        handle = await engine.launch(wf.diamond, x=2)
+        assert await handle.outputs(timeout=60) == 12  # the loop, the append function, the outputs
+        cached = await engine.launch(cwf.square_wf, x=2)  # project a's artifact answers it
+        assert await cached.outputs(timeout=60) == 4
+        kinds = [type(event).__name__ for event in await engine.history(cached.execution_id)]
+        assert "NodeCacheHit" in kinds
+        assert {s.project for s in await engine.list_executions()} == {"a"}
+        with pytest.raises(ExecutionNotFound):
+            await engine.get(two_projects["b"])
+        assert engine.catalog is not None
+        assert {x.dataset.project for x in await engine.catalog.list_artifacts()} == {"a"}
+    # an unscoped engine of the same role: reads are filtered by Postgres, writes elsewhere refused
+    async with engine_on(dsn, postgres_schema, tmp_path, run_loop=False) as engine:
+        assert {s.project for s in await engine.list_executions()} == {"a"}
+        with pytest.raises(ExecutionNotFound):
+            await engine.history(two_projects["b"])
+        with pytest.raises(AccessDenied, match=f"role '{tenant_role}'.*slipstream admin grant"):
+            await engine.launch(wf.diamond, project="b", x=1)
+
+
+async def test_grants_are_listed_and_revoked(
+    tenant: asyncpg.Connection, postgres_database: str, postgres_schema: str, tenant_role: str
+) -> None:
+    assert not await grant(postgres_database, tenant_role, "a", schema=postgres_schema)  # idempotent
+    assert await grant(postgres_database, tenant_role, "c", "staging", schema=postgres_schema)
+    listed = [(g.project, g.domain) for g in await list_grants(postgres_database, tenant_role, schema=postgres_schema)]
+    assert listed == [("a", None), ("c", "staging")]
+    assert await revoke(postgres_database, tenant_role, "a", schema=postgres_schema) == 1
+    assert await tenant.fetchval("SELECT count(*) FROM executions") == 0  # still a grant: privileges kept
+    assert await revoke(postgres_database, tenant_role, schema=postgres_schema) == 1
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):  # the last grant went: so did the privileges
+        await tenant.fetchval(f'SELECT count(*) FROM "{postgres_schema}".executions')
+    for role, project, domain in (("bad role", "a", None), (tenant_role, "", None), (tenant_role, "a", "prod")):
+        with pytest.raises(InvalidScope):
+            await grant(postgres_database, role, project, domain, schema=postgres_schema)
+
+
+async def test_the_domain_of_a_grant_narrows_it(
+    postgres_database: str, postgres_schema: str, tenant_role: str, tmp_path: Path
+) -> None:
+    async with engine_on(postgres_database, postgres_schema, tmp_path) as owner:
+        for domain in ("development", "production"):
+            await (await owner.launch(wf.diamond, project="a", domain=domain, x=1)).wait(timeout=60)
+    await grant(postgres_database, tenant_role, "a", "production", schema=postgres_schema)
+    async with engine_on(as_role(postgres_database, tenant_role), postgres_schema, tmp_path, run_loop=False) as eng:
+        assert [s.domain for s in await eng.list_executions()] == ["production"]
