@@ -263,13 +263,23 @@ class SqlCatalog(Catalog):
                 )  # fmt: skip
 
     async def query(
-        self, name: str, partitions: Mapping[str, str] | None = None, *, latest: bool = True
+        self,
+        name: str,
+        partitions: Mapping[str, str] | None = None,
+        *,
+        latest: bool = True,
+        project: str | None = None,
+        domain: str | None = None,
     ) -> list[Artifact]:
         sql = (
             f"SELECT {_ARTIFACT_COLUMNS} FROM {_ARTIFACT_FROM} JOIN catalog_tags t ON t.artifact_id = a.id "
             "WHERE t.name = ?"
         )
         args: list[Any] = [name]
+        for column, value in (("d.project", project), ("d.domain", domain)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
         for key, value in (partitions or {}).items():
             sql += (
                 " AND EXISTS (SELECT 1 FROM catalog_partitions p WHERE p.artifact_id = a.id AND p.name = t.name "

@@ -26,12 +26,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
+from engine._cli_admin import add_tenancy_commands
+
 if TYPE_CHECKING:
     from engine._details import ExecutionDetails
     from engine._engine import Engine, ExecutionHandle
     from engine._subscribe import Subscription
     from engine._workflow import Workflow
-    from engine.interfaces import Artifact, Catalog
+    from engine.interfaces import Artifact, Catalog, Lineage
     from engine.models import WorkflowSpec
 
 __all__ = ["app", "main"]
@@ -94,6 +96,7 @@ admin_app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(admin_app, name="admin")
+add_tenancy_commands(admin_app)  # grant, revoke, grants
 
 StateDir = Annotated[
     str | None,
@@ -1119,7 +1122,7 @@ def catalog_show(
         from engine import _cli_catalog as view
 
         async with _open_catalog(state_dir, postgres, scope) as catalog:
-            artifact = await _artifact(catalog, artifact_id)
+            artifact = await _artifact(catalog, artifact_id, scope)
         if as_json:
             _write(msgspec.json.encode(view.artifact_json(artifact)).decode())
         else:
@@ -1154,9 +1157,11 @@ def catalog_lineage(
         from engine import _cli_catalog as view
 
         async with _open_catalog(state_dir, postgres, scope) as catalog:
-            root = await _artifact(catalog, artifact_id)
+            root = await _artifact(catalog, artifact_id, scope)
             graph = await catalog.lineage(root.id, direction=direction, depth=depth)  # type: ignore[arg-type]
             artifacts = {found: await catalog.get(found) for found in graph.depths}
+            if scope:  # what other projects made from it, or it from theirs, is not shown
+                graph, artifacts = _scoped_lineage(graph, artifacts, scope)
         if as_json:
             _write(msgspec.json.encode(view.lineage_json(graph, artifacts)).decode())
         else:
@@ -1189,7 +1194,10 @@ def catalog_evict(
 
         async with _open_catalog(state_dir, postgres, scope) as catalog:
             if artifact_id is not None:
-                removed = await catalog.evict(artifact_id=(await _artifact(catalog, artifact_id)).id)
+                removed = await catalog.evict(artifact_id=(await _artifact(catalog, artifact_id, scope)).id)
+            elif scope:  # only the scope's artifacts of the task
+                found = await catalog.list_artifacts(task=task, limit=2**31 - 1, **scope)
+                removed = sum([await catalog.evict(artifact_id=artifact.id) for artifact in found])
             else:
                 removed = await catalog.evict(task=task)
         if as_json:
@@ -1404,6 +1412,19 @@ def _scope(project: str | None, domain: str | None) -> dict[str, str]:
     domains = listed or list(DOMAINS)
     check_scope("default" if project is None else project, domains[0] if domain is None else domain, domains)
     return {name: value for name, value in (("project", project), ("domain", domain)) if value is not None}
+
+
+def _scoped_lineage(
+    graph: Lineage, artifacts: dict[str, Artifact | None], scope: dict[str, str]
+) -> tuple[Lineage, dict[str, Artifact | None]]:
+    """The lineage graph without the artifacts outside ``scope`` (nor the links through them)."""
+    import msgspec
+
+    kept = {key: found for key, found in artifacts.items() if found is not None and _in_scope(found, scope)}
+    kept[graph.root] = artifacts.get(graph.root)
+    links = [link for link in graph.links if link.source in kept and link.target in kept]
+    depths = {key: depth for key, depth in graph.depths.items() if key in kept}
+    return msgspec.structs.replace(graph, links=links, depths=depths), kept
 
 
 def _in_scope(artifact: Artifact, scope: dict[str, str] | None) -> bool:

@@ -542,7 +542,7 @@ class Engine:
         check_input_sizes(literals, self._max_input_bytes)
         artifacts: dict[str, str] = {}
         if queries:
-            resolved, artifacts = await self._resolve_artifacts(workflow, queries)
+            resolved, artifacts = await self._resolve_artifacts(workflow, queries, project, domain)
             literals.update(resolved)
         self._check_executors(spec)
         if self.blobs is not None:  # stored before ExecutionCreated refers to them
@@ -570,9 +570,11 @@ class Engine:
         return ExecutionHandle(self, execution_id, workflow)
 
     async def _resolve_artifacts(
-        self, workflow: Workflow, queries: dict[str, ArtifactQuery]
+        self, workflow: Workflow, queries: dict[str, ArtifactQuery], project: str, domain: str
     ) -> tuple[dict[str, bytes], dict[str, str]]:
-        """The literals of inputs that come from the catalog, and the artifact each one took.
+        """The literals of inputs that come from the catalog, and the artifact each one took: the
+        newest of the launch's project (of its domain too, for a domain-scoped engine), as cache
+        hits never cross projects either.
 
         Raises:
             ArtifactNotFound: no artifact answers a query, or it lacks the output asked for.
@@ -586,7 +588,9 @@ class Engine:
         literals: dict[str, bytes] = {}
         chosen: dict[str, str] = {}
         for input_name, query in queries.items():
-            found = await self.catalog.query(query.name, query.partitions, latest=True)
+            found = await self.catalog.query(
+                query.name, query.partitions, latest=True, project=project, domain=self.domain and domain
+            )
             if not found:
                 raise ArtifactNotFound(name, input_name, repr(query))
             artifact = found[0]
