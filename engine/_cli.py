@@ -18,8 +18,9 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Iterable
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -323,13 +324,21 @@ def serve(
     async def body() -> int:
         signals = _Signals()
         _log_to_stderr("slipstream.executions")  # a line per execution started and ended here
+        _log_to_stderr("slipstream.store")  # a line when the store is lost, one when it is back
         if nats:
             _log_to_stderr("slipstream.nats")  # when this server's relay publishes, stands by, retries
         chosen = {"executor": executor[0], "executors": executor} if executor else {}
-        engine = _make_engine(
-            state_dir, postgres, nats, workers=workers, services=services, resync_interval=resync_interval, **chosen
+        engine = await _open_when_reachable(
+            lambda: _make_engine(
+                state_dir, postgres, nats, workers=workers, services=services, resync_interval=resync_interval, **chosen
+            ),
+            signals,
         )
-        async with engine:
+        if engine is None:
+            _note("stopped")
+            return 0
+        async with AsyncExitStack() as stack:
+            stack.push_async_exit(engine.__aexit__)
             signals.install()
             where = "Postgres" if postgres else f"state dir {state_dir or '(default)'}"
             _note(f"serving executions of {where} with {workers} workers; SIGTERM or Ctrl-C to stop")
@@ -345,6 +354,33 @@ def serve(
         return 0
 
     raise typer.Exit(_run_async(body))
+
+
+async def _open_when_reachable(make: Callable[[], Engine], signals: _Signals) -> Engine | None:
+    """A fresh engine from ``make`` entered; while its store cannot be reached, say so once and try
+    again (a server may start before its database, as after a reboot); None if a stop signal came
+    first. Errors that waiting does not fix (a bad DSN, a missing database) are raised at once."""
+    from engine.errors import StoreUnavailable
+
+    lost_at: float | None = None
+    pause = 0.5
+    while True:
+        engine = make()
+        try:
+            await engine.__aenter__()
+        except StoreUnavailable as exc:
+            if lost_at is None:
+                lost_at = time.monotonic()
+                _note(f"{exc}; retrying until it answers (SIGTERM or Ctrl-C to stop)")
+            with suppress(TimeoutError):
+                await asyncio.wait_for(signals.stop.wait(), pause)
+            if signals.stop.is_set():
+                return None
+            pause = min(pause * 2, 5.0)
+            continue
+        if lost_at is not None:
+            _note(f"the event store answered after {time.monotonic() - lost_at:.1f} s")
+        return engine
 
 
 def _log_to_stderr(name: str) -> None:

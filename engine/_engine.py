@@ -22,6 +22,7 @@ from engine._details import ExecutionDetails, details_of
 from engine._files import Materializer, upload_inputs
 from engine._literals import from_literal
 from engine._logs import AttemptLogs, read_logs
+from engine._outage import ride_out
 from engine._outputs import node_literals, plain_outputs, typed_node_outputs, typed_workflow_outputs
 from engine._validation import (
     DOMAINS,
@@ -122,21 +123,26 @@ class ExecutionHandle:
     async def wait(self, timeout: float | None = None) -> ExecutionSummary:
         """Wait until the execution ends; return its summary.
 
+        An outage of the store (a Postgres restart) is waited out, for up to a minute at a time.
+
         Raises:
             TimeoutError: it did not end within ``timeout`` seconds.
+            StoreUnavailable: the store stayed unreachable for a minute.
         """
         with anyio.fail_after(timeout):
             return await self._engine._wait_terminal(self.execution_id)
 
     async def outputs(self, timeout: float | None = None) -> Any:
-        """Wait, then return the workflow's outputs as Python values.
+        """Wait, then return the workflow's outputs as Python values (riding out a store outage as
+        `wait` does).
 
         Raises:
             TaskFailed: the execution failed (carries the node id and the remote traceback).
             ExecutionAborted: the execution was aborted.
+            StoreUnavailable: the store stayed unreachable for a minute.
         """
         await self.wait(timeout)
-        state = await self._engine._state(self.execution_id)
+        state = await ride_out(lambda: self._engine._state(self.execution_id))
         _raise_unless_succeeded(state)
         outputs = await self._engine._resolved(state.outputs or {})
         if self._workflow is not None:
@@ -859,7 +865,7 @@ class Engine:
     async def _wait_terminal(self, execution_id: str) -> ExecutionSummary:
         check_execution_id(execution_id)
         while True:
-            summary = await self.store.get_summary(execution_id)
+            summary = await ride_out(lambda: self.store.get_summary(execution_id))
             if summary is None or not self._summary_in_scope(summary):
                 raise ExecutionNotFound(execution_id)
             if summary.status in TERMINAL_STATUSES:
@@ -877,11 +883,12 @@ class Engine:
     async def watch(self, execution_id: str, interval: float = 0.2) -> AsyncIterator[ExecutionDetails]:
         """Yield the execution's details each time it changes, until it ends.
 
-        The log is folded once, then only its new tail at each change.
+        The log is folded once, then only its new tail at each change. A store outage (a Postgres
+        restart) is a pause of up to a minute, not an error.
         """
-        state = await self._state(execution_id)
+        state = await ride_out(lambda: self._state(execution_id))
         while True:
-            ExecutionState.fold(await self.store.read(execution_id, after=state.version), state)
+            ExecutionState.fold(await ride_out(lambda: self.store.read(execution_id, after=state.version)), state)
             details = details_of(state)
             yield details
             if details.status in TERMINAL_STATUSES:

@@ -39,6 +39,7 @@ import asyncpg
 import msgspec
 
 from engine._chain import chain_checksums
+from engine._outage import Reachability
 from engine._pg_leases import AdvisoryLeases
 from engine._projection import (
     ProjectionChange,
@@ -62,6 +63,18 @@ from engine.interfaces import (
 __all__ = ["NOTIFY_CHANNEL", "PostgresEventStore"]
 
 log = logging.getLogger(__name__)
+# "lost Postgres ..." / "Postgres ... back after N s": what a server's operator reads (`slipstream serve`
+# prints this logger), one line per change of state however many calls failed in between
+reach_log = logging.getLogger("slipstream.store")
+
+
+def _not_a_floor_retry(record: logging.LogRecord) -> bool:
+    # asyncpg's pool retries its min_size floor on its own during an outage and logs a traceback
+    # each time; the store reports the outage once (Reachability), so these add only noise
+    return not record.getMessage().startswith("Failed to restore the pool connection floor")
+
+
+logging.getLogger("asyncpg.pool").addFilter(_not_a_floor_retry)
 
 NOTIFY_CHANNEL = "slipstream_events"
 # Arbitrary constants naming Slipstream's advisory locks (pg_advisory_* take one bigint key).
@@ -137,6 +150,7 @@ class PostgresEventStore(EventStore):
         self._min_size = min_size
         self._max_size = max_size
         self._schema = schema
+        self._reach = Reachability(f"Postgres at {self._redacted_dsn()}", reach_log)
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._listener_task: asyncio.Task[None] | None = None
@@ -325,13 +339,18 @@ class PostgresEventStore(EventStore):
                     yield conn
                 except _UNAVAILABLE:
                     # The connection may be half-dead (asyncpg can leave its protocol mid-operation):
-                    # drop it so the pool opens a fresh one instead of handing it out again.
-                    conn.terminate()
+                    # drop it so the pool opens a fresh one instead of handing it out again. One the
+                    # server closed is already detached from the pool, and terminate() raises: the
+                    # error to report is still the one that got us here.
+                    with contextlib.suppress(asyncpg.InterfaceError):
+                        conn.terminate()
                     raise
         except _UNAVAILABLE as exc:
+            self._reach.lost(_reason(exc))
             raise StoreUnavailable(f"Postgres event store at {self._redacted_dsn()} is unavailable: {exc}") from exc
         except asyncpg.InsufficientPrivilegeError as exc:  # row-level security (migration 0006), privileges
             raise AccessDenied(_dsn_parts(self._dsn).get("user", "(the DSN's user)"), str(exc)) from exc
+        self._reach.back()
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         # Reads are idempotent: one retry hides a connection the pool had not yet noticed was dead.
@@ -832,10 +851,12 @@ class PostgresEventStore(EventStore):
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # keep trying whatever the server does
-                    log.warning("event store listener lost (%s); reconnecting in %.2fs", exc, delay)
+                    self._reach.lost(_reason(exc))  # logged once per outage, not per try
+                    log.debug("event store listener lost (%s); reconnecting in %.2fs", exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
+                self._reach.back()
                 delay = 0.05
                 self._changes.notify()  # appends may have happened while no listener was up
                 break

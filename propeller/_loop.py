@@ -245,6 +245,8 @@ class Controller:
             await self._sleep(self.resync_interval)
             try:
                 await self.resync()
+            except StoreUnavailable as exc:  # an outage: the store logs it once, not each sweep
+                log.debug("resync postponed to the next interval: %s", exc)
             except Exception:
                 log.exception("resync failed; retrying at the next interval")
 
@@ -292,6 +294,10 @@ class Controller:
                     await self._adopt(["created", "running"], pages=None)
                 else:
                     await self._adopt(["created"], pages=1)
+            except StoreUnavailable as exc:  # an outage: the store logs it once, not each retry
+                log.debug("watching the store postponed: %s", exc)
+                await self._sleep(1.0)
+                continue
             except Exception:
                 log.exception("watching the store failed; retrying")
                 await self._sleep(1.0)
@@ -339,8 +345,8 @@ class Controller:
                 self.queue.add_rate_limited(execution_id)
             except CorruptEvent as exc:  # retrying cannot help: stop running it, and say so once
                 await self._quarantine(execution_id, exc)
-            except StoreUnavailable as exc:  # an outage, not a bug: no traceback, retried with back-off
-                log.warning("round of execution %s postponed: %s", execution_id, exc)
+            except StoreUnavailable as exc:  # an outage, not a bug: the store logs it once; retried with back-off
+                log.debug("round of execution %s postponed: %s", execution_id, exc)
                 self.queue.add_rate_limited(execution_id)
             except Exception:
                 log.exception("round of execution %s failed; backing off", execution_id)
