@@ -32,6 +32,7 @@ from engine._validation import (
     check_input_depth,
     check_input_sizes,
     check_scope,
+    check_spec,
 )
 from engine._wiring import backend, blob_store, build_executors, event_stream_services, index_executors
 from engine.errors import (
@@ -541,6 +542,7 @@ class Engine:
         spec: WorkflowSpec | None = getattr(workflow, "spec", None)
         if spec is None or not hasattr(workflow, "encode_inputs"):
             raise ConfigError(f"launch() needs a @workflow, got {workflow!r}: decorate the function with @workflow")
+        check_spec(spec)
         queries = workflow.artifact_inputs(inputs) if hasattr(workflow, "artifact_inputs") else {}
         if self.blobs is not None and hasattr(workflow, "interface"):  # File/Dir inputs travel by content
             inputs = await upload_inputs(inputs, workflow.interface.inputs, self.blobs)
