@@ -99,8 +99,7 @@ _APPEND = "SELECT slipstream_append(" + ", ".join(f"${i}" for i in range(1, 24))
 _CONFLICT_STATE = "SL409"  # raised by slipstream_append when another writer won the race
 
 _READ_ALL = """
-SELECT seq, execution_id, version, kind, node_id, attempt, payload, checksum,
-       xid < pg_snapshot_xmin(pg_current_snapshot()) AS safe
+SELECT seq, execution_id, version, payload, xid < pg_snapshot_xmin(pg_current_snapshot()) AS safe
 FROM events WHERE seq > $1 ORDER BY seq LIMIT $2
 """
 
@@ -562,16 +561,16 @@ class PostgresEventStore(EventStore):
         )
         return [StoredEvent(execution_id, *r) for r in rows]
 
-    async def _read_all_records(self, after_seq: int, limit: int) -> list[tuple[int, StoredEvent]]:
+    async def _read_all_records(self, after_seq: int, limit: int) -> list[tuple[int, str, int, bytes]]:
         if limit <= 0:
             return []
-        out: list[tuple[int, StoredEvent]] = []
-        for row in await self._fetch(_READ_ALL, after_seq, limit):
-            if not row[8]:
+        out: list[tuple[int, str, int, bytes]] = []
+        for seq, execution_id, version, payload, safe in await self._fetch(_READ_ALL, after_seq, limit):
+            if not safe:
                 # A transaction at or above the high-water mark wrote this row: rows after it may be
                 # followed by a lower seq still to commit, so stop here (the tailer asks again later).
                 break
-            out.append((row[0], StoredEvent(*row[1:8])))
+            out.append((seq, execution_id, version, payload))
         return out
 
     async def execution_ids(self, after: str = "", limit: int = 1000) -> list[str]:

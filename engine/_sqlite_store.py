@@ -233,17 +233,16 @@ class SqliteEventStore(EventStore):
 
         return await self._run(read)
 
-    async def _read_all_records(self, after_seq: int, limit: int) -> list[tuple[int, StoredEvent]]:
+    async def _read_all_records(self, after_seq: int, limit: int) -> list[tuple[int, str, int, bytes]]:
         if limit <= 0:
             return []
 
-        def read(conn: sqlite3.Connection) -> list[tuple[int, StoredEvent]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[int, str, int, bytes]]:
             cur = conn.execute(
-                "SELECT seq, execution_id, version, kind, node_id, attempt, payload, checksum FROM events"
-                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, execution_id, version, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             )
-            return [(row[0], StoredEvent(*row[1:])) for row in cur]
+            return cur.fetchall()
 
         return await self._run(read)
 

@@ -16,8 +16,8 @@ from typing import Any, Literal
 import anyio
 import msgspec
 
-from engine._chain import decode_record, verify_chain
-from engine.errors import ConfigError, CorruptBlob, InvalidBlobAddress
+from engine._chain import verify_chain
+from engine.errors import ConfigError, CorruptBlob, CorruptEvent, InvalidBlobAddress
 from engine.events import (
     TERMINAL_EXECUTION_KINDS,
     AnyEvent,
@@ -134,8 +134,8 @@ class EventStore(abc.ABC):
     - ``read`` returns an execution's events in version order (``after`` excludes versions <= it);
       an unknown execution gives ``[]``. Each event's checksum chain and payload are checked: a
       missing version, a checksum that does not chain, or a payload that does not decode raises
-      ``CorruptEvent`` naming the execution and version. ``read_all`` checks that each payload
-      decodes to the event its row describes (the chain is checked per execution, by ``read``).
+      ``CorruptEvent`` naming the execution and version. ``read_all`` raises it for a payload
+      that does not decode (the chain is checked per execution, by ``read``).
     - ``read_all`` returns events of all executions in commit-safe ``seq`` order: it never returns
       an event while an event with a lower ``seq`` may still commit.
     - ``wait_for_changes`` returns when something was appended (by any process sharing the store),
@@ -208,10 +208,13 @@ class EventStore(abc.ABC):
         Raises:
             CorruptEvent: a payload does not decode to the event its row describes.
         """
-        return [
-            GlobalEvent(seq, decode_record(r.execution_id, r))
-            for seq, r in await self._read_all_records(after_seq, limit)
-        ]
+        out: list[GlobalEvent] = []
+        for seq, execution_id, version, payload in await self._read_all_records(after_seq, limit):
+            try:
+                out.append(GlobalEvent(seq, decode_event(payload)))
+            except msgspec.DecodeError as exc:  # ValidationError too: a kind unknown here
+                raise CorruptEvent(execution_id, version, f"its payload does not decode ({exc})") from None
+        return out
 
     async def read_records(self, execution_id: str) -> list[StoredEvent]:
         """The execution's stored records as they are, checksums included, unchecked (for
@@ -255,8 +258,9 @@ class EventStore(abc.ABC):
         included: the one at ``after`` (when ``after`` > 0) is what the next one chains from."""
 
     @abc.abstractmethod
-    async def _read_all_records(self, after_seq: int, limit: int) -> list[tuple[int, StoredEvent]]:
-        """``(seq, record)`` of committed events with seq > ``after_seq``, commit-safe, in order."""
+    async def _read_all_records(self, after_seq: int, limit: int) -> list[tuple[int, str, int, bytes]]:
+        """``(seq, execution_id, version, payload)`` of committed events with seq > ``after_seq``,
+        commit-safe, in order."""
 
     @abc.abstractmethod
     async def current_version(self, execution_id: str) -> int:

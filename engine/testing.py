@@ -205,13 +205,14 @@ class InMemoryEventStore(EventStore):
         records = self._log._by_execution.get(execution_id, [])
         return records[max(after - 1, 0) :]
 
-    async def _read_all_records(self, after_seq: int, limit: int) -> list[tuple[int, StoredEvent]]:
+    async def _read_all_records(self, after_seq: int, limit: int) -> list[tuple[int, str, int, bytes]]:
         await self._round_trip()
         if limit <= 0:
             return []
         start = max(after_seq, 0)
         # Everything in the log is committed (appends never await midway), so no high-water mark.
-        return list(enumerate(self._log._records[start : start + limit], start=start + 1))
+        records = self._log._records[start : start + limit]
+        return [(seq, r.execution_id, r.version, r.payload) for seq, r in enumerate(records, start=start + 1)]
 
     async def execution_ids(self, after: str = "", limit: int = 1000) -> list[str]:
         """Ids of the executions that have events, in id order, after ``after``."""

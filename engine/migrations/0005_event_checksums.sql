@@ -39,20 +39,19 @@ DECLARE
     done_versions integer[];
     loser text;
     loser_expected integer;
+    stored bytea;
 BEGIN
     PERFORM set_config('slipstream.writer', 'on', true);  -- the projection guard lets this transaction through
-    IF cardinality(chk_id) > 0 THEN
-        -- the checksum each execution's first new event chains from must be the stored one
-        SELECT c.i, c.v INTO loser, loser_expected
-        FROM unnest(chk_id, chk_version, chk_prev) AS c(i, v, p)
-        LEFT JOIN events e ON e.execution_id = c.i AND e.version = c.v
-        WHERE e.seq IS NULL OR e.checksum IS DISTINCT FROM c.p
-        ORDER BY c.i LIMIT 1;
-        IF loser IS NOT NULL THEN
-            RAISE EXCEPTION 'execution % changed under the appender (version % or its checksum)', loser, loser_expected
-                USING ERRCODE = 'SL409', DETAIL = loser, HINT = loser_expected::text;
+    -- the checksum each execution's first new event chains from must be the stored one (one
+    -- index probe each, with a cached plan: a set-based join here cost ten times as much)
+    FOR i IN 1 .. coalesce(cardinality(chk_id), 0) LOOP
+        SELECT checksum INTO stored FROM events WHERE execution_id = chk_id[i] AND version = chk_version[i];
+        IF NOT FOUND OR stored IS DISTINCT FROM chk_prev[i] THEN
+            RAISE EXCEPTION 'execution % changed under the appender (its version % or that checksum)',
+                chk_id[i], chk_version[i]
+                USING ERRCODE = 'SL409', DETAIL = chk_id[i], HINT = chk_version[i]::text;
         END IF;
-    END IF;
+    END LOOP;
     PERFORM pg_advisory_lock(89160813838337);  -- 0x51175EA3_0001, the sequence lock
     WITH ins AS (
         INSERT INTO events (execution_id, version, kind, node_id, attempt, payload, checksum)
