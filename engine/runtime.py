@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -493,12 +493,22 @@ class _Run:
         return self.failed(message, exc, retryable=retryable)
 
     def raised(self, exc: BaseException) -> TaskStatus:
-        """The task's own code raised: a user error, worth another try."""
+        """The task's own code raised: a user error, worth another try. Running out of memory is
+        the attempt's environment failing (the process's memory limit, or the machine's), as when
+        the out-of-memory killer ends a worker: a system error, retried on the system budget."""
+        if isinstance(exc, MemoryError):
+            message = (
+                f"the attempt ran out of memory ({_describe(exc)}): give the task more memory "
+                "(or run it where a memory limit allows more), or make it use less"
+            )
+            return self.failed(message, exc, retryable=True, kind="system")
         return self.failed(_describe(exc), exc, retryable=True)
 
-    def failed(self, message: str, exc: BaseException | None, *, retryable: bool) -> TaskStatus:
+    def failed(
+        self, message: str, exc: BaseException | None, *, retryable: bool, kind: Literal["user", "system"] = "user"
+    ) -> TaskStatus:
         error = ErrorInfo(
-            kind="user",
+            kind=kind,
             message=self.redact(message),
             traceback="" if exc is None else self.redact(_user_traceback(exc)),
             retryable=retryable,
