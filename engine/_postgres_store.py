@@ -451,7 +451,9 @@ class PostgresEventStore(EventStore):
                 missing.append((execution_id, expected))
         if missing:
             rows = await conn.fetch(_HEADS, [m[0] for m in missing], [m[1] for m in missing])
-            for (execution_id, expected), (_, exists, checksum) in zip(missing, rows, strict=True):
+            stored = {execution_id: (exists, checksum) for execution_id, exists, checksum in rows}
+            for execution_id, expected in missing:  # ids are unique in one append (plan_projection)
+                exists, checksum = stored[execution_id]
                 if not exists:
                     actual = await self._version_after_rollback(conn, execution_id)
                     raise ConcurrencyConflict(execution_id, expected, actual)

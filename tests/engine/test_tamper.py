@@ -29,8 +29,9 @@ from engine._chain import chain_checksums
 from engine._cli import _main
 from engine._postgres_store import PostgresEventStore
 from engine._projection import to_micros
-from engine._sqlite_store import SqliteEventStore
+from engine._sqlite_store import SqliteEventStore, _statements
 from engine._store_common import load_migrations
+from engine._verify import verify_execution
 from engine.events import ExecutionSucceeded, NodeQueued, decode_event, encode_event
 from engine.testing import InMemoryEventStore
 from plugins.local import LocalExecutor
@@ -343,8 +344,6 @@ async def test_events_written_before_the_chain_read_as_legacy_and_the_chain_star
     conn.execute(
         "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
     )
-    from engine._sqlite_store import _statements
-
     for migration in load_migrations("sqlite")[:4]:
         for statement in _statements(migration.sql):
             conn.execute(statement)
@@ -380,6 +379,46 @@ async def test_events_written_before_the_chain_read_as_legacy_and_the_chain_star
         with pytest.raises(CorruptEvent, match="no checksum, though the event before") as caught:
             await store.read(eid)
         assert caught.value.version == 3
+
+
+async def test_a_postgres_schema_of_version_4_is_upgraded_in_place_and_chains_after_its_events(
+    postgres_database: str, postgres_schema: str
+) -> None:
+    conn = await asyncpg.connect(postgres_database)
+    eid = new_id()
+    try:
+        async with conn.transaction():
+            await conn.execute(f'CREATE SCHEMA "{postgres_schema}"')
+            await conn.execute(f'SET LOCAL search_path TO "{postgres_schema}"')
+            await conn.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for migration in load_migrations("postgres")[:4]:
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", migration.version, migration.name
+                )
+            await conn.execute(
+                "INSERT INTO events (execution_id, version, kind, payload) VALUES ($1, 1, 'ExecutionCreated', $2)",
+                eid,
+                encode_event(created(eid)),
+            )
+            await conn.execute(
+                "INSERT INTO executions VALUES ($1, 'p', 'development', 'wf', 'created', 1, $2, $2, NULL)", eid, T0
+            )
+    finally:
+        await conn.close()
+
+    async with PostgresEventStore(postgres_database, schema=postgres_schema) as store:
+        assert [e.version for e in await store.read(eid)] == [1]
+        await store.append(eid, 1, [NodeQueued(execution_id=eid, version=2, at=T0, node_id="n")])
+    async with PostgresEventStore(postgres_database, schema=postgres_schema) as store:  # a cold head cache
+        await store.append(eid, 2, [NodeQueued(execution_id=eid, version=3, at=T0, node_id="m")])
+        assert [r.checksum is None for r in await store.read_records(eid)] == [True, False, False]
+        assert [e.version for e in await store.read(eid)] == [1, 2, 3]
+        check = await verify_execution(store, eid)
+        assert (check.ok, check.events, check.legacy) == (True, 3, 1)
 
 
 # -- any stored bytes: CorruptEvent or the right events, never a raw decode error -------------------
