@@ -14,8 +14,8 @@
 -- must then pass the executions policy). The second test looks past row security, through a
 -- SECURITY DEFINER function, so that an execution the tenant cannot see still counts as existing;
 -- a deferred trigger then refuses, at commit, events left without their execution's row.
--- Policies name tables by OID once created; the function pins its search_path (pg_temp last), so
--- neither can be pointed at a look-alike table.
+-- Policies name tables by OID once created, and the functions qualify every name, so neither can
+-- be pointed at a look-alike table or operator.
 
 CREATE TABLE IF NOT EXISTS slipstream_grants (
     role       name        NOT NULL,
@@ -40,14 +40,19 @@ CREATE POLICY executions_tenant ON executions
     WITH CHECK (EXISTS (SELECT 1 FROM slipstream_grants g WHERE g.role = current_user
                         AND g.project IN ('*', executions.project) AND g.domain IN ('', executions.domain)));
 
+-- The SECURITY DEFINER functions below name every table with its schema and every operator as
+-- OPERATOR(pg_catalog.=), instead of pinning search_path with a SET clause: a caller's search_path
+-- (a look-alike table in pg_temp, an operator in a schema of its own) cannot reach them, and a SET
+-- clause would cost a search_path change on each call, once per appended event. They take one
+-- argument: a second one made each call cost ~300 us instead of ~5 us on Postgres 15 (measured).
 DO $do$ BEGIN
     EXECUTE format($fn$
-        CREATE FUNCTION slipstream_may_append(target text, who name) RETURNS boolean
-        LANGUAGE sql STABLE SECURITY DEFINER SET search_path = %1$I, pg_temp AS $body$
-            SELECT NOT EXISTS (SELECT 1 FROM %1$I.executions x WHERE x.execution_id = target)
-                OR EXISTS (SELECT 1 FROM %1$I.executions x JOIN %1$I.slipstream_grants g
-                           ON g.project IN ('*', x.project) AND g.domain IN ('', x.domain)
-                           WHERE x.execution_id = target AND g.role = who)
+        CREATE FUNCTION %1$I.slipstream_execution_is_new(target text) RETURNS boolean
+        LANGUAGE plpgsql STABLE SECURITY DEFINER AS $body$
+        BEGIN
+            PERFORM FROM %1$I.executions x WHERE x.execution_id OPERATOR(pg_catalog.=) target;
+            RETURN NOT FOUND;
+        END;
         $body$
     $fn$, current_schema());
 END $do$;
@@ -58,8 +63,11 @@ ALTER TABLE events ENABLE ROW LEVEL SECURITY;
 CREATE POLICY events_tenant_read ON events FOR SELECT
     USING (xid = pg_current_xact_id_if_assigned()
            OR EXISTS (SELECT 1 FROM executions x WHERE x.execution_id = events.execution_id));
+-- Appending: to an execution whose row the role sees (the executions policy: a granted project),
+-- or to one that has no row in any project yet (a new one; its row must then pass that policy).
 CREATE POLICY events_tenant_append ON events FOR INSERT
-    WITH CHECK (slipstream_may_append(execution_id, current_user));
+    WITH CHECK (EXISTS (SELECT 1 FROM executions x WHERE x.execution_id = events.execution_id)
+                OR slipstream_execution_is_new(execution_id));
 
 -- Events of a new execution must come with its row, in the same transaction: checked at commit,
 -- so that a role cannot leave events that belong to no project. The tables' owner (the role that
@@ -67,10 +75,11 @@ CREATE POLICY events_tenant_append ON events FOR INSERT
 -- the cost of one comparison per row.
 DO $do$ BEGIN
     EXECUTE format($fn$
-        CREATE FUNCTION slipstream_events_have_execution() RETURNS trigger
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = %1$I, pg_temp AS $body$
+        CREATE FUNCTION %1$I.slipstream_events_have_execution() RETURNS trigger
+        LANGUAGE plpgsql SECURITY DEFINER AS $body$
         BEGIN
-            IF NOT EXISTS (SELECT 1 FROM %1$I.executions x WHERE x.execution_id = NEW.execution_id) THEN
+            IF NOT EXISTS (SELECT 1 FROM %1$I.executions x
+                           WHERE x.execution_id OPERATOR(pg_catalog.=) NEW.execution_id) THEN
                 RAISE EXCEPTION 'event %% of execution %% has no executions row', NEW.version, NEW.execution_id
                     USING ERRCODE = 'insufficient_privilege',
                           HINT = 'append through slipstream_append, which writes both in one transaction';
