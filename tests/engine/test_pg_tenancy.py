@@ -225,3 +225,38 @@ async def test_the_domain_of_a_grant_narrows_it(
     await grant(postgres_database, tenant_role, "a", "production", schema=postgres_schema)
     async with engine_on(as_role(postgres_database, tenant_role), postgres_schema, tmp_path, run_loop=False) as eng:
         assert [s.domain for s in await eng.list_executions()] == ["production"]
+
+
+def test_the_admin_commands(
+    postgres_database: str, tenant_role: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``slipstream admin grant|grants|revoke`` (the store's migrations are applied on the way)."""
+    import json
+
+    monkeypatch.delenv("SLIPSTREAM_POSTGRES_DSN", raising=False)
+
+    from engine._cli import _main
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        code = _main(list(args))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    where = ("--postgres", postgres_database)
+    code, out, _ = cli("admin", "grant", "--role", tenant_role, "--project", "a", *where)
+    assert code == 0 and out == f"granted: role {tenant_role} may use project a (every domain)\n"
+    code, out, _ = cli("admin", "grant", "--role", tenant_role, "--project", "b", "--domain", "staging", *where)
+    assert code == 0 and "project b/staging" in out
+    code, out, _ = cli("admin", "grants", "--role", tenant_role, *where, "--json")
+    assert [(g["project"], g["domain"]) for g in json.loads(out)] == [("a", None), ("b", "staging")]
+    code, out, _ = cli("admin", "revoke", "--role", tenant_role, *where)
+    assert code == 0 and out == f"revoked 2 grants of role {tenant_role}\n"
+    for args, fragment in (
+        (("--role", tenant_role, "--project", "a"), "needs --postgres DSN"),
+        (("--role", "no such role", "--project", "a", *where), "is not a plain Postgres role name"),
+        (("--role", "slipstream_nobody_x", "--project", "a", *where), "has no role 'slipstream_nobody_x'"),
+        (("--role", tenant_role, "--project", "", *where), "project '' is not a name"),
+        (("--role", tenant_role, "--project", "a", "--domain", "prod", *where), "did you mean 'production'"),
+    ):
+        code, _, err = cli("admin", "grant", *args)
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
