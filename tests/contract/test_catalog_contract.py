@@ -175,6 +175,20 @@ async def test_published_artifacts_are_queried_by_name_and_partitions(catalog: C
     assert (await catalog.get(jan.id)).partitions == {"month": "01", "region": "us"}  # type: ignore[union-attr]
 
 
+async def test_queries_of_named_artifacts_stay_in_their_project(catalog: Catalog) -> None:
+    mine = await catalog.put(draft(key("p1")), now=T0)
+    theirs_key = CacheKey("other", "production", "train", "1", "sig", "p1")
+    theirs = await catalog.put(draft(theirs_key), now=T0 + timedelta(seconds=1))
+    for artifact in (mine, theirs):
+        await catalog.publish(artifact.id, "features", {"region": "eu"}, now=T0)
+    assert [a.id for a in await catalog.query("features", latest=False)] == [theirs.id, mine.id]
+    assert [a.id for a in await catalog.query("features", project="proj")] == [mine.id]
+    assert [a.id for a in await catalog.query("features", {"region": "eu"}, project="other")] == [theirs.id]
+    assert [a.id for a in await catalog.query("features", project="other", domain="production")] == [theirs.id]
+    assert await catalog.query("features", project="other", domain="development") == []
+    assert await catalog.query("features", project="nobody") == []
+
+
 async def test_lineage_edges_are_kept_once(catalog: Catalog) -> None:
     edges = [
         LineageEdge("a1", "out", "e1", "load", 1),
