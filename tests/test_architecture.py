@@ -36,6 +36,7 @@ FLOOR = (
     # what every event store shares (the in-memory one in engine.testing included)
     "engine._projection",
     "engine._wakeups",
+    "engine._chain",  # the checksum chain every store writes and every read checks
 )
 # the worker runtime (DESIGN: "the one runner every executor uses")
 RUNTIME = ("engine.runtime", "engine._capture")  # _capture: what an attempt prints, kept per attempt
