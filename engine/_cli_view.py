@@ -49,6 +49,7 @@ _STATUS_STYLE = {
     "succeeded": "green",
     "failed": "red",
     "aborted": "yellow",
+    "quarantined": "bold red",  # its event log is corrupt: the loop stopped running it
     "waiting": "dim",
     "queued": "blue",
     "retrying": "yellow",

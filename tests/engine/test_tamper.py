@@ -240,7 +240,10 @@ async def test_a_forged_checksum_breaks_the_link_to_the_next_event(target: Targe
 
 
 async def test_the_loop_quarantines_a_corrupt_execution_and_runs_the_others(
-    target: Target, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    target: Target,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     async with target.engine(run_loop=False) as client:
         bad = (await client.launch(six)).execution_id
@@ -270,6 +273,11 @@ async def test_the_loop_quarantines_a_corrupt_execution_and_runs_the_others(
     ]
     assert all(r.exc_info is None for r in lines)
     assert rounds[bad] <= 2, rounds
+
+    code, out, _ = await target.cli(capsys, "executions", "list", "--status", "quarantined")
+    assert code == 0 and bad in out and "quarantined" in out
+    code, _, err = await target.cli(capsys, "executions", "show", bad)
+    assert_one_line(code, err, bad, "corrupt event log at version 1")
 
 
 # -- verify and rebuild-projections -----------------------------------------------------------------
