@@ -219,6 +219,7 @@ async def _run_on_servers(
     import anyio
 
     from engine._engine import ExecutionHandle
+    from engine._outage import ride_out
 
     async with _open_store(None, postgres) as client:
         loops = await client.store.serving_loops()
@@ -229,10 +230,14 @@ async def _run_on_servers(
             f"handed execution {handle.execution_id} to {loops} serving process(es) (slipstream serve); "
             "following it here"
         )
+
+        async def status() -> str:  # a Postgres restart meanwhile is a pause, as for the rest of the follow
+            return (await ride_out(lambda: client.get(handle.execution_id))).status
+
         with anyio.move_on_after(_HANDOFF_WAIT):
-            while (await client.get(handle.execution_id)).status == "created":  # noqa: ASYNC110 - another process
+            while await status() == "created":  # noqa: ASYNC110 - another process
                 await anyio.sleep(0.1)
-        if (await client.get(handle.execution_id)).status == "created":
+        if await status() == "created":
             _note(
                 f"no serving process took it up in {_HANDOFF_WAIT:g}s (can they import its tasks? "
                 "`slipstream serve --path DIR`): running it in this process"
@@ -1353,8 +1358,10 @@ def _progress_mode(as_json: bool, no_progress: bool) -> ProgressMode:
 async def _follow(engine: Engine, execution_id: str, mode: ProgressMode) -> ExecutionDetails:
     """Show progress in ``mode`` until the execution ends; return its last details."""
     if mode == "none":
+        from engine._outage import ride_out
+
         await engine.handle(execution_id).wait()
-        return await engine.get(execution_id)
+        return await ride_out(lambda: engine.get(execution_id))
     from engine import _cli_view as view
 
     last: ExecutionDetails | None = None
