@@ -119,6 +119,32 @@ def throwaway_postgres(why: str) -> Iterator[tuple[Any, Path]]:
         server.cleanup()
 
 
+class PostgresControl:
+    """Stop, start and restart a `throwaway_postgres` server (fast shutdown: sessions are cut)."""
+
+    def __init__(self, server: Any, pgdata: Path) -> None:
+        self.server = server
+        self.pgdata = pgdata
+        self.dsn: str = server.get_uri()
+        self._socket_dir = server.get_postmaster_info().socket_dir
+
+    def _pg_ctl(self, *args: str) -> None:
+        import pgserver
+
+        pgserver.pg_ctl(["-w", *args], pgdata=self.pgdata, user=self.server.system_user, timeout=60)
+
+    def restart(self) -> None:
+        self._pg_ctl("restart", "-m", "fast")
+
+    def stop(self) -> None:
+        self._pg_ctl("stop", "-m", "fast")
+
+    def start(self) -> None:
+        # pgserver's own start options: no TCP listener (the machine's server may hold 5432), the socket
+        # directory it chose at first start, and its log file
+        self._pg_ctl("-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l", str(self.server.log), "start")
+
+
 async def _admin(dsn: str, statement: str) -> None:
     import asyncpg
 

@@ -13,7 +13,7 @@ from engine import Engine
 from engine._postgres_store import PostgresEventStore
 from engine.errors import ConcurrencyConflict, StoreUnavailable
 from plugins.local import LocalExecutor
-from tests.conftest import throwaway_postgres
+from tests.conftest import PostgresControl, throwaway_postgres
 
 from . import _workflows as wf
 from .test_engine import assert_log_is_sane
@@ -26,12 +26,8 @@ Restart = Callable[[], None]
 def private_postgres() -> Iterator[tuple[str, Restart]]:
     """A Postgres of this module's own, and a function that restarts it (fast shutdown)."""
     with throwaway_postgres("a server this test may restart") as (server, pgdata):
-        import pgserver
-
-        def restart() -> None:
-            pgserver.pg_ctl(["-w", "restart", "-m", "fast"], pgdata=pgdata, user=server.system_user, timeout=60)
-
-        yield server.get_uri(), restart
+        control = PostgresControl(server, pgdata)
+        yield control.dsn, control.restart
 
 
 async def append_until_it_lands(store: PostgresEventStore, eid: str, expected: int, events: list) -> None:
