@@ -103,6 +103,19 @@ SELECT seq, execution_id, version, payload, xid < pg_snapshot_xmin(pg_current_sn
 FROM events WHERE seq > $1 ORDER BY seq LIMIT $2
 """
 
+_READ = (
+    "SELECT version, kind, node_id, attempt, payload, checksum FROM events"
+    " WHERE execution_id = $1 AND version >= $2 ORDER BY version"
+)
+# the reads that queued while one was in flight, in one query: (execution_id, from version) pairs
+# by position (`ord`), each row tagged with the pair's position
+_READ_MANY = """
+SELECT r.ord, e.version, e.kind, e.node_id, e.attempt, e.payload, e.checksum
+FROM unnest($1::text[], $2::integer[]) WITH ORDINALITY AS r(i, a, ord)
+JOIN events e ON e.execution_id = r.i AND e.version >= r.a
+ORDER BY r.ord, e.version
+"""
+
 # the checksums appends chain from, on a cache miss: (execution_id, version) -> checksum
 _HEADS = """
 SELECT r.i, e.seq IS NOT NULL, e.checksum
@@ -159,6 +172,15 @@ class PostgresEventStore(EventStore):
         # appends waiting for the one being written, to go out together after it
         self._writing = False
         self._waiting: list[tuple[Sequence[tuple[str, int, Sequence[StoredEvent]]], asyncio.Future[None]]] = []
+        # the pooled connection appends keep between calls: they are written one at a time, and
+        # taking a connection from the pool and handing it back cost each append about 60 us and
+        # an event-loop turn (asyncpg shields the release in a task of its own)
+        self._writer: asyncpg.Connection | None = None
+        # reads that arrive while one is in flight go out together in the next query (a serving
+        # loop loads hundreds of new executions at once, each a round trip of its own otherwise)
+        self._reading = False
+        self._reads: list[tuple[str, int, asyncio.Future[list[StoredEvent]]]] = []
+        self._read_sender: asyncio.Task[None] | None = None
         # per execution, the version and checksum of its newest event as last read or appended
         # here (None: an unchained legacy event); the next append chains from it
         self._heads: dict[str, tuple[int, bytes | None]] = {}
@@ -267,6 +289,15 @@ class PostgresEventStore(EventStore):
                 await self._listener_task
             self._listener_task = None
         await self._leases.close()  # closing the listener session releases its advisory locks
+        if self._read_sender is not None:
+            self._read_sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._read_sender
+            self._read_sender = None
+        writer, self._writer = self._writer, None
+        if writer is not None and self._pool is not None:  # the pool's close waits for it
+            with contextlib.suppress(Exception):
+                await self._pool.release(writer)
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(Exception):
@@ -329,11 +360,13 @@ class PostgresEventStore(EventStore):
     # --- connections ---------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _connection(self, *, held: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, with driver errors translated; ``held``: the writer's (`_held`),
+        unless the pool has only one connection (the reads need it between appends)."""
         if self._pool is None:
             raise RuntimeError("PostgresEventStore is not started: `await store.start()` (or `async with`) first")
         try:
-            async with self._pool.acquire() as conn:
+            async with self._held() if held and self._max_size > 1 else self._pool.acquire() as conn:
                 try:
                     yield conn
                 except _UNAVAILABLE:
@@ -350,6 +383,25 @@ class PostgresEventStore(EventStore):
         except asyncpg.InsufficientPrivilegeError as exc:  # row-level security (migration 0006), privileges
             raise AccessDenied(_dsn_parts(self._dsn).get("user", "(the DSN's user)"), str(exc)) from exc
         self._reach.back()
+
+    @contextlib.asynccontextmanager
+    async def _held(self) -> AsyncIterator[asyncpg.Connection]:
+        """The connection appends keep between calls (one append is written at a time). After a
+        failed call (a lost race aside: the function rolled back cleanly) it goes back to the pool,
+        which resets or replaces it, and the next append takes another."""
+        assert self._pool is not None
+        conn = self._writer
+        if conn is None or not _usable(conn):
+            conn = self._writer = await self._pool.acquire()
+        try:
+            yield conn
+        except ConcurrencyConflict:
+            raise
+        except BaseException:
+            self._writer = None
+            with contextlib.suppress(Exception):
+                await self._pool.release(conn)
+            raise
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         # Reads are idempotent: one retry hides a connection the pool had not yet noticed was dead.
@@ -464,7 +516,7 @@ class PostgresEventStore(EventStore):
         changes = plan_projection(batches)
         if not changes:
             return
-        async with self._connection() as conn:
+        async with self._connection(held=True) as conn:
             try:
                 await self._write_on(conn, batches, changes)
             except BaseException:
@@ -555,13 +607,48 @@ class PostgresEventStore(EventStore):
     # --- reads ---------------------------------------------------------------------------------------
 
     async def _read_records(self, execution_id: str, after: int) -> list[StoredEvent]:
-        rows = await self._fetch(
-            "SELECT version, kind, node_id, attempt, payload, checksum FROM events"
-            " WHERE execution_id = $1 AND version >= $2 ORDER BY version",
-            execution_id,
-            after,
-        )
+        """Read at once; or, while another read is in flight, in the next query with every read
+        that arrived meanwhile (sent by a task of the store, so that no caller waits for others')."""
+        if self._reading:
+            future: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
+            self._reads.append((execution_id, after, future))
+            return await future
+        self._reading = True
+        try:
+            rows = await self._fetch(_READ, execution_id, after)
+        finally:
+            if self._reads:
+                self._read_sender = asyncio.create_task(self._send_reads(), name="slipstream-store-reads")
+            else:
+                self._reading = False
         return [StoredEvent(execution_id, *r) for r in rows]
+
+    async def _send_reads(self) -> None:
+        """Send the queued reads, a query per batch, until none is left."""
+        batch: list[tuple[str, int, asyncio.Future[list[StoredEvent]]]] = []
+        try:
+            while self._reads:
+                batch, self._reads = self._reads, []
+                try:
+                    rows = await self._fetch(_READ_MANY, [b[0] for b in batch], [b[1] for b in batch])
+                except Exception as exc:
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                found: list[list[StoredEvent]] = [[] for _ in batch]
+                for ord_, *fields in rows:
+                    found[ord_ - 1].append(StoredEvent(batch[ord_ - 1][0], *fields))
+                for (*_, future), records in zip(batch, found, strict=True):
+                    if not future.done():
+                        future.set_result(records)
+        finally:
+            self._reading = False
+            self._read_sender = None
+            left, self._reads = batch + self._reads, []
+            for *_, future in left:  # cancelled (the store is closing): nobody will send them
+                if not future.done():
+                    future.set_exception(StoreUnavailable("the event store is closing"))
 
     async def _read_all_records(self, after_seq: int, limit: int) -> list[tuple[int, str, int, bytes]]:
         if limit <= 0:
@@ -861,6 +948,15 @@ class PostgresEventStore(EventStore):
                 delay = 0.05
                 self._changes.notify()  # appends may have happened while no listener was up
                 break
+
+
+def _usable(conn: asyncpg.Connection) -> bool:
+    """Whether a connection taken from the pool is still open and still ours (the pool takes
+    back, and detaches, one whose session was lost)."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

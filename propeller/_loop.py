@@ -211,6 +211,9 @@ class Controller:
         """Run workers, the resync sweep and the store watcher until cancelled."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        # the store's first answer is "unknown" (read every tail): asked now, before any state is
+        # cached, the first revisit knows which executions other processes appended to
+        self.store.changed_by_others()
         if self.adopt:
             await self.resync()
         try:
@@ -426,6 +429,8 @@ class Controller:
     async def _load(self, execution_id: str) -> tuple[ExecutionState | None, bool]:
         state = self._cache.get(execution_id)
         if state is None:
+            # a whole read is as current as a tail read would be (a refresh during it marks it again)
+            self._stale.discard(execution_id)
             events = await self.store.read(execution_id)
             if not events:
                 return None, False
