@@ -1,6 +1,7 @@
 """``python -m benchmarks server``: server mode (Postgres) against the floor of the same database.
 
-``python -m benchmarks server [--executions 1000] [--repeat 3] [--takeover 100] [--no-dbos] [--postgres DSN]``
+``python -m benchmarks server [--executions 1000] [--repeat 3] [--takeover 100] [--workers N] [--no-dbos]
+[--postgres DSN]``
 
 Every figure runs on a database created for the run (``slipstream_bench_<hex>``, dropped after),
 on the Postgres at ``--postgres`` (``$SLIPSTREAM_TEST_POSTGRES_DSN``, else the local test server):
@@ -66,6 +67,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--samples", type=int, default=500, help="round trips and commits for the floor")
     parser.add_argument("--takeover", type=int, default=100, help="executions running when a server is killed")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="reconcile workers of each serve process (default: serve's own)"
+    )
     parser.add_argument("--no-dbos", action="store_true", help="skip DBOS even when installed")
     parser.add_argument(
         "--postgres",
@@ -160,7 +164,7 @@ async def bench_chain(dsn: str | None, repeat: int) -> dict[str, Any]:
     }
 
 
-def start_server(dsn: str, state_dir: Path) -> subprocess.Popen[bytes]:
+def start_server(dsn: str, state_dir: Path, workers: int | None = None) -> subprocess.Popen[bytes]:
     """A ``slipstream serve --executor local`` process on ``dsn``; returns once it serves.
 
     Its stderr goes to a file (a pipe nobody reads would fill up with its log lines and stop it).
@@ -171,7 +175,11 @@ def start_server(dsn: str, state_dir: Path) -> subprocess.Popen[bytes]:
     log_path = state_dir / "serve.log"
     with log_path.open("wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "-c", "from engine._cli import main; main()", "serve", "--postgres", dsn, *SERVE_OPTIONS],
+            [
+                *(sys.executable, "-c", "from engine._cli import main; main()", "serve", "--postgres", dsn),
+                *SERVE_OPTIONS,
+                *(("--workers", str(workers)) if workers is not None else ()),
+            ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -225,7 +233,9 @@ async def _leases_by_member(conn: asyncpg.Connection) -> dict[int, int]:
     return {int(pid): int(n) for pid, n in rows}
 
 
-async def bench_executions(admin_dsn: str, servers: int, executions: int, repeat: int) -> dict[str, Any]:
+async def bench_executions(
+    admin_dsn: str, servers: int, executions: int, repeat: int, workers: int | None = None
+) -> dict[str, Any]:
     from benchmarks import _server_workflows as flows
     from engine import Engine
     from engine._postgres_store import PostgresEventStore
@@ -237,7 +247,7 @@ async def bench_executions(admin_dsn: str, servers: int, executions: int, repeat
             client = Engine(PostgresEventStore(dsn), {"local": LocalExecutor()}, run_loop=False)
             # the client migrates the store before the servers start
             async with client, _state_dirs() as state:
-                procs = [start_server(dsn, state / f"server-{i}") for i in range(servers)]
+                procs = [start_server(dsn, state / f"server-{i}", workers) for i in range(servers)]
                 conn = await asyncpg.connect(dsn)
                 try:
                     warm = await client.launch(flows.one_task)
@@ -263,7 +273,7 @@ async def bench_executions(admin_dsn: str, servers: int, executions: int, repeat
     }
 
 
-async def bench_takeover(admin_dsn: str, executions: int) -> dict[str, Any]:
+async def bench_takeover(admin_dsn: str, executions: int, workers: int | None = None) -> dict[str, Any]:
     from benchmarks import _server_workflows as flows
     from engine import Engine
     from engine._postgres_store import PostgresEventStore
@@ -272,7 +282,7 @@ async def bench_takeover(admin_dsn: str, executions: int) -> dict[str, Any]:
     async with database(admin_dsn) as dsn:
         client = Engine(PostgresEventStore(dsn), {"local": LocalExecutor()}, run_loop=False)
         async with client, _state_dirs() as state:
-            procs = [start_server(dsn, state / f"server-{i}") for i in range(2)]
+            procs = [start_server(dsn, state / f"server-{i}", workers) for i in range(2)]
             conn = await asyncpg.connect(dsn)
             try:
                 await asyncio.gather(*(client.launch(flows.naps, x=i) for i in range(executions)))
@@ -321,6 +331,16 @@ async def bench_takeover(admin_dsn: str, executions: int) -> dict[str, Any]:
     }
 
 
+def latest_append_function() -> str:
+    """The ``CREATE FUNCTION slipstream_append`` statement of the newest migration that defines it."""
+    from engine._store_common import load_migrations
+
+    head = "CREATE FUNCTION slipstream_append("
+    sql = [m.sql for m in load_migrations("postgres") if head in m.sql][-1]
+    start = sql.index(head)
+    return sql[start : sql.index("$$;", sql.index("$$", start) + 2) + 3]
+
+
 async def bench_sequence_lock(dsn: str, writers: int, appends: int, repeat: int) -> dict[str, Any]:
     """Appends/s of ``writers`` concurrent writers (one execution of 3 events per append), with the
     store's append function and with a copy of it without the sequence lock (measured only: the
@@ -329,9 +349,8 @@ async def bench_sequence_lock(dsn: str, writers: int, appends: int, repeat: int)
 
     import engine._postgres_store as pg
     from benchmarks.store import history, make_spec
-    from engine._store_common import load_migrations
 
-    function = next(m.sql for m in load_migrations("postgres") if m.name == "append_function")
+    function = latest_append_function()
     unlocked = "\n".join(line for line in function.splitlines() if "pg_advisory_" not in line)
     unlocked = unlocked.replace("FUNCTION slipstream_append(", "FUNCTION slipstream_append_unlocked(")
     spec, at = make_spec(1), datetime.now(UTC)
@@ -446,9 +465,11 @@ async def main(argv: list[str]) -> dict[str, Any]:
     # what Postgres adds per node over the same engine on SQLite, against the commit it must pay
     chain["over_embedded_ms_per_node"] = round(chain["ms_per_node"] - figures["chain_embedded"]["ms_per_node"], 3)
     chain["over_embedded_ratio_to_commit"] = round(chain["over_embedded_ms_per_node"] / commit, 2)
-    figures["executions_one_server"] = await bench_executions(args.postgres, 1, args.executions, args.repeat)
-    figures["executions_two_servers"] = await bench_executions(args.postgres, 2, args.executions, args.repeat)
-    figures["takeover"] = await bench_takeover(args.postgres, args.takeover)
+    workers = args.workers
+    figures["serve_workers"] = workers if workers is not None else "serve's default"
+    figures["executions_one_server"] = await bench_executions(args.postgres, 1, args.executions, args.repeat, workers)
+    figures["executions_two_servers"] = await bench_executions(args.postgres, 2, args.executions, args.repeat, workers)
+    figures["takeover"] = await bench_takeover(args.postgres, args.takeover, workers)
     if args.no_dbos:
         figures["dbos"] = "skipped (--no-dbos)"
     elif dbos_version() is None:
