@@ -24,6 +24,7 @@ from engine._literals import from_literal
 from engine._logs import AttemptLogs, read_logs
 from engine._outage import ride_out
 from engine._outputs import node_literals, plain_outputs, typed_node_outputs, typed_workflow_outputs
+from engine._scoped_catalog import ScopedCatalog
 from engine._validation import (
     DOMAINS,
     MAX_INPUT_BYTES,
@@ -248,7 +249,9 @@ class Engine:
             blobs: where values above ``inline_limit`` bytes are kept (events hold a reference);
                 without one every value stays inline in the log.
             catalog: where ``cache=True`` tasks keep and find their outputs (started and closed
-                with the engine); without one a cached task runs every time.
+                with the engine); without one a cached task runs every time. A scoped engine's
+                ``catalog`` attribute is a `ScopedCatalog` view of it: other projects' artifacts
+                are not found there.
             reservation_ttl: seconds a ``cache_serialize`` reservation lasts unless renewed (a
                 crashed engine's reservations are taken over after it).
             inline_limit: the largest literal written into an event, in bytes (64 KiB).
@@ -306,6 +309,9 @@ class Engine:
         if domain is not None and domain not in self.domains:
             check_scope(project or "default", domain, self.domains)
         self.project, self.domain = project, domain
+        self._catalog = catalog  # the catalog itself: started, closed and used by the loop and services
+        if catalog is not None and (project is not None or domain is not None):
+            self.catalog = ScopedCatalog(catalog, project, domain)  # what the engine's users see of it
         self._max_input_bytes = max_input_bytes
         self._max_input_depth = max_input_depth
         self.live_logs = Path(live_logs) if live_logs is not None else None
@@ -432,9 +438,9 @@ class Engine:
             if self.blobs is not None:
                 await self.blobs.start()
                 stack.push_async_callback(self.blobs.close)
-            if self.catalog is not None:
-                await self.catalog.start()
-                stack.push_async_callback(self.catalog.close)
+            if self._catalog is not None:
+                await self._catalog.start()
+                stack.push_async_callback(self._catalog.close)
             if self._run_loop:
                 self._controller = await self._start_loop(stack)
             await self._start_services(stack)
@@ -462,7 +468,7 @@ class Engine:
             resync_interval=self._resync_interval,
             revisit_interval=self._revisit_interval,
             blobs=self.blobs,
-            catalog=self.catalog,
+            catalog=self._catalog,
             reservation_ttl=self._reservation_ttl,
             adopt=self._resume,
         )
@@ -487,7 +493,7 @@ class Engine:
             store=self.store,
             wake=controller.enqueue if controller else _ignore,
             serving=controller is not None,
-            catalog=self.catalog,
+            catalog=self._catalog,
         )
         for service in [*self.services, *self._loop_services]:
             await service.start(context)

@@ -114,3 +114,36 @@ def test_the_catalog_commands_are_scoped(where: tuple[str, str], capsys: pytest.
     for bad in ("", "a b", "x" * 64):
         code, _, err = cli(capsys, "catalog", "ls", *where, "--project", bad)
         assert code == 2 and err.count("\n") == 1 and "is not a name" in err
+
+
+async def test_a_scoped_engine_s_catalog_shows_only_its_scope(make_engine: EngineFactory) -> None:
+    from datetime import UTC, datetime
+
+    async with make_engine() as admin:
+        for project, n in (("a", 3), ("b", 4)):
+            await (await admin.launch(wf.pipeline_wf, project=project, n=n)).wait(timeout=60)
+            await (await admin.launch(wf.publish_wf, project=project, region="eu", n=n)).wait(timeout=60)
+        await flushed(admin)
+        assert admin.catalog is not None
+        every = await admin.catalog.list_artifacts()
+    theirs = next(a for a in every if a.dataset.project == "a" and a.node_id == "fit")
+    async with make_engine(project="b", run_loop=False) as scoped:
+        catalog = scoped.catalog
+        assert catalog is not None and type(catalog).__name__ == "ScopedCatalog"
+        mine = await catalog.list_artifacts()
+        assert mine and {a.dataset.project for a in mine} == {"b"}
+        assert await catalog.get(theirs.id) is None
+        assert await catalog.get(mine[0].id) == mine[0]
+        assert [a.dataset.project for a in await catalog.query("features", latest=False)] == ["b"]
+        assert await catalog.edges(execution_id=theirs.execution_id) == []
+        assert (await catalog.lineage(theirs.id)).links == []
+        assert await catalog.evict(artifact_id=theirs.id) == 0
+        with pytest.raises(InvalidScope, match="scoped to project 'b'"):
+            await catalog.list_artifacts(project="a")
+        with pytest.raises(InvalidScope, match="not in this catalog's scope"):
+            await catalog.publish(theirs.id, "stolen", {}, now=datetime.now(UTC))
+        fit = next(a for a in mine if a.node_id == "fit")
+        upstream = await catalog.lineage(fit.id)
+        assert upstream.links and set(upstream.depths) <= {a.id for a in mine}
+    async with make_engine(run_loop=False) as admin:
+        assert admin.catalog is not None and await admin.catalog.get(theirs.id) == theirs  # nothing was evicted
