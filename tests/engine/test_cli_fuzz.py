@@ -159,21 +159,32 @@ VALUES = (
     | st.sampled_from(["[]", "[1, 2.5]", '["a"]', '{"rate": 1, "tags": []}', '{"rate": "x"}', "true", "null", "{"])
     | st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=3).map(str)
 )
-OPTIONS = st.sampled_from(["--n", "--xs", "--cfg", "--flag", "--name", "--nope", "-n", "n", "--n=1", "--"])
+# the workflow's options three times as often as the malformed ones
+OPTIONS = st.sampled_from(["--n", "--xs", "--cfg", "--flag", "--name"] * 3 + ["--nope", "-n", "n", "--n=1", "--"])
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(complete=st.booleans(), args=st.lists(st.tuples(OPTIONS, st.none() | VALUES), max_size=4))
+@given(
+    complete=st.booleans(),
+    args=st.lists(st.tuples(OPTIONS, st.none() | VALUES), max_size=4, unique_by=lambda pair: pair[0]),
+    repeat=st.booleans(),
+)
 def test_fuzzed_run_inputs_are_refused_in_one_line_before_anything_runs(
     flows: Path,
     tmp_path_factory: pytest.TempPathFactory,
     capsys: pytest.CaptureFixture[str],
     complete: bool,
     args: list,
+    repeat: bool,
 ) -> None:
     argv = ["run", f"{flows}:fuzzed"]
-    if complete:  # the required inputs, well formed: what follows may still spoil them
-        argv += ["--n", "1", "--xs", "[0.5]", "--cfg", '{"rate": 1, "tags": ["t"]}']
+    if repeat and args and args[0][0].startswith("--"):  # an option given twice, now and then
+        args = [*args, args[0]]
+    if complete:  # the required inputs the fuzzed arguments leave out, well formed
+        given = {option for option, _ in args}
+        for option, value in (("--n", "1"), ("--xs", "[0.5]"), ("--cfg", '{"rate": 1, "tags": ["t"]}')):
+            if option not in given:
+                argv += [option, value]
     for option, value in args:
         argv += [option] if value is None else [option, value]
     # an empty state dir per example: a refused run must leave it without any execution
