@@ -42,11 +42,14 @@ def _dsn(postgres: str | None, command: str) -> str:
 
 
 async def _migrated(dsn: str) -> None:
-    """Start the store and the catalog once, so that their migrations (tables, policies) are in."""
-    from engine._engine import Engine
+    """Start the store and the catalog once, so that their migrations (tables, policies) are in
+    (by themselves: an engine would also start the services its environment names, a relay)."""
+    from engine._wiring import backend
 
-    async with Engine.connect(postgres=dsn, executor="local", run_loop=False, nats=None):
-        pass
+    for group, what in (("slipstream.stores", "the server event log"), ("slipstream.catalogs", "the server catalog")):
+        made = backend(group, "postgres", what)(dsn)
+        await made.start()
+        await made.close()
 
 
 def _write(line: str) -> None:
