@@ -134,6 +134,7 @@ class NatsRelay(Service):
         self._written_at = 0.0
         self._subjects: dict[str, str] = {}  # execution id -> its subject
         self._health = ServiceHealth(ok=False, detail="not started")
+        self._failing_since: float | None = None  # monotonic time of the first failure of a run of them
         self._counted = (0, 0)  # published and duplicates before the current window
         self.published = 0  # events stored in the stream by this relay
         self.duplicates = 0  # events the stream already held (dropped by their Msg-Id)
@@ -213,6 +214,9 @@ class NatsRelay(Service):
         self._counted = (self.published, self.duplicates)  # the window counts from zero
         self._written = position
         following = position
+        if self._failing_since is not None:
+            log.info("event relay: back after %.1f s of failures", time.monotonic() - self._failing_since)
+            self._failing_since = None
         log.info("event relay: publishing to %s from seq %d", self.stream, position)
         self._health = ServiceHealth(ok=True, detail=f"publishing to {self.stream} at {self.url} from seq {position}")
         while True:
@@ -362,7 +366,12 @@ class NatsRelay(Service):
     async def _fail(self, exc: BaseException, delay: float) -> None:
         """Drop the connection (its buffered publishes must not arrive after the ones sent again),
         record what was acked, report, and wait before the next attempt."""
-        log.warning("event relay: %s: %s; retrying in %.1fs", type(exc).__name__, exc, delay)
+        # one warning per outage, not one per try (an hour of NATS down is not 700 lines)
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.warning("event relay: %s: %s; retrying until it publishes again", type(exc).__name__, exc)
+        else:
+            log.debug("event relay: %s: %s; retrying in %.1fs", type(exc).__name__, exc, delay)
         self._health = ServiceHealth(ok=False, detail=f"{type(exc).__name__}: {exc}; retrying")
         await self._close()
         if self._store is not None:
