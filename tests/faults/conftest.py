@@ -1,7 +1,8 @@
-"""The fault suite's summary: one line per fault (runs, executions completed, events lost,
-duplicates), printed as each fault ends (seen with ``-s``), repeated at the end of the pytest
-report, and kept in ``benchmarks/results/faults.txt`` (a line per fault, replaced when it runs
-again, so a partial run keeps the other faults' last lines)."""
+"""The fault suite (marked ``faults``: ``pytest -m faults`` runs it alone) and its summary: one
+line per fault (runs, executions completed, events lost, duplicates), printed as each fault ends
+(seen with ``-s``), repeated at the end of the pytest report, and kept in
+``benchmarks/results/faults.txt`` (a line per fault, replaced when it runs again, so a partial run
+keeps the other faults' last lines)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,17 @@ class FaultSummary:
         kept.update({line.split(":", 1)[0]: line for line in self.lines.values()})
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(kept.values()) + "\n")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "faults: the fault suite (tests/faults); `-m faults` runs it alone")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.faults)
 
 
 @pytest.fixture(scope="session")
