@@ -237,6 +237,8 @@ class Controller:
         while True:
             page = await self.store.list_executions(status=["created", "running"], limit=500, cursor=cursor)
             for summary in page.items:
+                # listed as unfinished again: its log was restored and its projection rebuilt
+                self._quarantined.discard(summary.execution_id)
                 if summary.execution_id not in self._declined:
                     self.refresh(summary.execution_id)
             cursor = page.next_cursor

@@ -31,7 +31,7 @@ from engine._postgres_store import PostgresEventStore
 from engine._projection import to_micros
 from engine._sqlite_store import SqliteEventStore, _statements
 from engine._store_common import load_migrations
-from engine._verify import verify_execution
+from engine._verify import rebuild_projections, verify_execution
 from engine.events import ExecutionSucceeded, NodeQueued, decode_event, encode_event
 from engine.testing import InMemoryEventStore
 from plugins.local import LocalExecutor
@@ -278,6 +278,24 @@ async def test_the_loop_quarantines_a_corrupt_execution_and_runs_the_others(
     assert code == 0 and bad in out and "quarantined" in out
     code, _, err = await target.cli(capsys, "executions", "show", bad)
     assert_one_line(code, err, bad, "corrupt event log at version 1")
+
+
+async def test_a_quarantined_execution_runs_again_once_its_log_is_restored_and_the_projection_rebuilt(
+    target: Target,
+) -> None:
+    async with target.engine(run_loop=False) as client:
+        eid = (await client.launch(six)).execution_id
+    original = await target.payload(eid, 1)
+    await target.rewrite(eid, 1, payload=flipped(original))
+    async with target.engine() as eng:
+        with pytest.raises(CorruptEvent):
+            await eng.handle(eid).wait(timeout=5)
+        await target.rewrite(eid, 1, payload=original)  # restored from a backup
+        report = await rebuild_projections(eng.store)
+        assert eid in report.rewritten
+        assert eng._controller is not None
+        await eng._controller.resync()  # what the periodic sweep does
+        assert await eng.handle(eid).outputs() == 6
 
 
 # -- verify and rebuild-projections -----------------------------------------------------------------
