@@ -283,7 +283,7 @@ def serve(
         list[str] | None,
         typer.Option("--path", help="A directory to import task modules from (repeatable)."),
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Concurrent reconcile workers.")] = 8,
+    workers: Annotated[int, typer.Option(min=1, help="Concurrent reconcile workers.")] = 64,
     sink: Annotated[
         list[str] | None,
         typer.Option(
