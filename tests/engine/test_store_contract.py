@@ -14,6 +14,7 @@ import asyncpg
 import msgspec
 import pytest
 
+from engine._chain import chain_checksums
 from engine._postgres_store import PostgresEventStore
 from engine._sqlite_store import SqliteEventStore
 from engine.errors import ConcurrencyConflict
@@ -28,7 +29,7 @@ from engine.events import (
     NodeRunning,
     NodeSucceeded,
 )
-from engine.interfaces import EventStore, GlobalEvent
+from engine.interfaces import EventStore, GlobalEvent, to_records
 from engine.models import ErrorInfo, WorkflowSpec
 from engine.testing import InMemoryEventStore, InMemoryLog
 
@@ -585,3 +586,56 @@ async def test_a_singleton_lease_under_a_name_that_is_no_execution(make_store: S
         assert await first.claim(name)
         await first.close()
         assert await second.claim(name)
+
+
+# --- the checksum chain, and what verify and rebuild-projections need ---------------------------
+
+
+async def test_every_backend_chains_the_same_checksums(store: EventStore) -> None:
+    eid = new_id()
+    events = lifecycle(eid)
+    await store.append(eid, 0, events[:2])
+    await store.append(eid, 2, events[2:])
+    records = await store.read_records(eid)
+    expected = chain_checksums(eid, None, to_records(eid, 0, events))
+    assert [r.checksum for r in records] == expected  # one chain, whichever store wrote it
+    assert len(set(expected)) == 6 and all(len(c) == 32 for c in expected)
+    assert [e.version for e in await store.read(eid, after=4)] == [5, 6]
+
+
+async def test_execution_ids_pages_the_log_in_id_order(store: EventStore) -> None:
+    ids = sorted(f"ex-ids-{uuid.uuid4().hex[:8]}-{i}" for i in range(5))
+    for eid in ids:
+        await store.append(eid, 0, [created(eid)])
+    mine = [e for e in await store.execution_ids("ex-ids-", 1000) if e in ids]
+    assert mine == ids
+    page = await store.execution_ids(ids[1], 2)
+    assert page == ids[2:4]
+
+
+async def test_quarantine_changes_the_projection_only(store: EventStore) -> None:
+    eid = new_id()
+    await store.append(eid, 0, lifecycle(eid)[:2])
+    await store.quarantine(eid)
+    summary = await store.get_summary(eid)
+    assert summary is not None and (summary.status, summary.version) == ("quarantined", 2)
+    assert [s.execution_id for s in (await store.list_executions(status="quarantined")).items] == [eid]
+    assert len(await store.read(eid)) == 2
+    await store.append(eid, 2, [queued(eid, 3)])  # appends still check the version only
+
+
+async def test_replace_summaries_writes_only_rows_whose_log_has_not_moved(store: EventStore) -> None:
+    fresh, moved, orphan = new_id(), new_id(), new_id()
+    for eid in (fresh, moved):
+        await store.append(eid, 0, lifecycle(eid)[:2])
+    row = await store.get_summary(fresh)
+    assert row is not None
+    wrong = msgspec.structs.replace(row, workflow="edited", status="failed")
+    stale = msgspec.structs.replace(row, execution_id=moved, version=1)
+    ghost = msgspec.structs.replace(row, execution_id=orphan, version=0)
+    assert sorted(await store.replace_summaries([wrong, stale, ghost])) == [moved]
+    assert await store.get_summary(fresh) == wrong
+    assert (await store.get_summary(orphan)) == ghost  # a row without events, as a script might add
+    assert sorted(await store.replace_summaries([], [orphan, moved])) == [moved]  # moved has events
+    assert await store.get_summary(orphan) is None
+    assert (await store.get_summary(moved)) is not None
