@@ -96,49 +96,50 @@ def verify_chain(execution_id: str, records: Sequence[ChainRecord], after: int =
     """
     if not records:
         return []
-    previous: ChainRecord | None = None
+    previous_version, previous_checksum, chained = 0, None, False
     start = 0
     if after > 0:
-        previous, start = records[0], 1
-        if previous.version != after:
+        anchor = records[0]
+        if anchor.version != after:
             raise CorruptEvent(
-                execution_id, after, f"the event is missing (the next one stored is version {previous.version})"
+                execution_id, after, f"the event is missing (the next one stored is version {anchor.version})"
             )
-    seed: bytes | None = None
+        previous_version, previous_checksum, chained, start = after, anchor.checksum, anchor.checksum is not None, 1
     events: list[AnyEvent] = []
     for index in range(start, len(records)):
         record = records[index]
-        expected_version = (previous.version if previous is not None else 0) + 1
-        if record.version != expected_version:
+        version = record.version
+        if version != previous_version + 1:
             raise CorruptEvent(
-                execution_id,
-                expected_version,
-                f"the event is missing (the next one stored is version {record.version})",
+                execution_id, previous_version + 1, f"the event is missing (the next one stored is version {version})"
             )
-        if record.checksum is None:
-            if previous is not None and previous.checksum is not None:
+        checksum = record.checksum
+        if checksum is None:
+            if chained:
                 raise CorruptEvent(
                     execution_id,
-                    record.version,
+                    version,
                     "it has no checksum, though the event before it has one (a chained event was replaced)",
                 )
         else:
-            if previous is not None and previous.checksum is not None:
-                chained_from = previous.checksum
-            else:
-                chained_from = seed = seed or chain_seed(execution_id)
             actual = event_checksum(
-                chained_from, record.version, record.kind, record.node_id, record.attempt, record.payload
+                previous_checksum if chained else chain_seed(execution_id),  # type: ignore[arg-type]
+                version,
+                record.kind,
+                record.node_id,
+                record.attempt,
+                record.payload,
             )
-            if actual != record.checksum:
+            if actual != checksum:
                 raise CorruptEvent(
                     execution_id,
-                    record.version,
+                    version,
                     "its checksum does not match its contents: the payload, kind, node or attempt was changed "
                     "after it was written, or the checksum of the event before it was",
                 )
+            chained = True
         events.append(decode_record(execution_id, record))
-        previous = record
+        previous_version, previous_checksum = version, checksum
     return events
 
 
@@ -158,9 +159,15 @@ def decode_record(execution_id: str, record: ChainRecord) -> AnyEvent:
             f"its {record.kind} payload ({len(record.payload)} bytes) does not decode ({exc}); if a newer "
             "Slipstream wrote it, upgrade this one",
         ) from None
-    found = (event.execution_id, event.version, type(event).__name__, event.node_id, event.attempt)
-    stored = (execution_id, record.version, record.kind, record.node_id, record.attempt)
-    if found != stored:
+    if (
+        event.version != record.version
+        or event.execution_id != execution_id
+        or event.node_id != record.node_id
+        or event.attempt != record.attempt
+        or type(event).__name__ != record.kind
+    ):
+        found = (event.execution_id, event.version, type(event).__name__, event.node_id, event.attempt)
+        stored = (execution_id, record.version, record.kind, record.node_id, record.attempt)
         raise CorruptEvent(
             execution_id,
             record.version,
