@@ -1,11 +1,13 @@
 """The fault suite (marked ``faults``: ``pytest -m faults`` runs it alone) and its summary: one
 line per fault (runs, executions completed, events lost, duplicates), printed as each fault ends
-(seen with ``-s``), repeated at the end of the pytest report, and kept in
-``benchmarks/results/faults.txt`` (a line per fault, replaced when it runs again, so a partial run
-keeps the other faults' last lines)."""
+(seen with ``-s``) and repeated at the end of the pytest report. With ``SLIPSTREAM_FAULTS_RESULTS``
+set (a path, or ``1`` for ``benchmarks/results/faults.txt``) the lines are also kept in that file,
+a line per fault, replaced when it runs again (a partial run keeps the other faults' last lines);
+not by default, so that a test run leaves the checkout as it was."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,16 @@ from tests.faults._checks import Audit
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "faults.txt"
+
+
+def results_path() -> Path | None:
+    """Where to keep the summary lines (``SLIPSTREAM_FAULTS_RESULTS``), or None."""
+    chosen = os.environ.get("SLIPSTREAM_FAULTS_RESULTS", "")
+    if chosen in ("", "0"):
+        return None
+    return RESULTS if chosen == "1" else Path(chosen)
+
+
 _KEY = pytest.StashKey["FaultSummary"]()
 
 
@@ -64,8 +76,9 @@ def fault_summary(request: pytest.FixtureRequest) -> Iterator[FaultSummary]:
     summary = FaultSummary()
     request.config.stash[_KEY] = summary
     yield summary
-    if summary.lines:
-        summary.write(RESULTS)
+    path = results_path()
+    if summary.lines and path is not None:
+        summary.write(path)
 
 
 @pytest.fixture(autouse=True)
