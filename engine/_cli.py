@@ -791,7 +791,9 @@ def history(
 
 @executions_app.command("verify")
 def verify(
-    execution_id: Annotated[str | None, typer.Argument(metavar="ID", help="Only this execution (default: all).")] = None,
+    execution_id: Annotated[
+        str | None, typer.Argument(metavar="ID", help="Only this execution (default: all).")
+    ] = None,
     state_dir: StateDir = None,
     postgres: Postgres = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per execution.")] = False,
