@@ -466,29 +466,33 @@ def _append_sync(
     now = to_micros(datetime.now(UTC))
     conn.execute("BEGIN IMMEDIATE")
     try:
-        # Under the write lock the versions cannot move, so checking first is race-free.
+        # Under the write lock the versions cannot move, so checking first is race-free. The same
+        # statement reads the checksum the append chains from (NULL: a legacy event, or no event).
+        chained_from: dict[str, tuple[bool, bytes | None]] = {}
         for change in changes:
             row = conn.execute(
-                "SELECT version FROM executions WHERE execution_id = ?", (change.execution_id,)
+                "SELECT x.version, e.version IS NOT NULL, e.checksum FROM executions x"
+                " LEFT JOIN events e ON e.execution_id = x.execution_id AND e.version = x.version"
+                " WHERE x.execution_id = ?",
+                (change.execution_id,),
             ).fetchone()
             actual = 0 if row is None else int(row[0])
             if actual != change.expected_version:
                 conn.execute("ROLLBACK")
                 return change.execution_id, change.expected_version, actual
+            if row is not None:
+                chained_from[change.execution_id] = (bool(row[1]), row[2])
         rows: list[tuple[Any, ...]] = []
         for execution_id, expected, records in batches:
             if not records:
                 continue
             previous: bytes | None = None
-            if expected > 0:  # the checksum this append chains from, read under the write lock
-                found = conn.execute(
-                    "SELECT checksum FROM events WHERE execution_id = ? AND version = ?", (execution_id, expected)
-                ).fetchone()
-                if found is None:
+            if expected > 0:
+                exists, previous = chained_from[execution_id]
+                if not exists:
                     raise CorruptEvent(
                         execution_id, expected, "the event is missing, though the projection says the log reaches it"
                     )
-                previous = found[0]
             checksums = chain_checksums(execution_id, previous, records)
             rows.extend(
                 (r.execution_id, r.version, r.kind, r.node_id, r.attempt, r.payload, c)
