@@ -126,6 +126,19 @@ async def test_a_tenant_role_cannot_write_another_project(
         await tenant.execute(
             "INSERT INTO events (execution_id, version, kind, payload) VALUES ($1, 999, 'ExecutionAborted', '')", b
         )
+    # ... nor through the lean append function (it runs with the caller's rights: b's events are not
+    # there to chain from, so it refuses before writing anything)
+    with pytest.raises(asyncpg.PostgresError, match=f"execution {b} changed under the appender") as caught:
+        await tenant.execute(
+            "SELECT slipstream_append_one($1, 1, NULL, 'aborted', $2, $3, $4, $5, $6)",
+            b,
+            ["ExecutionAborted"],
+            [""],
+            [0],
+            [b""],
+            [b""],
+        )
+    assert caught.value.sqlstate == "SL409"
     # ... nor through a look-alike table in its own temporary schema (the check pins its search_path)
     await tenant.execute("CREATE TEMP TABLE executions (execution_id text, project text, domain text)")
     await tenant.execute(f'SET search_path TO pg_temp, "{postgres_schema}"')

@@ -12,10 +12,12 @@ import anyio
 import asyncpg
 import pytest
 
+from engine._chain import chain_checksums
 from engine._postgres_store import PostgresEventStore
 from engine._store_common import load_migrations
 from engine.errors import ConcurrencyConflict, ConfigError, SlipstreamError, StoreUnavailable
-from engine.events import NodeQueued, encode_event
+from engine.events import ExecutionStarted, NodeQueued, encode_event
+from engine.interfaces import to_records
 from tests.conftest import with_database
 from tests.engine.test_store_contract import T0, created, lifecycle, new_id, queued
 
@@ -355,3 +357,101 @@ async def test_a_lease_dies_with_its_session(postgres_database: str, postgres_sc
                 break
             await asyncio.sleep(0.1)
         assert await other.claim("leased")
+
+
+# --- the lean append (migration 0007): one existing execution per call -------------------------------
+
+
+async def test_a_writer_at_the_same_version_still_conflicts_through_the_lean_append(store: PostgresEventStore) -> None:
+    eid = new_id()
+    await store.append(eid, 0, [created(eid)])
+    (first,) = await store.read_records(eid)
+    theirs = NodeQueued(execution_id=eid, version=2, at=T0, node_id="theirs", attempt=1)
+    ours = NodeQueued(execution_id=eid, version=2, at=T0, node_id="ours", attempt=1)
+    (theirs_record,) = to_records(eid, 1, [theirs])
+    (checksum,) = chain_checksums(eid, first.checksum, [theirs_record])
+    other = await raw(store)
+    try:
+        # another process's append of version 2, not yet committed when ours arrives
+        tx = other.transaction()
+        await tx.start()
+        await other.execute(
+            "SELECT slipstream_append_one($1, 1, $2, NULL, $3, $4, $5, $6, $7)",
+            eid,
+            first.checksum,
+            [theirs_record.kind],
+            [theirs_record.node_id],
+            [theirs_record.attempt],
+            [theirs_record.payload],
+            [checksum],
+        )
+        appending = asyncio.create_task(store.append(eid, 1, [ours]))
+        with anyio.fail_after(30):  # ours waits on their uncommitted version 2 (polled: no event says so)
+            while not await other.fetchval(  # noqa: ASYNC110
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'slipstream-store' AND wait_event_type = 'Lock'"
+            ):
+                await anyio.sleep(0.01)
+        await tx.commit()
+        with pytest.raises(ConcurrencyConflict) as caught:
+            await appending
+        assert (caught.value.execution_id, caught.value.expected_version, caught.value.actual_version) == (eid, 1, 2)
+        held = await other.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'"
+            " AND a.datname = current_database() AND a.application_name = 'slipstream-store'"
+        )
+        assert held == 0, "a lost race left the sequence lock held on a pooled connection"
+    finally:
+        await other.close()
+    assert [e.version for e in await store.read(eid)] == [1, 2]  # reads verify the chain
+    assert [(r.version, r.node_id) for r in await store.read_records(eid)] == [(1, ""), (2, "theirs")]
+    summary = await store.get_summary(eid)
+    assert summary is not None and summary.version == 2
+    # the loser's cache was dropped: its next append chains from their event
+    assert await store.append(eid, 2, [queued(eid, 3)]) == 3
+    assert [e.version for e in await store.read(eid)] == [1, 2, 3]
+
+
+async def test_the_lean_append_refuses_a_version_that_is_not_the_newest(store: PostgresEventStore) -> None:
+    eid = new_id()
+    await store.append(eid, 0, [created(eid), queued(eid, 2)])
+    store._heads.pop(eid, None)
+    with pytest.raises(ConcurrencyConflict) as caught:  # version 1 exists, 2 is taken
+        await store.append(eid, 1, [queued(eid, 2)])
+    assert (caught.value.expected_version, caught.value.actual_version) == (1, 2)
+    with pytest.raises(ConcurrencyConflict) as caught:  # version 5 does not exist
+        await store.append(eid, 5, [queued(eid, 6)])
+    assert (caught.value.expected_version, caught.value.actual_version) == (5, 2)
+    assert [e.version for e in await store.read(eid)] == [1, 2]
+    summary = await store.get_summary(eid)
+    assert summary is not None and (summary.version, summary.status) == (2, "created")
+
+
+async def test_group_appends_to_existing_executions_still_move_each_row(store: PostgresEventStore) -> None:
+    ids = [new_id() for _ in range(3)]
+    await store.append_many([(eid, 0, [created(eid)]) for eid in ids])
+    started = [ExecutionStarted(execution_id=eid, version=2, at=T0) for eid in ids]
+    # several existing executions and a new one in one call: the general append function
+    fresh = new_id()
+    versions = await store.append_many(
+        [(eid, 1, [start, queued(eid, 3)]) for eid, start in zip(ids, started, strict=True)]
+        + [(fresh, 0, [created(fresh)])]
+    )
+    assert versions == [3, 3, 3, 1]
+    for eid in ids:
+        summary = await store.get_summary(eid)
+        assert summary is not None and (summary.version, summary.status) == (3, "running")
+        assert [e.version for e in await store.read(eid)] == [1, 2, 3]
+    # concurrent single appends of one store: the first is written at once (the lean function), the
+    # others meanwhile queue and go together (the general one); a stale one conflicts alone
+    results = await asyncio.gather(
+        *(store.append(eid, 3, [queued(eid, 4)]) for eid in ids),
+        store.append(ids[1], 3, [queued(ids[1], 4)]),
+        return_exceptions=True,
+    )
+    assert results[:3] == [4, 4, 4]
+    assert isinstance(results[3], ConcurrencyConflict) and results[3].execution_id == ids[1]
+    for eid in ids:
+        summary = await store.get_summary(eid)
+        assert summary is not None and summary.version == 4
+        assert [e.version for e in await store.read(eid)] == [1, 2, 3, 4]

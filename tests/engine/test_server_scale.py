@@ -24,7 +24,7 @@ from engine import Engine
 from engine._postgres_store import PostgresEventStore
 from engine.errors import ConcurrencyConflict
 from plugins.local import LocalExecutor
-from tests.engine.test_store_contract import created, new_id
+from tests.engine.test_store_contract import created, new_id, queued
 
 from . import _scale_workflows as flows
 
@@ -76,6 +76,47 @@ async def test_read_all_never_skips_an_event_while_many_writers_append(
         for s in stores:
             await s.close()
     assert len(everything) == 3 * 4 * 40 * 3
+    assert tailed == everything, "the tailer skipped or reordered events that committed late"
+
+
+async def test_read_all_never_skips_an_event_while_many_writers_append_rounds(
+    postgres_database: str, postgres_schema: str
+) -> None:
+    """The appends of running executions (one existing execution per call: the lean function of
+    migration 0007) keep read_all commit-safe as creations do."""
+    stores = [PostgresEventStore(postgres_database, schema=postgres_schema, max_size=4) for _ in range(3)]
+    for s in stores:
+        await s.start()
+    tailed: list[int] = []
+    done = asyncio.Event()
+
+    async def tail() -> None:
+        after = 0
+        while True:
+            finished = done.is_set()  # read once more after the writers are done
+            for event in await stores[0].read_all(after, limit=50):
+                tailed.append(event.seq)
+                after = event.seq
+            if finished and not await stores[0].read_all(after, limit=1):
+                return
+            await asyncio.sleep(0)
+
+    async def write(s: PostgresEventStore, rounds: int) -> None:
+        eid = new_id()
+        await s.append(eid, 0, [created(eid)])
+        for version in range(1, 2 * rounds, 2):
+            await s.append(eid, version, [queued(eid, version + 1), queued(eid, version + 2)])
+
+    try:
+        tailer = asyncio.create_task(tail())
+        await asyncio.gather(*(write(s, 30) for s in stores for _ in range(4)))
+        done.set()
+        await asyncio.wait_for(tailer, timeout=60)
+        everything = [g.seq for g in await stores[0].read_all(0, limit=10_000)]
+    finally:
+        for s in stores:
+            await s.close()
+    assert len(everything) == 3 * 4 * (1 + 2 * 30)
     assert tailed == everything, "the tailer skipped or reordered events that committed late"
 
 
