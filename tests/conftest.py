@@ -218,3 +218,16 @@ def nats_url() -> Iterator[str]:
         if proc.poll() is None:
             proc.kill()
         shutil.rmtree(store_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def own_nats() -> Iterator[Any]:
+    """A NATS server of the test's own (`tests.plugins._stream.OwnNats`), which it may stop and start."""
+    from tests.plugins._stream import OwnNats
+
+    server = OwnNats()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -134,16 +134,6 @@ def lane_databases(postgres_dsn: str) -> Iterator[list[str]]:
             run_blocking(admin(postgres_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture
-def own_nats() -> Iterator[OwnNats]:
-    server = OwnNats()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.mark.timeout(420)
 async def test_50_runs_sigkilled_at_random_moments(
     tmp_path: Path, lane_databases: list[str], own_nats: OwnNats, fault_summary: FaultSummary

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -20,16 +19,6 @@ from .conftest import FaultSummary
 
 OUTAGE = 10.0
 STREAM, PREFIX = "SLIPSTREAM", "slipstream.events"  # the relay's defaults (Engine.connect(nats=...))
-
-
-@pytest.fixture
-def own_nats() -> Iterator[OwnNats]:
-    server = OwnNats()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.mark.timeout(150)

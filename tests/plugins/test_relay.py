@@ -49,16 +49,6 @@ def names(nats_url: str) -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture
-def own_nats() -> Iterator[OwnNats]:
-    server = OwnNats()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
 def side_effects(tmp_path: Path) -> Path:
     """Where the servers' tasks record their runs (one line per run; see tests/engine/_workflows.py)."""
     directory = tmp_path / "side-effects"
