@@ -21,6 +21,10 @@ on the Postgres at ``--postgres`` (``$SLIPSTREAM_TEST_POSTGRES_DSN``, else the l
   ``held_by_killed``: the killed one's). ``takeover_s`` is the longest wait, over the executions
   left unfinished, from the kill to their first event written after it (measured on the
   database's clock); every execution must still succeed with no node run twice.
+- append replay: a chain node's append (one existing execution, three events) replayed on one
+  connection through each append function of the store, ``slipstream_append`` (any append) and
+  ``slipstream_append_one`` (one existing execution: what a chain uses), in rotating order with
+  the floor's durable commit, medians of ``--samples``: the server's share of a node.
 - sequence lock: appends/s of 16 concurrent writers (a store each, as 16 processes) with the
   store's append function and with a copy of it without the sequence lock (what the lock that
   keeps ``read_all`` commit-safe costs).
@@ -331,6 +335,77 @@ async def bench_takeover(admin_dsn: str, executions: int, workers: int | None = 
     }
 
 
+async def bench_append_replay(dsn: str, samples: int) -> dict[str, Any]:
+    """A chain node's append replayed on a held connection through each append function, with the
+    arguments the store builds, in rotating order with a durable single-row commit."""
+    from datetime import UTC, datetime
+
+    import engine._postgres_store as pg
+    from engine._projection import plan_projection
+    from engine.events import Event, NodeQueued, NodeRunning, NodeSucceeded
+    from engine.interfaces import to_records
+
+    at = datetime.now(UTC)
+
+    def node(execution_id: str, version: int) -> list[Event]:
+        # what a chain round appends: a node's success, the next node queued and running
+        return [
+            NodeSucceeded(
+                execution_id=execution_id, version=version + 1, at=at, node_id="n1", attempt=1, outputs={"o0": b"\x01"}
+            ),
+            NodeQueued(execution_id=execution_id, version=version + 2, at=at, node_id="n2", attempt=1),
+            NodeRunning(
+                execution_id=execution_id, version=version + 3, at=at, node_id="n2", attempt=1, executor="local"
+            ),
+        ]
+
+    calls = {
+        "slipstream_append": pg._append_call,
+        "slipstream_append_one": lambda batches, changes, chained: pg._lean_append(batches, changes[0], chained),
+    }
+    times: dict[str, list[float]] = {"durable_commit": [], **{name: [] for name in calls}}
+    heads: dict[str, tuple[int, bytes | None]] = {}
+    async with pg.PostgresEventStore(dsn, schema="append_replay", max_size=1) as store:
+        for name in calls:
+            await store.append(name, 0, [created_event(name, at)])
+            heads[name] = (1, store._heads[name][1])
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "append_replay"})
+    try:
+        await conn.execute("CREATE TABLE floor_commits (id bigserial PRIMARY KEY, v integer NOT NULL)")
+        for i in range(samples + 20):  # the first 20: statements prepared, caches warm
+            names = list(times)
+            for name in names[i % 3 :] + names[: i % 3]:
+                start = time.perf_counter()
+                if name == "durable_commit":
+                    await conn.execute("INSERT INTO floor_commits (v) VALUES ($1)", i)
+                else:
+                    version, checksum = heads[name]
+                    batches = [(name, version, to_records(name, version, node(name, version)))]
+                    query, args, written = calls[name](batches, plan_projection(batches), {name: checksum})
+                    start = time.perf_counter()
+                    await conn.execute(query, *args)
+                    heads[name] = written[0][1:]
+                if i >= 20:
+                    times[name].append(time.perf_counter() - start)
+    finally:
+        await conn.close()
+    medians = {name: statistics.median(t) * 1000 for name, t in times.items()}
+    commit = medians["durable_commit"]
+    return {
+        "samples": samples,
+        "events_per_append": 3,
+        **{f"{name}_ms": round(ms, 3) for name, ms in medians.items()},
+        **{f"{name}_ratio_to_commit": round(medians[name] / commit, 2) for name in calls},
+    }
+
+
+def created_event(execution_id: str, at: Any) -> Any:
+    """An ``ExecutionCreated`` of a one-node workflow (the replayed execution's first event)."""
+    from benchmarks.store import history, make_spec
+
+    return history(execution_id, 1, make_spec(1), at)[0]
+
+
 def latest_append_function() -> str:
     """The ``CREATE FUNCTION slipstream_append`` statement of the newest migration that defines it."""
     from engine._store_common import load_migrations
@@ -456,6 +531,7 @@ async def main(argv: list[str]) -> dict[str, Any]:
         figures["floor"] = await bench_floor(dsn, args.samples)
         figures["chain_postgres"] = await bench_chain(dsn, args.repeat)
         figures["floor_after"] = await bench_floor(dsn, args.samples)
+        figures["append_replay"] = await bench_append_replay(dsn, args.samples)
         figures["sequence_lock"] = await bench_sequence_lock(dsn, 16, 100, args.repeat)
     figures["chain_embedded"] = await bench_chain(None, args.repeat)
     # the machine is shared: the floor is measured before and after the chain, the lower one used
