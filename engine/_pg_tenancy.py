@@ -29,12 +29,17 @@ _ADMIN = "(the admin connection's user)"
 # What an engine connected as a tenant role does: read its executions and events, append (which
 # inserts events and moves the projection), use the catalog (put, look up, publish, evict) and its
 # reservations. Tables that do not exist in the schema (a store without a catalog) are skipped.
+# Events: INSERT of only the columns slipstream_append and slipstream_append_one write (migrations
+# 0005, 0007; they run with the caller's rights), so that seq, xid and recorded_at always take
+# their defaults: a chosen seq would move the relay's and sinks' read_all cursors past later
+# events, a chosen xid would pass the commit-safety filter before the row's transaction commits.
+_EVENT_COLUMNS = "execution_id, version, kind, node_id, attempt, payload, checksum"
 _TABLE_PRIVILEGES: tuple[tuple[str, str], ...] = (
     ("schema_migrations", "SELECT"),
     ("catalog_migrations", "SELECT"),
     ("slipstream_grants", "SELECT"),
     ("executions", "SELECT, INSERT, UPDATE"),
-    ("events", "SELECT, INSERT"),
+    ("events", f"SELECT, INSERT ({_EVENT_COLUMNS})"),
     ("catalog_datasets", "SELECT, INSERT"),
     ("catalog_artifacts", "SELECT, INSERT, DELETE"),
     ("catalog_tags", "SELECT, INSERT, DELETE"),
@@ -132,6 +137,10 @@ async def grant(
                 domain or "",
             )
             await conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+            if "events" in tables:
+                # a grant of an earlier version gave INSERT on the whole table, which a column grant
+                # does not narrow: take it back first (this revokes the column grants too)
+                await conn.execute(f'REVOKE INSERT ON "{schema}".events FROM "{role}"')
             for table, privileges in _TABLE_PRIVILEGES:
                 if table in tables:
                     await conn.execute(f'GRANT {privileges} ON "{schema}"."{table}" TO "{role}"')

@@ -182,6 +182,39 @@ async def test_a_tenant_role_cannot_write_another_project(
         await owner.close()
 
 
+async def test_a_tenant_role_cannot_choose_the_seq_or_xid_of_an_event(
+    tenant: asyncpg.Connection,
+    two_projects: dict[str, str],
+    postgres_database: str,
+    postgres_schema: str,
+    tenant_role: str,
+) -> None:
+    """A chosen seq would move the relay's read_all cursor past later events, a chosen xid would
+    pass the commit-safety filter early: a tenant's INSERT takes both from their defaults."""
+    a = two_projects["a"]
+    forged = (
+        "INSERT INTO events (execution_id, version, kind, payload, seq) VALUES ($1, 900, 'ExecutionAborted', '', 9e15)",
+        "INSERT INTO events (execution_id, version, kind, payload, xid) VALUES ($1, 901, 'ExecutionAborted', '', '1')",
+    )
+
+    async def refused() -> None:
+        for statement in forged:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+                await tenant.execute(statement, a)
+
+    await refused()
+    # a grant made before column grants gave INSERT on the whole table: granting again narrows it
+    await _admin(postgres_database, f'GRANT INSERT ON "{postgres_schema}".events TO "{tenant_role}"')
+    assert not await grant(postgres_database, tenant_role, "a", schema=postgres_schema)
+    await refused()
+    # the columns an append writes are still granted (rolled back: the log is append-only)
+    transaction = tenant.transaction()
+    await transaction.start()
+    written = "INSERT INTO events (execution_id, version, kind, payload) VALUES ($1, 902, 'ExecutionAborted', '')"
+    assert await tenant.execute(written, a) == "INSERT 0 1"
+    await transaction.rollback()
+
+
 async def test_an_engine_connected_as_a_tenant_role_runs_its_own_project(
     tenant: asyncpg.Connection,
     two_projects: dict[str, str],
