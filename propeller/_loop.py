@@ -139,6 +139,9 @@ class Controller:
         # executions whose log is corrupt (CorruptEvent): never given another round by this loop,
         # whatever wakes them, until a person repairs the log and restarts it
         self._quarantined: set[str] = set()
+        # quarantined here, but marking the projection failed: it still lists them as unfinished,
+        # so resync keeps them quarantined and retries the mark instead of running them again
+        self._unmarked: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         # graceful shutdown (drain): no new claims or submits; set after every round
@@ -237,6 +240,9 @@ class Controller:
         while True:
             page = await self.store.list_executions(status=["created", "running"], limit=500, cursor=cursor)
             for summary in page.items:
+                if summary.execution_id in self._unmarked:  # listed only because marking it failed
+                    await self._mark_quarantined(summary.execution_id)
+                    continue
                 # listed as unfinished again: its log was restored and its projection rebuilt
                 self._quarantined.discard(summary.execution_id)
                 if summary.execution_id not in self._declined:
@@ -398,18 +404,40 @@ class Controller:
     async def _quarantine(self, execution_id: str, exc: CorruptEvent) -> None:
         """Stop running an execution whose log is corrupt: one log line, the projection's status
         ``quarantined`` (what `slipstream executions list` shows, and what resync sweeps skip),
-        its attempts here cancelled, its lease released and its waiters woken."""
+        its attempts here cancelled, its lease released and its waiters woken.
+
+        Runs inside the worker's ``except``: it never raises (but for cancellation), whatever the
+        store or the executors answer, so one corrupt log cannot end a worker or the loop.
+        """
         log.error("execution %s quarantined, its event log is corrupt: %s", execution_id, exc)
         self._quarantined.add(execution_id)
         self.queue.forget(execution_id)
         self._stale.discard(execution_id)
-        await self.attempts.disown(execution_id)
+        try:
+            await self.attempts.disown(execution_id)
+        except Exception as failed:  # its attempts end with their executors; the lease still goes
+            log.warning("could not cancel the attempts of quarantined execution %s: %r", execution_id, failed)
+        await self._mark_quarantined(execution_id)
+        try:
+            await self._hand_back(execution_id)
+        except Exception as failed:  # the lease expires on its own; no other loop runs it either
+            log.warning("could not release quarantined execution %s: %r", execution_id, failed)
+        self._signal_changed(execution_id, finished=True)
+
+    async def _mark_quarantined(self, execution_id: str) -> None:
+        """Set the projection's status to ``quarantined``; if that fails (an outage, a store that
+        cannot, a denied write), say so in one line and keep the execution quarantined in this
+        loop: resync sweeps, which still see it unfinished, retry the mark instead of running it."""
         try:
             await self.store.quarantine(execution_id)
-        except StoreUnavailable as unavailable:  # this loop still leaves it alone; the status waits
-            log.warning("could not mark execution %s quarantined: %s", execution_id, unavailable)
-        await self._hand_back(execution_id)
-        self._signal_changed(execution_id, finished=True)
+        except Exception as failed:
+            if execution_id not in self._unmarked:  # once, not at every sweep's retry
+                log.warning(
+                    "could not mark execution %s quarantined (retried at each resync): %r", execution_id, failed
+                )
+            self._unmarked.add(execution_id)
+        else:
+            self._unmarked.discard(execution_id)
 
     async def _hand_back(self, execution_id: str) -> None:
         self._cache.pop(execution_id, None)

@@ -4,12 +4,15 @@ several executors. Rounds are driven by hand (``reconcile``), so nothing waits f
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import msgspec
 import pytest
 
-from engine.events import ExecutionAborted, ExecutionCreated, NodeFailed, NodeRunning
+from engine.errors import AccessDenied, ConfigError, CorruptEvent
+from engine.events import AnyEvent, ExecutionAborted, ExecutionCreated, NodeFailed, NodeQueued, NodeRunning
 from engine.interfaces import TaskKey
 from engine.models import TaskOptions
 from engine.state import ExecutionState
@@ -224,3 +227,87 @@ async def test_a_gated_start_is_released_once_node_running_is_durable(store: InM
     state = ExecutionState.fold(await history(store))
     assert state.phase == "succeeded"
     assert msgspec.msgpack.decode(state.nodes["a"].outputs["o0"]) == 2  # type: ignore[index]
+
+
+class UnmarkableStore(InMemoryEventStore):
+    """Reads of ``corrupt`` executions raise CorruptEvent (counted); `quarantine` raises ``refusal``
+    (None: it marks) and counts its calls."""
+
+    def __init__(self, refusal: Exception | None) -> None:
+        super().__init__()
+        self.refusal = refusal
+        self.corrupt: set[str] = set()
+        self.marks = 0
+        self.corrupt_reads = 0
+        self.tried = anyio.Event()
+
+    async def read(self, execution_id: str, after: int = 0) -> list[AnyEvent]:
+        if execution_id in self.corrupt:
+            self.corrupt_reads += 1
+            raise CorruptEvent(execution_id, 1, "its checksum does not chain from the event before it")
+        return await super().read(execution_id, after=after)
+
+    async def quarantine(self, execution_id: str) -> None:
+        self.marks += 1
+        self.tried.set()
+        if self.refusal is not None:
+            raise self.refusal
+        await super().quarantine(execution_id)
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [AccessDenied("tenant", "permission denied for table executions"), ConfigError("store 'x' cannot quarantine")],
+    ids=["access-denied", "cannot-quarantine"],
+)
+async def test_a_store_that_cannot_mark_a_quarantine_neither_kills_the_loop_nor_gets_the_execution_run_again(
+    refusal: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = UnmarkableStore(refusal)
+    await store.start()
+    await launch(store, spec_of(task_node("a")), "bad")
+    store.corrupt.add("bad")
+    rounds: list[str] = []
+    good_round = anyio.Event()
+    fake = FakeExecutor()
+    ctl = await started(controller(store, fake))
+    ctl.workers = 1
+    reconcile = ctl.reconcile
+
+    async def counted(execution_id: str) -> None:
+        rounds.append(execution_id)
+        await reconcile(execution_id)
+        if execution_id == "good":
+            good_round.set()
+
+    ctl.reconcile = counted  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="propeller")
+    async with anyio.create_task_group() as group:
+        await group.start(ctl.run)
+        with anyio.fail_after(5):
+            await store.tried.wait()
+        # the one worker survived: a new execution still gets its rounds
+        await launch(store, spec_of(task_node("a")), "good")
+        ctl.enqueue("good")
+        with anyio.fail_after(5):
+            await good_round.wait()
+        assert isinstance((await history(store, "good"))[-1], NodeQueued)
+        # the projection still lists it as running: sweeps retry the mark, never a round
+        await ctl.resync()
+        await ctl.resync()
+        await anyio.sleep(0.1)
+        group.cancel_scope.cancel()
+
+    assert store.corrupt_reads == 1, rounds
+    assert store.marks == 3
+    lines = [r for r in caplog.records if "bad" in r.getMessage()]
+    assert [r.levelname for r in lines] == ["ERROR", "WARNING"]  # once each, not at every sweep
+    assert all(r.exc_info is None for r in lines)
+    assert type(refusal).__name__ in lines[1].getMessage()
+
+    store.refusal = None  # the mark goes through at the next sweep, and sweeps stop retrying it
+    await ctl.resync()
+    assert store.marks == 4
+    assert [s.status for s in (await store.list_executions()).items if s.execution_id == "bad"] == ["quarantined"]
+    await ctl.resync()
+    assert store.marks == 4
