@@ -24,7 +24,7 @@ __all__ = ["CatalogMigration", "SqlCatalog", "Tx", "load_catalog_migrations", "s
 
 _outputs_encoder = msgspec.msgpack.Encoder(order="deterministic")
 _outputs_decoder = msgspec.msgpack.Decoder(dict[str, bytes])
-_LOOKUP_BATCH = 500  # keys per query: below SQLite's bound-parameter limit
+_LOOKUP_BATCH = 400  # keys per query: with their datasets, below SQLite's old 999-parameter limit
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _SQLITE_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sqlite\.sql$")
 
@@ -107,20 +107,30 @@ class SqlCatalog(Catalog):
         self, keys: Sequence[CacheKey], *, now: datetime, max_age: float | None = None
     ) -> list[Artifact | None]:
         digests = [key.digest for key in keys]
+        # An artifact answers a key only from the key's own dataset (project, domain, task, version,
+        # interface): a digest is just a column, which a tenant can write under a dataset of its own
+        # project, and a match on it alone would hand that row to another project's lookups.
+        datasets = {digest: key.dataset for digest, key in zip(digests, keys, strict=True)}
         since = self.to_db_time(now - timedelta(seconds=max_age)) if max_age is not None else None
         newest: dict[str, Artifact] = {}
         async with self.transaction() as tx:
-            unique = list(dict.fromkeys(digests))
+            unique = list(datasets)
             for start in range(0, len(unique), _LOOKUP_BATCH):
                 batch = unique[start : start + _LOOKUP_BATCH]
-                marks = ", ".join("?" for _ in batch)
-                sql = f"SELECT {_ARTIFACT_COLUMNS} FROM {_ARTIFACT_FROM} WHERE a.cache_key IN ({marks})"
-                args: list[Any] = list(batch)
+                dataset_ids = list({datasets[digest].id for digest in batch})
+                sql = (
+                    f"SELECT {_ARTIFACT_COLUMNS} FROM {_ARTIFACT_FROM} "
+                    f"WHERE a.cache_key IN ({', '.join('?' for _ in batch)}) "
+                    f"AND a.dataset_id IN ({', '.join('?' for _ in dataset_ids)})"
+                )
+                args: list[Any] = [*batch, *dataset_ids]
                 if since is not None:
                     sql += " AND a.created_at >= ?"
                     args.append(since)
                 for row in await tx.fetch(sql, *args):
                     artifact = self._artifact(row)
+                    if artifact.dataset != datasets[artifact.key]:  # another requested key's dataset
+                        continue
                     held = newest.get(artifact.key)
                     if held is None or (artifact.created_at, artifact.id) > (held.created_at, held.id):
                         newest[artifact.key] = artifact

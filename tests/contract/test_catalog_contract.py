@@ -17,6 +17,7 @@ import anyio
 import pytest
 
 from catalog import PostgresCatalog, SqliteCatalog
+from catalog._sql_catalog import SqlCatalog
 from engine.interfaces import ArtifactDraft, CacheKey, Catalog, LineageEdge
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -57,6 +58,24 @@ async def test_every_part_of_the_key_matters(catalog: Catalog) -> None:
         assert await catalog.lookup(other, now=T0) is None
     other_project = CacheKey("other", "development", "train", "1", "sig", "i1")
     assert await catalog.lookup(other_project, now=T0) is None
+
+
+async def test_an_artifact_of_another_dataset_never_answers_a_key(catalog: Catalog) -> None:
+    """A row carrying this key's digest under another project's (or task's) dataset, newer than
+    the real one, as a tenant writing SQL of its own could record: lookups do not return it."""
+    assert isinstance(catalog, SqlCatalog)
+    mine = await catalog.put(draft(key(), b"\x01"), now=T0)
+    for other in (CacheKey("other", "development", "train", "1", "sig", "i1"), key(task="eval")):
+        forged = await catalog.put(draft(other, b"\x66", execution="evil"), now=T0)
+        async with catalog.transaction() as tx:
+            await tx.execute(
+                "UPDATE catalog_artifacts SET cache_key = ?, created_at = ? WHERE id = ?",
+                key().digest,
+                catalog.to_db_time(T0 + timedelta(days=1)),
+                forged.id,
+            )
+    assert await catalog.lookup(key(), now=T0 + timedelta(days=2)) == mine
+    assert await catalog.lookup_many([key(), key("i2")], now=T0 + timedelta(days=2)) == [mine, None]
 
 
 async def test_put_is_idempotent_per_attempt_and_lookup_gives_the_newest(catalog: Catalog) -> None:
