@@ -215,6 +215,34 @@ async def test_a_tenant_role_cannot_choose_the_seq_or_xid_of_an_event(
     await transaction.rollback()
 
 
+async def test_a_tenant_role_cannot_plant_events_in_an_execution_another_project_creates(
+    tenant: asyncpg.Connection, postgres_database: str, postgres_schema: str
+) -> None:
+    """Events written ahead for an id that does not exist yet, committed after another project
+    created that execution, would belong to that project: the commit-time check refuses them."""
+    planted = f"planted-{uuid.uuid4().hex[:8]}"
+    transaction = tenant.transaction()
+    await transaction.start()
+    await tenant.execute(
+        "INSERT INTO events (execution_id, version, kind, payload) VALUES ($1, 999, 'ExecutionAborted', '')", planted
+    )
+    owner = await asyncpg.connect(postgres_database)
+    try:
+        async with owner.transaction():
+            await owner.execute("SELECT set_config('slipstream.writer', 'on', true)")
+            await owner.execute(
+                f'INSERT INTO "{postgres_schema}".executions (execution_id, project, domain, workflow, status, '
+                "version, created_at, updated_at) VALUES ($1, 'b', 'development', 'w', 'created', 1, now(), now())",
+                planted,
+            )
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="not in a project granted to role"):
+            await transaction.commit()
+        left = f'SELECT count(*) FROM "{postgres_schema}".events WHERE execution_id = $1'
+        assert await owner.fetchval(left, planted) == 0
+    finally:
+        await owner.close()
+
+
 async def test_an_engine_connected_as_a_tenant_role_runs_its_own_project(
     tenant: asyncpg.Connection,
     two_projects: dict[str, str],
