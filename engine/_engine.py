@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgspec
 
 from engine._details import ExecutionDetails, details_of
 from engine._files import Materializer, upload_inputs
@@ -54,6 +55,7 @@ from engine.interfaces import (
     BlobStore,
     Catalog,
     EventStore,
+    ExecutionStatus,
     ExecutionSummary,
     Executor,
     Service,
@@ -878,8 +880,10 @@ class Engine:
                 raise ExecutionNotFound(execution_id)
             if summary.status in TERMINAL_STATUSES:
                 return summary
-            if summary.status == "quarantined":  # its log is corrupt: say where (CorruptEvent)
-                await self._state(execution_id)
+            if summary.status == "quarantined":
+                # the log decides: a corrupt one raises CorruptEvent (saying where); one restored
+                # from a backup before rebuild-projections ran is followed like a running execution
+                return await self._follow_log(summary)
             # woken when this process records the end; the timeout covers executions that another
             # process runs (or aborts)
             with anyio.move_on_after(0.5):
@@ -887,6 +891,19 @@ class Engine:
                     await self._controller.wait_finished(execution_id)
                 else:
                     await self.store.wait_for_changes(timeout=0.5)
+
+    async def _follow_log(self, summary: ExecutionSummary) -> ExecutionSummary:
+        """Wait for the execution's end as its log says (folded once, then its tail at each change),
+        whatever its projection row says; return the row with the log's status and version."""
+        async for details in self.watch(summary.execution_id, interval=0.5):
+            if details.status in TERMINAL_STATUSES:
+                break
+        else:  # watch returns only after yielding a terminal status
+            raise AssertionError(f"watching execution {summary.execution_id!r} ended before it did")
+        status: ExecutionStatus = details.status  # type: ignore[assignment]  # a terminal one
+        return msgspec.structs.replace(
+            summary, status=status, updated_at=details.finished_at or summary.updated_at, version=details.version
+        )
 
     async def watch(self, execution_id: str, interval: float = 0.2) -> AsyncIterator[ExecutionDetails]:
         """Yield the execution's details each time it changes, until it ends.

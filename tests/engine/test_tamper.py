@@ -298,6 +298,43 @@ async def test_a_quarantined_execution_runs_again_once_its_log_is_restored_and_t
         assert await eng.handle(eid).outputs() == 6
 
 
+async def test_waiting_on_a_quarantined_execution_whose_log_was_restored_follows_the_log(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with target.engine(run_loop=False) as client:
+        eid = (await client.launch(six)).execution_id
+    original = await target.payload(eid, 1)
+    await target.rewrite(eid, 1, payload=flipped(original))
+    async with target.engine() as eng:
+        with pytest.raises(CorruptEvent):
+            await eng.handle(eid).wait(timeout=5)
+        await target.rewrite(eid, 1, payload=original)  # restored; rebuild-projections not run yet
+        whole_reads = 0
+        read = eng.store.read
+
+        async def counted(execution_id: str, after: int = 0) -> list[Any]:
+            nonlocal whole_reads
+            whole_reads += after == 0
+            return await read(execution_id, after)
+
+        monkeypatch.setattr(eng.store, "read", counted)
+        # like a running one: it waits (no CorruptEvent), reading the log whole once, then its tail
+        with pytest.raises(TimeoutError):
+            await eng.handle(eid).wait(timeout=1.3)
+        assert whole_reads == 1
+        async with anyio.create_task_group() as group:
+            ended: list[Any] = []
+
+            async def wait() -> None:
+                ended.append(await eng.handle(eid).wait(timeout=5))
+
+            group.start_soon(wait)
+            await anyio.sleep(0.2)
+            async with target.engine(run_loop=False) as other:  # another process ends it in the log
+                await other.abort(eid)
+    assert [(s.status, s.version) for s in ended] == [("aborted", 2)]
+
+
 # -- verify and rebuild-projections -----------------------------------------------------------------
 
 
