@@ -274,7 +274,9 @@ class PostgresEventStore(EventStore):
         if isinstance(exc, asyncpg.InsufficientPrivilegeError):
             return ConfigError(
                 f"Postgres {user} may not create the event store in schema {self._schema!r} (DSN {dsn}): "
-                f"{exc}; grant it CREATE on the database, or pass a schema it owns"
+                f"{exc}; if the store exists (a tenant role after an upgrade), start the owner first "
+                "(`slipstream serve`, or `slipstream admin grant`) so that it applies the new migrations; "
+                "for a new store, grant it CREATE on the database, or pass a schema it owns"
             )
         if isinstance(exc, _UNAVAILABLE):
             if isinstance(exc, socket.gaierror):

@@ -13,9 +13,10 @@ import asyncpg
 import pytest
 
 from catalog import LocalBlobStore, PostgresCatalog
-from engine import AccessDenied, Engine, ExecutionNotFound, InvalidScope
+from engine import AccessDenied, ConfigError, Engine, ExecutionNotFound, InvalidScope
 from engine._pg_tenancy import grant, list_grants, revoke
 from engine._postgres_store import PostgresEventStore
+from engine._store_common import load_migrations
 from plugins.local import LocalExecutor
 from tests.catalog import _workflows as cwf
 from tests.conftest import _admin, run_blocking
@@ -271,6 +272,17 @@ async def test_an_engine_connected_as_a_tenant_role_runs_its_own_project(
             await engine.history(two_projects["b"])
         with pytest.raises(AccessDenied, match=f"role '{tenant_role}'.*slipstream admin grant"):
             await engine.launch(wf.diamond, project="b", x=1)
+
+
+async def test_a_tenant_role_started_before_the_owner_after_an_upgrade_is_told_to_start_the_owner(
+    tenant: asyncpg.Connection, postgres_database: str, postgres_schema: str, tenant_role: str
+) -> None:
+    newest = max(m.version for m in load_migrations("postgres"))
+    await _admin(postgres_database, f'DELETE FROM "{postgres_schema}".schema_migrations WHERE version = {newest}')
+    store = PostgresEventStore(as_role(postgres_database, tenant_role), schema=postgres_schema)
+    with pytest.raises(ConfigError, match=r"start the owner first \(`slipstream serve`, or `slipstream admin grant`\)"):
+        await store.start()
+    await store.close()
 
 
 async def test_grants_are_listed_and_revoked(

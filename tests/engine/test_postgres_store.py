@@ -207,6 +207,7 @@ async def test_a_user_without_create_rights_is_a_config_error(postgres_database:
     assert isinstance(error, ConfigError)
     assert f"Postgres user {role!r} may not create the event store in schema {postgres_schema!r}" in str(error)
     assert "grant it CREATE on the database" in str(error)
+    assert "start the owner first (`slipstream serve`, or `slipstream admin grant`)" in str(error)
 
 
 @pytest.mark.parametrize(
