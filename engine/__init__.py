@@ -45,6 +45,7 @@ __all__ = [
     "OutputsNotReady",
     "Promise",
     "Resources",
+    "ScopedCatalog",
     "SlipstreamError",
     "StoreUnavailable",
     "TaskContext",
@@ -110,6 +111,7 @@ _LAZY: dict[str, str] = {
     "ExecutionDetails": "engine._details",
     "NodeDetails": "engine._details",
     "ExecutionSummary": "engine.interfaces",
+    "ScopedCatalog": "engine._scoped_catalog",
 }
 
 if TYPE_CHECKING:
@@ -122,6 +124,7 @@ if TYPE_CHECKING:
     from engine._logs import AttemptLogs
     from engine._map import map_task
     from engine._promise import Promise
+    from engine._scoped_catalog import ScopedCatalog
     from engine._task import dynamic, task
     from engine._workflow import workflow
     from engine.errors import (

@@ -18,3 +18,10 @@ def test_public_name_resolves(name: str) -> None:
 
 def test_all_is_sorted_and_unique() -> None:
     assert list(engine.__all__) == sorted(set(engine.__all__))
+
+
+def test_the_scoped_catalog_view_is_public() -> None:
+    """A scoped engine's ``catalog`` is a `ScopedCatalog` (docs/tenancy.md): users can name its type."""
+    from engine._scoped_catalog import ScopedCatalog
+
+    assert engine.ScopedCatalog is ScopedCatalog
