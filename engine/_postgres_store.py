@@ -397,8 +397,10 @@ class PostgresEventStore(EventStore):
     @contextlib.asynccontextmanager
     async def _held(self) -> AsyncIterator[asyncpg.Connection]:
         """The connection appends keep between calls (one append is written at a time). After a
-        failed call (a lost race aside: the function rolled back cleanly) it goes back to the pool,
-        which resets or replaces it, and the next append takes another."""
+        failed call (a lost race aside: the function rolled back cleanly) it goes back to the pool
+        and the next append takes another. The pool does not reset it (`_keep_session`): `_write`
+        ends the session of a call that stopped while the append function may have held the
+        sequence lock, and the pool replaces a closed connection."""
         assert self._pool is not None
         conn = self._writer
         if conn is None or not _usable(conn):
@@ -529,9 +531,15 @@ class PostgresEventStore(EventStore):
         async with self._connection(held=True) as conn:
             try:
                 await self._write_on(conn, batches, changes)
-            except BaseException:
+            except BaseException as exc:
                 for execution_id, _, _ in batches:  # whatever happened, read the head again next time
                     self._heads.pop(execution_id, None)
+                if not isinstance(exc, ConcurrencyConflict | asyncpg.PostgresError):
+                    # stopped mid-call (a cancellation, a lost connection): the function may still
+                    # hold the session's sequence lock, which outlives its transaction and would
+                    # stall every writer once the pool hands the connection out idle. Ending the
+                    # session releases it (an error the server raised was unlocked in _write_on).
+                    _end_session(conn)
                 raise
         # Our own NOTIFY wakes this store's consumers as it wakes every other's (once per append);
         # only while the listener is down do we wake them ourselves.
@@ -557,8 +565,10 @@ class PostgresEventStore(EventStore):
                 # lock outlives the transaction): never hand the connection back holding it
                 # (a lost race is raised after the unlock)
                 if not conn.is_closed():
-                    with contextlib.suppress(Exception):
+                    try:
                         await conn.execute("SELECT pg_advisory_unlock($1)", _SEQ_LOCK)
+                    except Exception:  # then the session goes, and its lock with it
+                        _end_session(conn)
                 raise
             execution_id, expected = str(exc.detail), int(exc.hint or 0)  # type: ignore[attr-defined]
             actual = await self._version_after_rollback(conn, execution_id)
@@ -1012,11 +1022,19 @@ def _usable(conn: asyncpg.Connection) -> bool:
         return False
 
 
+def _end_session(conn: asyncpg.Connection) -> None:
+    """Close ``conn``'s session at once (the server drops its session locks); the pool opens a
+    fresh connection in its place. One already closed or detached is left as it is."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
+
+
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Hand a connection back to the pool without asyncpg's reset query (``RESET ALL``, unlock all,
     ...): a round trip on every release, and so on every append. The store leaves no session state
     behind: no SET, no LISTEN on pooled connections, and the append unlocks the sequence lock
-    itself if its function failed (an open transaction is still rolled back by asyncpg)."""
+    itself if its function failed, or ends the session if the call stopped midway (`_write`; an
+    open transaction is still rolled back by asyncpg)."""
 
 
 def _dsn_parts(dsn: str) -> dict[str, str]:

@@ -413,6 +413,58 @@ async def test_a_writer_at_the_same_version_still_conflicts_through_the_lean_app
     assert [e.version for e in await store.read(eid)] == [1, 2, 3]
 
 
+async def test_an_append_cancelled_while_its_function_holds_the_sequence_lock_leaves_no_lock_behind(
+    store: PostgresEventStore, postgres_database: str, postgres_schema: str
+) -> None:
+    eid = new_id()
+    await store.append(eid, 0, [created(eid)])
+    (first,) = await store.read_records(eid)
+    theirs = NodeQueued(execution_id=eid, version=2, at=T0, node_id="theirs", attempt=1)
+    (theirs_record,) = to_records(eid, 1, [theirs])
+    (checksum,) = chain_checksums(eid, first.checksum, [theirs_record])
+    other = await raw(store)
+    try:
+        # another process's uncommitted version 2: our insert waits on it, inside the function,
+        # holding the session's sequence lock
+        tx = other.transaction()
+        await tx.start()
+        await other.execute(
+            "SELECT slipstream_append_one($1, 1, $2, NULL, $3, $4, $5, $6, $7)",
+            eid,
+            first.checksum,
+            [theirs_record.kind],
+            [theirs_record.node_id],
+            [theirs_record.attempt],
+            [theirs_record.payload],
+            [checksum],
+        )
+        appending = asyncio.create_task(store.append(eid, 1, [queued(eid, 2)]))
+        with anyio.fail_after(30):  # polled: no event says it waits
+            while not await other.fetchval(  # noqa: ASYNC110
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'slipstream-store' AND wait_event_type = 'Lock'"
+            ):
+                await anyio.sleep(0.01)
+        appending.cancel()  # a round cancelled mid-append (a shutdown, a timeout)
+        with pytest.raises(asyncio.CancelledError):
+            await appending
+        await tx.commit()
+        with anyio.fail_after(10):  # the pool's connections hold no advisory lock once idle
+            while await other.fetchval(  # noqa: ASYNC110
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'"
+                " AND a.datname = current_database() AND a.application_name = 'slipstream-store'"
+            ):
+                await anyio.sleep(0.05)
+    finally:
+        await other.close()
+    # another process's store appends at once (a leaked lock would stall it for good)
+    async with PostgresEventStore(postgres_database, schema=postgres_schema) as second:
+        with anyio.fail_after(10):
+            assert await second.append(eid, 2, [queued(eid, 3)]) == 3
+    assert await store.append(eid, 3, [queued(eid, 4)]) == 4
+    assert [e.version for e in await store.read(eid)] == [1, 2, 3, 4]
+
+
 async def test_the_lean_append_refuses_a_version_that_is_not_the_newest(store: PostgresEventStore) -> None:
     eid = new_id()
     await store.append(eid, 0, [created(eid), queued(eid, 2)])
