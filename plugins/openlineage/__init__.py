@@ -2,7 +2,9 @@
 
 - `OpenLineageSink`: the `Service` (entry point ``openlineage`` in ``slipstream.event_sinks``) that
   reads the event store from a durable cursor and emits through any OpenLineage transport.
-- `LineageMapper`: the mapping from events to RunEvents (see ``_mapping`` for the table).
+- `LineageMapper`: the mapping from events to RunEvents (see ``_mapping`` for the table);
+  `LineageWanted` (which node runs' COMPLETE should list datasets) and `RunLineage` (the
+  artifacts one node run consumed and produced) are what its ``map(event, lineage=)`` exchanges.
 - `NatsTransport` / `NatsConfig`: an OpenLineage transport that publishes to NATS;
   `client_for` builds a client from a short transport spec.
 
@@ -15,14 +17,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from plugins.openlineage._mapping import LineageMapper, execution_run_id, node_run_id
+from plugins.openlineage._mapping import LineageMapper, LineageWanted, RunLineage, execution_run_id, node_run_id
 from plugins.openlineage._sink import OpenLineageSink
 
 __all__ = [
     "LineageMapper",
+    "LineageWanted",
     "NatsConfig",
     "NatsTransport",
     "OpenLineageSink",
+    "RunLineage",
     "client_for",
     "execution_run_id",
     "node_run_id",

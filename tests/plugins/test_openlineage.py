@@ -356,3 +356,23 @@ async def test_a_catalog_without_the_artifacts_is_waited_for_once_per_execution(
     assert runs == 8
     assert len(asked) < runs + 2 * 8  # 0.2 s of back-off from 20 ms is at most 5 reads per wait
     assert set(asked) == {first.execution_id, second.execution_id}
+
+
+def test_the_facade_exports_the_mapper_and_the_types_of_its_signature() -> None:
+    import plugins.openlineage as facade
+    from plugins.openlineage import _mapping
+
+    assert facade.__all__ == [
+        "LineageMapper",
+        "LineageWanted",
+        "NatsConfig",
+        "NatsTransport",
+        "OpenLineageSink",
+        "RunLineage",
+        "client_for",
+        "execution_run_id",
+        "node_run_id",
+    ]
+    assert all(getattr(facade, name) is not None for name in facade.__all__)
+    # what map(event, lineage=) and lineage_wanted exchange is nameable from the facade
+    assert (facade.RunLineage, facade.LineageWanted) == (_mapping.RunLineage, _mapping.LineageWanted)
