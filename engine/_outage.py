@@ -48,11 +48,6 @@ class Reachability:
         self._clock = clock
         self._lost_at: float | None = None
 
-    @property
-    def down(self) -> bool:
-        """Whether the last thing heard was a failure."""
-        return self._lost_at is not None
-
     def lost(self, reason: str) -> None:
         """Note a failure to reach the backend (logged only when it was up until now)."""
         if self._lost_at is None:
