@@ -797,9 +797,13 @@ def verify(
     state_dir: StateDir = None,
     postgres: Postgres = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per execution.")] = False,
+    project: ScopeProject = None,
+    domain: ScopeDomain = None,
 ) -> None:
     """Check event logs (each execution's checksum chain and payloads) and the executions
-    projection against them: one line per problem; exit 1 if anything is wrong."""
+    projection against them: one line per problem; exit 1 if anything is wrong. With a scope,
+    only the executions whose log or projection row is in it."""
+    scope = _scope(project, domain)
 
     async def body() -> int:
         import msgspec
@@ -809,9 +813,9 @@ def verify(
         checked = corrupt = disagree = 0
         async with _open_store(state_dir, postgres) as engine:
             if execution_id is not None:
-                checks = _one(await verify_execution(engine.store, execution_id))
+                checks = _one(await verify_execution(engine.store, execution_id, **scope))
             else:
-                checks = verify_store(engine.store)
+                checks = verify_store(engine.store, **scope)
             async for check in checks:
                 checked += 1
                 corrupt += bool(check.corrupt)
@@ -851,10 +855,19 @@ def rebuild_projections(
     state_dir: StateDir = None,
     postgres: Postgres = None,
     as_json: AsJson = False,
+    # read only to refuse them (from the environment, mostly): the rebuild has no scope
+    project: Annotated[str | None, typer.Option("--project", envvar="SLIPSTREAM_PROJECT", hidden=True)] = None,
+    domain: Annotated[str | None, typer.Option("--domain", envvar="SLIPSTREAM_DOMAIN", hidden=True)] = None,
 ) -> None:
     """Rebuild the executions projection from the event log: rows that disagree with the log or
     are missing are rewritten, rows without events removed, executions with a corrupt log marked
-    quarantined. Safe while loops run."""
+    quarantined. Safe while loops run. It rewrites the whole store: it refuses a scope."""
+    if project is not None or domain is not None:
+        # a scope here would be ignored: say so rather than rewrite every project's rows
+        raise BadInput(
+            "rebuild-projections rewrites the whole store: unset SLIPSTREAM_PROJECT/SLIPSTREAM_DOMAIN "
+            "(and drop --project/--domain)"
+        )
 
     async def body() -> int:
         import msgspec

@@ -106,27 +106,51 @@ def _differences(expected: ExecutionSummary, row: ExecutionSummary | None) -> li
     ]
 
 
-async def verify_execution(store: EventStore, execution_id: str) -> ExecutionCheck:
+async def verify_execution(
+    store: EventStore, execution_id: str, *, project: str | None = None, domain: str | None = None
+) -> ExecutionCheck:
     """Check one execution's chain and its projection row.
 
+    Args:
+        store: the event store.
+        execution_id: the execution.
+        project, domain: a scope (None: any); an execution outside it is not found.
+
     Raises:
-        ExecutionNotFound: it has neither events nor a projection row.
+        ExecutionNotFound: it has neither events nor a projection row, or is outside the scope.
     """
+    check, scopes = await _check(store, execution_id)
+    if not _in_scope(scopes, project, domain):
+        raise ExecutionNotFound(execution_id)
+    return check
+
+
+def _in_scope(scopes: Sequence[tuple[str, str]], project: str | None, domain: str | None) -> bool:
+    return any(project in (None, p) and domain in (None, d) for p, d in scopes)
+
+
+async def _check(store: EventStore, execution_id: str) -> tuple[ExecutionCheck, list[tuple[str, str]]]:
+    """The check of one execution, and the (project, domain) pairs it belongs to: its log's (when
+    the chain holds) and its projection row's, so that a row moved out of a scope is still seen
+    from it. A corrupt log without a row belongs to no scope (nothing trustworthy names one)."""
     records = await store.read_records(execution_id)
     row = await store.get_summary(execution_id)
+    scopes = [] if row is None else [(row.project, row.domain)]
     if not records:
         if row is None:
             raise ExecutionNotFound(execution_id)
-        return ExecutionCheck(execution_id, 0, projection=["a projection row, but no events in the log"])
+        return ExecutionCheck(execution_id, 0, projection=["a projection row, but no events in the log"]), scopes
     legacy = sum(1 for r in records if r.checksum is None)
     head = records[-1].checksum.hex() if records[-1].checksum is not None else ""
     try:
         verify_chain(execution_id, records)
     except CorruptEvent as exc:  # the fold of a corrupt log means nothing: only a missing row is worth saying
         projection = ["no projection row"] if row is None else []
-        return ExecutionCheck(execution_id, len(records), legacy, head, exc.problem, exc.version, projection)
+        check = ExecutionCheck(execution_id, len(records), legacy, head, exc.problem, exc.version, projection)
+        return check, scopes
     expected = _expected_summary(execution_id, records, row)
-    return ExecutionCheck(execution_id, len(records), legacy, head, projection=_differences(expected, row))
+    check = ExecutionCheck(execution_id, len(records), legacy, head, projection=_differences(expected, row))
+    return check, [(expected.project, expected.domain), *scopes]
 
 
 async def _log_ids(store: EventStore) -> AsyncIterator[list[str]]:
@@ -139,27 +163,37 @@ async def _log_ids(store: EventStore) -> AsyncIterator[list[str]]:
         after = page[-1]
 
 
-async def _orphan_rows(store: EventStore, in_log: set[str]) -> list[str]:
-    """Projection rows of executions that have no events."""
+async def _orphan_rows(
+    store: EventStore, in_log: set[str], project: str | None = None, domain: str | None = None
+) -> list[str]:
+    """Projection rows (of the scope, when given) of executions that have no events."""
     orphans: list[str] = []
     cursor = None
     while True:
-        page = await store.list_executions(limit=_PAGE, cursor=cursor)
+        page = await store.list_executions(project=project, domain=domain, limit=_PAGE, cursor=cursor)
         orphans.extend(s.execution_id for s in page.items if s.execution_id not in in_log)
         cursor = page.next_cursor
         if cursor is None:
             return orphans
 
 
-async def verify_store(store: EventStore) -> AsyncIterator[ExecutionCheck]:
+async def verify_store(
+    store: EventStore, *, project: str | None = None, domain: str | None = None
+) -> AsyncIterator[ExecutionCheck]:
     """`verify_execution` of every execution in the log, in id order, then a check for each
-    projection row that has no events."""
+    projection row that has no events.
+
+    With ``project``/``domain``, only the executions of that scope: those whose log or projection
+    row says they belong to it (a corrupt log without a row names no scope: verify without one).
+    """
     seen: set[str] = set()
     async for page in _log_ids(store):
         for execution_id in page:
             seen.add(execution_id)
-            yield await verify_execution(store, execution_id)
-    for execution_id in await _orphan_rows(store, seen):
+            check, scopes = await _check(store, execution_id)
+            if _in_scope(scopes, project, domain):
+                yield check
+    for execution_id in await _orphan_rows(store, seen, project, domain):
         yield ExecutionCheck(execution_id, 0, projection=["a projection row, but no events in the log"])
 
 

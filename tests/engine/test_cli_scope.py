@@ -143,3 +143,29 @@ def test_events_tail_is_scoped(where: tuple[str, str], tmp_path: Path) -> None:
             return {(await engine.get(execution_id)).project for execution_id in shown}
 
     assert asyncio.run(projects()) == {"b"}  # the store may hold earlier tests' executions too
+
+
+def test_verify_checks_only_the_scope_and_rebuild_refuses_one(
+    where: tuple[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = _one_run_per_project(where)
+    code, out, err = cli(capsys, "executions", "verify", *where, "--project", "b", "--json")
+    assert code == 0, err
+    checked = {json.loads(line)["execution_id"] for line in out.splitlines()}
+    assert ids["b"] in checked and ids["a"] not in checked  # the database may hold other tests' runs
+    code, _, err = cli(capsys, "executions", "verify", ids["a"], *where, "--project", "b")
+    assert code == 2 and err.count("\n") == 1 and f"execution {ids['a']!r} not found" in err, err
+    code, out, _ = cli(capsys, "executions", "verify", ids["a"], *where, "--project", "a")
+    assert code == 0 and out.startswith(f"ok {ids['a']}: ")
+    code, out, err = cli(capsys, "executions", "verify", *where, "--project", "nobody", "--domain", "staging")
+    assert code == 0 and out == "" and "checked 0 executions" in err
+    monkeypatch.setenv("SLIPSTREAM_PROJECT", "a")
+    code, out, _ = cli(capsys, "executions", "verify", *where, "--json")
+    checked = {json.loads(line)["execution_id"] for line in out.splitlines()}
+    assert ids["a"] in checked and ids["b"] not in checked
+    code, out, err = cli(capsys, "admin", "rebuild-projections", *where)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "rebuild-projections rewrites the whole store: unset SLIPSTREAM_PROJECT/SLIPSTREAM_DOMAIN" in err
+    monkeypatch.delenv("SLIPSTREAM_PROJECT")
+    code, _, err = cli(capsys, "admin", "rebuild-projections", *where)
+    assert code == 0, err
