@@ -91,9 +91,11 @@ def check_scope(project: str, domain: str, domains: Sequence[str]) -> None:
             "letter or digit"
         )
     if domain not in domains:
-        # an abbreviation ('prod', 'dev') or a misspelling ('prodution')
-        close = [d for d in domains if domain and str(domain) in d][:1] or difflib.get_close_matches(
-            str(domain), domains, n=1
+        # an abbreviation ('prod', 'dev': a prefix of 3 characters or more, so that 'e' suggests
+        # nothing) or a misspelling ('prodution')
+        asked = str(domain)
+        close = [d for d in domains if len(asked) >= 3 and d.startswith(asked)][:1] or difflib.get_close_matches(
+            asked, domains, n=1
         )
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise InvalidScope(f"domain {domain!r} is not one of {', '.join(domains)}{hint}")

@@ -71,3 +71,22 @@ async def test_a_scoped_engine_sees_nothing_of_another_project(make_engine) -> N
         assert hidden not in seen and mine.execution_id in seen
     async with make_engine(run_loop=False) as admin:  # unscoped: an administrator's
         assert {s.project for s in await admin.list_executions()} == {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    ("domain", "hint"),
+    [
+        ("prod", "; did you mean 'production'?"),
+        ("dev", "; did you mean 'development'?"),
+        ("prodution", "; did you mean 'production'?"),
+        ("e", ""),  # a letter of every name is no abbreviation of any
+        ("de", ""),
+        ("ment", ""),  # inside a name, not its start
+    ],
+)
+def test_a_domain_hint_names_only_an_abbreviation_or_a_near_spelling(domain: str, hint: str) -> None:
+    from engine._validation import check_scope
+
+    with pytest.raises(InvalidScope) as caught:
+        check_scope("default", domain, ("development", "staging", "production"))
+    assert str(caught.value) == f"domain {domain!r} is not one of development, staging, production{hint}"
