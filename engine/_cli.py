@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from engine._engine import Engine, ExecutionHandle
     from engine._subscribe import Subscription
     from engine._workflow import Workflow
-    from engine.interfaces import Artifact, Catalog, Lineage
+    from engine.interfaces import Artifact, Catalog
     from engine.models import WorkflowSpec
 
 __all__ = ["app", "main"]
@@ -1178,7 +1178,7 @@ def catalog_show(
         from engine import _cli_catalog as view
 
         async with _open_catalog(state_dir, postgres, scope) as catalog:
-            artifact = await _artifact(catalog, artifact_id, scope)
+            artifact = await _artifact(catalog, artifact_id)
         if as_json:
             _write(msgspec.json.encode(view.artifact_json(artifact)).decode())
         else:
@@ -1213,11 +1213,11 @@ def catalog_lineage(
         from engine import _cli_catalog as view
 
         async with _open_catalog(state_dir, postgres, scope) as catalog:
-            root = await _artifact(catalog, artifact_id, scope)
+            root = await _artifact(catalog, artifact_id)
+            # scoped, the catalog is a ScopedCatalog: its lineage leaves out what other projects made
+            # from the artifact, or it from theirs
             graph = await catalog.lineage(root.id, direction=direction, depth=depth)  # type: ignore[arg-type]
             artifacts = {found: await catalog.get(found) for found in graph.depths}
-            if scope:  # what other projects made from it, or it from theirs, is not shown
-                graph, artifacts = _scoped_lineage(graph, artifacts, scope)
         if as_json:
             _write(msgspec.json.encode(view.lineage_json(graph, artifacts)).decode())
         else:
@@ -1250,11 +1250,8 @@ def catalog_evict(
 
         async with _open_catalog(state_dir, postgres, scope) as catalog:
             if artifact_id is not None:
-                removed = await catalog.evict(artifact_id=(await _artifact(catalog, artifact_id, scope)).id)
-            elif scope:  # only the scope's artifacts of the task
-                found = await catalog.list_artifacts(task=task, limit=2**31 - 1, **scope)
-                removed = sum([await catalog.evict(artifact_id=artifact.id) for artifact in found])
-            else:
+                removed = await catalog.evict(artifact_id=(await _artifact(catalog, artifact_id)).id)
+            else:  # scoped, the catalog is a ScopedCatalog: only the scope's artifacts of the task
                 removed = await catalog.evict(task=task)
         if as_json:
             _write(msgspec.json.encode({"evicted": removed}).decode())
@@ -1276,9 +1273,9 @@ async def _open_catalog(
         yield engine.catalog
 
 
-async def _artifact(catalog: Catalog, artifact_id: str, scope: dict[str, str] | None = None) -> Artifact:
-    found = await catalog.get(artifact_id)
-    if found is None or not _in_scope(found, scope):
+async def _artifact(catalog: Catalog, artifact_id: str) -> Artifact:
+    found = await catalog.get(artifact_id)  # a scoped engine's catalog does not find other projects' artifacts
+    if found is None:
         raise BadInput(
             f"no artifact {artifact_id!r} in the catalog (or the prefix is ambiguous or shorter than 8 digits); "
             "list them with `slipstream catalog ls`"
@@ -1470,28 +1467,6 @@ def _scope(project: str | None, domain: str | None) -> dict[str, str]:
     domains = listed or list(DOMAINS)
     check_scope("default" if project is None else project, domains[0] if domain is None else domain, domains)
     return {name: value for name, value in (("project", project), ("domain", domain)) if value is not None}
-
-
-def _scoped_lineage(
-    graph: Lineage, artifacts: dict[str, Artifact | None], scope: dict[str, str]
-) -> tuple[Lineage, dict[str, Artifact | None]]:
-    """The lineage graph without the artifacts outside ``scope`` (nor the links through them)."""
-    import msgspec
-
-    kept = {key: found for key, found in artifacts.items() if found is not None and _in_scope(found, scope)}
-    kept[graph.root] = artifacts.get(graph.root)
-    links = [link for link in graph.links if link.source in kept and link.target in kept]
-    depths = {key: depth for key, depth in graph.depths.items() if key in kept}
-    return msgspec.structs.replace(graph, links=links, depths=depths), kept
-
-
-def _in_scope(artifact: Artifact, scope: dict[str, str] | None) -> bool:
-    """Whether a catalog entry belongs to the scope (its dataset's project and domain)."""
-    scope = scope or {}
-    dataset = artifact.dataset
-    return scope.get("project", dataset.project) == dataset.project and scope.get("domain", dataset.domain) == (
-        dataset.domain
-    )
 
 
 def _statuses(status: str | None) -> list[str] | None:
