@@ -633,6 +633,10 @@ def can_load(ref: TaskRef) -> bool:
             return importlib.util.find_spec(ref.module) is not None
         except (ImportError, ValueError):
             return False
+    if getattr(getattr(module, "__spec__", None), "_initializing", False):
+        # another thread (a worker running a task of it) is importing it right now: its names
+        # are not all bound yet, but it is importable, which is all a missing module shows either
+        return True
     target: Any = module
     for part in ref.qualname.split("."):  # a different __main__ would not have it
         target = getattr(target, part, None)

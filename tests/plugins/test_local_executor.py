@@ -105,6 +105,43 @@ def test_can_run() -> None:
     assert executor.can_run(TaskRef("ghost", "__main__", "ghost", "h", pickled=b"x"))
 
 
+def test_can_run_a_task_of_a_module_another_thread_is_importing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker thread importing a task module for its first attempt must not make the loop, which
+    asks can_run of every new execution meanwhile, take the module for one without the task: it
+    would leave the execution to other engines for good (a serve then never took it over)."""
+    name = "slipstream_half_imported_tasks"
+    (tmp_path / f"{name}.py").write_text(
+        "import threading\n"
+        "started, proceed = threading.Event(), threading.Event()\n"
+        "started.set()\n"
+        "proceed.wait(10)\n"
+        "def step(x):\n"
+        "    return x + 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    importing = threading.Thread(target=__import__, args=(name,))
+    importing.start()
+    try:
+        for _ in range(1000):
+            module = sys.modules.get(name)
+            if module is not None and hasattr(module, "started") and module.started.is_set():
+                break
+            importing.join(0.01)
+        else:
+            pytest.fail("the module never started importing")
+        assert not hasattr(module, "step")  # halfway: the task's name is not bound yet
+        assert LocalExecutor().can_run(TaskRef("step", name, "step", "h"))
+    finally:
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "proceed"):
+            module.proceed.set()
+        importing.join(10)
+        sys.modules.pop(name, None)
+
+
 # --- workers -------------------------------------------------------------------------------------
 
 
