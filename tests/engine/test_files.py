@@ -110,14 +110,6 @@ async def test_a_missing_file_is_a_typed_error_naming_the_path(eng: Engine, tmp_
         await eng.launch(wf.checksum, f=File(missing))
 
 
-@pytest.fixture
-def side_effects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "side-effects"
-    directory.mkdir()
-    monkeypatch.setenv("SLIPSTREAM_TEST_SIDE_EFFECTS", str(directory))
-    return directory
-
-
 async def test_the_cache_key_follows_the_content_not_the_path(
     make_engine: object, store_kind: str, tmp_path: Path, side_effects: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -17,7 +17,7 @@ from engine._postgres_store import PostgresEventStore
 from engine._store_common import load_migrations
 from engine.errors import ConcurrencyConflict, ConfigError, SlipstreamError, StoreUnavailable
 from engine.events import ExecutionStarted, NodeQueued, encode_event
-from engine.interfaces import to_records
+from engine.interfaces import StoredEvent, to_records
 from tests.conftest import with_database
 from tests.engine.test_store_contract import T0, created, lifecycle, new_id, queued
 
@@ -366,45 +366,58 @@ async def test_a_lease_dies_with_its_session(postgres_database: str, postgres_sc
 
 # --- the lean append (migration 0007): one existing execution per call -------------------------------
 
+_STORE_WAITS_ON_A_LOCK = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    " AND application_name = 'slipstream-store' AND wait_event_type = 'Lock'"
+)
+_STORE_ADVISORY_LOCKS = (
+    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'"
+    " AND a.datname = current_database() AND a.application_name = 'slipstream-store'"
+)
+
+
+async def _their_uncommitted_version_2(other: asyncpg.Connection, eid: str, after: StoredEvent) -> None:
+    """Another process's append of version 2 (node ``theirs``), left uncommitted in ``other``'s
+    open transaction: an append of ours at version 1 waits on it."""
+    theirs = NodeQueued(execution_id=eid, version=2, at=T0, node_id="theirs", attempt=1)
+    (record,) = to_records(eid, 1, [theirs])
+    (checksum,) = chain_checksums(eid, after.checksum, [record])
+    await other.execute(
+        "SELECT slipstream_append_one($1, 1, $2, NULL, $3, $4, $5, $6, $7)",
+        eid,
+        after.checksum,
+        [record.kind],
+        [record.node_id],
+        [record.attempt],
+        [record.payload],
+        [checksum],
+    )
+
+
+async def _until_the_store_waits_on_a_lock(other: asyncpg.Connection) -> None:
+    with anyio.fail_after(30):  # polled: no event says it waits
+        while not await other.fetchval(_STORE_WAITS_ON_A_LOCK):  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+
 
 async def test_a_writer_at_the_same_version_still_conflicts_through_the_lean_append(store: PostgresEventStore) -> None:
     eid = new_id()
     await store.append(eid, 0, [created(eid)])
     (first,) = await store.read_records(eid)
-    theirs = NodeQueued(execution_id=eid, version=2, at=T0, node_id="theirs", attempt=1)
     ours = NodeQueued(execution_id=eid, version=2, at=T0, node_id="ours", attempt=1)
-    (theirs_record,) = to_records(eid, 1, [theirs])
-    (checksum,) = chain_checksums(eid, first.checksum, [theirs_record])
     other = await raw(store)
     try:
         # another process's append of version 2, not yet committed when ours arrives
         tx = other.transaction()
         await tx.start()
-        await other.execute(
-            "SELECT slipstream_append_one($1, 1, $2, NULL, $3, $4, $5, $6, $7)",
-            eid,
-            first.checksum,
-            [theirs_record.kind],
-            [theirs_record.node_id],
-            [theirs_record.attempt],
-            [theirs_record.payload],
-            [checksum],
-        )
+        await _their_uncommitted_version_2(other, eid, first)
         appending = asyncio.create_task(store.append(eid, 1, [ours]))
-        with anyio.fail_after(30):  # ours waits on their uncommitted version 2 (polled: no event says so)
-            while not await other.fetchval(  # noqa: ASYNC110
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND application_name = 'slipstream-store' AND wait_event_type = 'Lock'"
-            ):
-                await anyio.sleep(0.01)
+        await _until_the_store_waits_on_a_lock(other)  # ours waits on their uncommitted version 2
         await tx.commit()
         with pytest.raises(ConcurrencyConflict) as caught:
             await appending
         assert (caught.value.execution_id, caught.value.expected_version, caught.value.actual_version) == (eid, 1, 2)
-        held = await other.fetchval(
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'"
-            " AND a.datname = current_database() AND a.application_name = 'slipstream-store'"
-        )
+        held = await other.fetchval(_STORE_ADVISORY_LOCKS)
         assert held == 0, "a lost race left the sequence lock held on a pooled connection"
     finally:
         await other.close()
@@ -423,41 +436,21 @@ async def test_an_append_cancelled_while_its_function_holds_the_sequence_lock_le
     eid = new_id()
     await store.append(eid, 0, [created(eid)])
     (first,) = await store.read_records(eid)
-    theirs = NodeQueued(execution_id=eid, version=2, at=T0, node_id="theirs", attempt=1)
-    (theirs_record,) = to_records(eid, 1, [theirs])
-    (checksum,) = chain_checksums(eid, first.checksum, [theirs_record])
     other = await raw(store)
     try:
         # another process's uncommitted version 2: our insert waits on it, inside the function,
         # holding the session's sequence lock
         tx = other.transaction()
         await tx.start()
-        await other.execute(
-            "SELECT slipstream_append_one($1, 1, $2, NULL, $3, $4, $5, $6, $7)",
-            eid,
-            first.checksum,
-            [theirs_record.kind],
-            [theirs_record.node_id],
-            [theirs_record.attempt],
-            [theirs_record.payload],
-            [checksum],
-        )
+        await _their_uncommitted_version_2(other, eid, first)
         appending = asyncio.create_task(store.append(eid, 1, [queued(eid, 2)]))
-        with anyio.fail_after(30):  # polled: no event says it waits
-            while not await other.fetchval(  # noqa: ASYNC110
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND application_name = 'slipstream-store' AND wait_event_type = 'Lock'"
-            ):
-                await anyio.sleep(0.01)
+        await _until_the_store_waits_on_a_lock(other)
         appending.cancel()  # a round cancelled mid-append (a shutdown, a timeout)
         with pytest.raises(asyncio.CancelledError):
             await appending
         await tx.commit()
         with anyio.fail_after(10):  # the pool's connections hold no advisory lock once idle
-            while await other.fetchval(  # noqa: ASYNC110
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'"
-                " AND a.datname = current_database() AND a.application_name = 'slipstream-store'"
-            ):
+            while await other.fetchval(_STORE_ADVISORY_LOCKS):  # noqa: ASYNC110
                 await anyio.sleep(0.05)
     finally:
         await other.close()

@@ -14,8 +14,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -41,12 +42,8 @@ async def store(postgres_database: str, postgres_schema: str) -> AsyncIterator[P
 # --- appends and leases ------------------------------------------------------------------------------
 
 
-async def test_read_all_never_skips_an_event_while_many_writers_append(
-    postgres_database: str, postgres_schema: str
-) -> None:
-    stores = [PostgresEventStore(postgres_database, schema=postgres_schema, max_size=4) for _ in range(3)]
-    for s in stores:
-        await s.start()
+async def _tailed_while(store: PostgresEventStore, *writers: Coroutine[Any, Any, None]) -> tuple[list[int], list[int]]:
+    """The seqs a `read_all` tailer saw while ``writers`` ran, and the whole log's seqs after."""
     tailed: list[int] = []
     done = asyncio.Event()
 
@@ -54,12 +51,26 @@ async def test_read_all_never_skips_an_event_while_many_writers_append(
         after = 0
         while True:
             finished = done.is_set()  # read once more after the writers are done
-            for event in await stores[0].read_all(after, limit=50):
+            for event in await store.read_all(after, limit=50):
                 tailed.append(event.seq)
                 after = event.seq
-            if finished and not await stores[0].read_all(after, limit=1):
+            if finished and not await store.read_all(after, limit=1):
                 return
             await asyncio.sleep(0)
+
+    tailer = asyncio.create_task(tail())
+    await asyncio.gather(*writers)
+    done.set()
+    await asyncio.wait_for(tailer, timeout=60)
+    return tailed, [g.seq for g in await store.read_all(0, limit=10_000)]
+
+
+async def test_read_all_never_skips_an_event_while_many_writers_append(
+    postgres_database: str, postgres_schema: str
+) -> None:
+    stores = [PostgresEventStore(postgres_database, schema=postgres_schema, max_size=4) for _ in range(3)]
+    for s in stores:
+        await s.start()
 
     async def write(s: PostgresEventStore, n: int) -> None:
         for _ in range(n):
@@ -67,11 +78,7 @@ async def test_read_all_never_skips_an_event_while_many_writers_append(
             await s.append_many([(eid, 0, [created(eid)]) for eid in ids])
 
     try:
-        tailer = asyncio.create_task(tail())
-        await asyncio.gather(*(write(s, 40) for s in stores for _ in range(4)))
-        done.set()
-        await asyncio.wait_for(tailer, timeout=60)
-        everything = [g.seq for g in await stores[0].read_all(0, limit=10_000)]
+        tailed, everything = await _tailed_while(stores[0], *(write(s, 40) for s in stores for _ in range(4)))
     finally:
         for s in stores:
             await s.close()
@@ -87,19 +94,6 @@ async def test_read_all_never_skips_an_event_while_many_writers_append_rounds(
     stores = [PostgresEventStore(postgres_database, schema=postgres_schema, max_size=4) for _ in range(3)]
     for s in stores:
         await s.start()
-    tailed: list[int] = []
-    done = asyncio.Event()
-
-    async def tail() -> None:
-        after = 0
-        while True:
-            finished = done.is_set()  # read once more after the writers are done
-            for event in await stores[0].read_all(after, limit=50):
-                tailed.append(event.seq)
-                after = event.seq
-            if finished and not await stores[0].read_all(after, limit=1):
-                return
-            await asyncio.sleep(0)
 
     async def write(s: PostgresEventStore, rounds: int) -> None:
         eid = new_id()
@@ -108,11 +102,7 @@ async def test_read_all_never_skips_an_event_while_many_writers_append_rounds(
             await s.append(eid, version, [queued(eid, version + 1), queued(eid, version + 2)])
 
     try:
-        tailer = asyncio.create_task(tail())
-        await asyncio.gather(*(write(s, 30) for s in stores for _ in range(4)))
-        done.set()
-        await asyncio.wait_for(tailer, timeout=60)
-        everything = [g.seq for g in await stores[0].read_all(0, limit=10_000)]
+        tailed, everything = await _tailed_while(stores[0], *(write(s, 30) for s in stores for _ in range(4)))
     finally:
         for s in stores:
             await s.close()
