@@ -890,7 +890,7 @@ class Engine:
                 if self._controller is not None:
                     await self._controller.wait_finished(execution_id)
                 else:
-                    await self.store.wait_for_changes(timeout=0.5)
+                    await self.store.wait_for_changes(timeout=0.5, executions_only=True)
 
     async def _follow_log(self, summary: ExecutionSummary) -> ExecutionSummary:
         """Wait for the execution's end as its log says (folded once, then its tail at each change),

@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -32,6 +32,7 @@ from engine.errors import StoreUnavailable
 __all__ = ["AdvisoryLeases", "lease_key"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _MEMBERS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1"
 
@@ -128,6 +129,30 @@ class AdvisoryLeases:
             await self._flush()
             if self._joined is not self._session():
                 raise StoreUnavailable("cannot join the serving loops of the store; try again shortly")
+
+    async def exclusive(self, action: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run ``action`` on the lease session between lock queries (a connection runs one
+        command at a time) and return its result; claims that arrive meanwhile go out after it.
+
+        Raises:
+            StoreUnavailable: the lease session is down.
+        """
+        while True:
+            if self._flushing:  # as in `join`: the flush under way ends soon
+                await asyncio.sleep(0.005)
+                continue
+            self._flushing = True
+            try:
+                session = self._session()
+                if session is None or session.is_closed():
+                    raise StoreUnavailable("the Postgres lease session is reconnecting; try again shortly")
+                result = await action(session)
+            finally:
+                self._flushing = False
+            break
+        if self._releases or self._claims:
+            await self._flush()
+        return result
 
     async def count_members(self) -> int:
         """The serving loops sharing the store now (the sessions that joined)."""

@@ -65,7 +65,7 @@ from engine.interfaces import (
     StoredEvent,
 )
 
-__all__ = ["NOTIFY_CHANNEL", "PostgresEventStore"]
+__all__ = ["EXECUTIONS_CHANNEL", "NOTIFY_CHANNEL", "PostgresEventStore"]
 
 log = logging.getLogger(__name__)
 # "lost Postgres ..." / "Postgres ... back after N s": what a server's operator reads (`slipstream serve`
@@ -81,7 +81,10 @@ def _not_a_floor_retry(record: logging.LogRecord) -> bool:
 
 logging.getLogger("asyncpg.pool").addFilter(_not_a_floor_retry)
 
+# Every append NOTIFYs this channel; creations and status changes also NOTIFY the executions one
+# (migration 0009), all a control loop looking for work needs to hear of.
 NOTIFY_CHANNEL = "slipstream_events"
+EXECUTIONS_CHANNEL = "slipstream_executions"
 # Arbitrary constants naming Slipstream's advisory locks (pg_advisory_* take one bigint key).
 _SEQ_LOCK = 0x51175EA3_0001
 _MIGRATION_LOCK = 0x51175EA3_0002
@@ -175,7 +178,12 @@ class PostgresEventStore(EventStore):
         self._listener: asyncpg.Connection | None = None
         self._listener_task: asyncio.Task[None] | None = None
         self._listener_lost = asyncio.Event()
-        self._changes = ChangeSignal()
+        self._changes = ChangeSignal()  # any append (wait_for_changes)
+        self._execution_changes = ChangeSignal()  # creations, status changes (executions_only=True)
+        # whether the listener also LISTENs on NOTIFY_CHANNEL: only once a consumer waits for every
+        # append (a relay, a subscriber), since each notification costs its receiver a socket read
+        # and a wake-up, and a serving loop alone would take one for every append of every process
+        self._every_append = False
         self._closing = False
         # appends waiting for the one being written, to go out together after it
         self._writing = False
@@ -203,7 +211,7 @@ class PostgresEventStore(EventStore):
             self._fetch,
             f"slipstream-serve:{schema}",
             _UNAVAILABLE,
-            self._changes.notify,
+            self._wake_all,
         )
 
     @property
@@ -544,7 +552,7 @@ class PostgresEventStore(EventStore):
         # Our own NOTIFY wakes this store's consumers as it wakes every other's (once per append);
         # only while the listener is down do we wake them ourselves.
         if self._listener is None or self._listener.is_closed():
-            self._changes.notify()
+            self._wake_all()
 
     async def _write_on(
         self,
@@ -792,17 +800,38 @@ class PostgresEventStore(EventStore):
 
     # --- change notifications ------------------------------------------------------------------------
 
-    async def wait_for_changes(self, timeout: float | None = None) -> None:
+    async def wait_for_changes(self, timeout: float | None = None, *, executions_only: bool = False) -> None:
         """Return when events were appended by anyone since the calling task's last return, or
-        after ``timeout``; each task has its own wake-ups.
+        after ``timeout``; each task has its own wake-ups. ``executions_only``: only when an
+        execution was created or its status changed.
 
-        Wake-ups come from ``LISTEN slipstream_events``; while the listener connection is down (it
+        Wake-ups come from ``LISTEN slipstream_executions``, and from ``LISTEN slipstream_events``
+        once a task waits for every append (its first such wait returns at once: appends before
+        the LISTEN took effect were not heard). While the listener connection is down (it
         reconnects by itself) every call wakes spuriously, which the contract allows.
         """
+        signal = self._execution_changes if executions_only else self._changes
+        if not executions_only and not self._every_append:
+            await self._listen_to_every_append()
         if self._listener is None or self._listener.is_closed():
-            self._changes.notify()
-        await self._changes.wait(timeout)
-        self._changes.take()
+            signal.notify()
+        await signal.wait(timeout)
+        signal.take()
+
+    async def _listen_to_every_append(self) -> None:
+        self._every_append = True  # a listener connected from now on LISTENs on both channels
+        listener = self._listener
+        if listener is not None and not listener.is_closed():
+            # the lease queries share the connection, and it runs one command at a time; if it
+            # fails, the listener is lost and its replacement LISTENs on both channels
+            with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError, StoreUnavailable):
+                await self._leases.exclusive(lambda session: session.add_listener(NOTIFY_CHANNEL, self._on_notify))
+        self._changes.notify()
+
+    def _wake_all(self) -> None:
+        """Wake every consumer, whatever it waits for (notifications may have been missed)."""
+        self._changes.notify()
+        self._execution_changes.notify()
 
     # --- durable cursors --------------------------------------------------------------------------
 
@@ -876,10 +905,16 @@ class PostgresEventStore(EventStore):
             self._foreign.add(execution_id)
         self._changes.notify()
 
+    def _on_execution_notify(self, _conn: object, pid: int, _channel: str, execution_id: str) -> None:
+        self._on_notify(_conn, pid, _channel, execution_id)
+        self._execution_changes.notify()
+
     def changed_by_others(self) -> set[str] | None:
-        """The executions other processes appended to since the previous call, from the senders
-        of the ``NOTIFY`` of each append; ``None`` on the first call and after the listener was
-        lost (notifications may have been missed).
+        """The executions other processes created, changed the status of (an abort) or, while this
+        store listens to every append, appended to since the previous call, from the senders of
+        the ``NOTIFY``s; ``None`` on the first call and after the listener was lost (notifications
+        may have been missed). A foreign append it does not name costs its loop a conflict and a
+        fresh read at its next append, as the contract allows.
         """
         if not self._tracking or self._missed_notifications:
             self._tracking, self._missed_notifications = True, False
@@ -893,12 +928,14 @@ class PostgresEventStore(EventStore):
             self._leases.clear()  # the session that held them is gone, and so are its locks
             self._missed_notifications = True
             self._listener_lost.set()
-            self._changes.notify()  # notifications may be missed until it is back: wake spuriously
+            self._wake_all()  # notifications may be missed until it is back: wake spuriously
 
     async def _connect_listener(self) -> asyncpg.Connection:
         conn: asyncpg.Connection = await asyncpg.connect(self._dsn, server_settings=self._server_settings())
         try:
-            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            await conn.add_listener(EXECUTIONS_CHANNEL, self._on_execution_notify)
+            if self._every_append:
+                await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
         except BaseException:
             conn.terminate()
             raise
@@ -928,7 +965,7 @@ class PostgresEventStore(EventStore):
                     continue
                 self._reach.back()
                 delay = 0.05
-                self._changes.notify()  # appends may have happened while no listener was up
+                self._wake_all()  # appends may have happened while no listener was up
                 break
 
 

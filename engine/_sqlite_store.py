@@ -392,9 +392,10 @@ class SqliteEventStore(EventStore):
 
     # --- change notifications --------------------------------------------------------------------
 
-    async def wait_for_changes(self, timeout: float | None = None) -> None:
+    async def wait_for_changes(self, timeout: float | None = None, *, executions_only: bool = False) -> None:
         """Return when events were appended since the calling task's last return, or after
-        ``timeout`` seconds; each task has its own wake-ups.
+        ``timeout`` seconds; each task has its own wake-ups. ``executions_only`` changes nothing:
+        every append wakes (the interface allows it).
 
         Appends through this instance wake it at once; commits by other connections to the same
         file are noticed within about 0.2 s (``PRAGMA data_version``; their cursor writes too,

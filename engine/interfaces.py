@@ -139,11 +139,13 @@ class EventStore(abc.ABC):
     - ``read_all`` returns events of all executions in commit-safe ``seq`` order: it never returns
       an event while an event with a lower ``seq`` may still commit.
     - ``wait_for_changes`` returns when something was appended (by any process sharing the store),
-      or after ``timeout`` seconds; spurious wake-ups are allowed. Wake-ups are per consumer (the
-      calling asyncio task): every task waiting on, or busy between waits on, one store instance
-      is woken for each append it has not yet been woken for; one never swallows another's. So
-      wait in the consumer's own task (``anyio.move_on_after``, not a fresh task per call: on
-      Python 3.11 ``asyncio.wait_for`` makes one); fresh tasks share one position among them.
+      or after ``timeout`` seconds; spurious wake-ups are allowed. With ``executions_only`` it
+      must return for an execution created or a status changed, and may sleep through other
+      appends. Wake-ups are per consumer (the calling asyncio task): every task waiting on, or
+      busy between waits on, one store instance is woken for each append it has not yet been
+      woken for; one never swallows another's. So wait in the consumer's own task
+      (``anyio.move_on_after``, not a fresh task per call: on Python 3.11 ``asyncio.wait_for``
+      makes one); fresh tasks share one position among them.
     - ``read_cursor``/``write_cursor`` keep durable cursors of tailing readers (a relay, a durable
       subscription): a tracking record per ``name`` holding the ``seq`` of ``read_all`` up to
       which the reader is done. ``read_cursor`` of a name never written is 0; ``write_cursor``
@@ -284,8 +286,13 @@ class EventStore(abc.ABC):
         """Executions newest first, filtered; ``cursor`` continues a previous page."""
 
     @abc.abstractmethod
-    async def wait_for_changes(self, timeout: float | None = None) -> None:
-        """Return when events were appended (by anyone), or after ``timeout`` seconds."""
+    async def wait_for_changes(self, timeout: float | None = None, *, executions_only: bool = False) -> None:
+        """Return when events were appended (by anyone), or after ``timeout`` seconds.
+
+        ``executions_only``: the caller needs to hear only of executions created or whose status
+        changed (a control loop looking for work); a store that cannot tell them apart wakes it
+        for every append (a spurious wake-up).
+        """
 
     @abc.abstractmethod
     async def read_cursor(self, name: str) -> int:

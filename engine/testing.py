@@ -302,10 +302,10 @@ class InMemoryEventStore(EventStore):
 
     # --- change notifications --------------------------------------------------------------------
 
-    async def wait_for_changes(self, timeout: float | None = None) -> None:
+    async def wait_for_changes(self, timeout: float | None = None, *, executions_only: bool = False) -> None:
         """Return when events were appended through any store on this log since the calling task's
         last return, or after ``timeout`` seconds (``None``: no limit); each task has its own
-        wake-ups."""
+        wake-ups. ``executions_only`` changes nothing: every append wakes (the interface allows it)."""
         await self._round_trip()
         await self._changes.wait(timeout)
         self._changes.take()

@@ -288,8 +288,10 @@ class Controller:
     async def _watch_store(self) -> None:
         """Pick up executions created by other processes sharing the store.
 
-        Our own appends wake this too; the pause after each look bounds the listing queries to a
-        few per second however busy the loop is (launches in this process are enqueued directly).
+        It waits for creations and status changes only (``executions_only``: a store that can tell
+        does not wake it for every append of every process); ours wake it too, and the pause after
+        each look bounds the listing queries to a few per second however busy the loop is
+        (launches in this process are enqueued directly).
         """
         epoch = self.store.lease_epoch()
         announced = False
@@ -299,7 +301,9 @@ class Controller:
                     await self.store.announce_loop()
                     announced = True
                 # while executions wait for their preferred loop, look again when their delay is up
-                await self.store.wait_for_changes(timeout=self.claim_delay if self._unclaimed else self.resync_interval)
+                await self.store.wait_for_changes(
+                    timeout=self.claim_delay if self._unclaimed else self.resync_interval, executions_only=True
+                )
                 if self.store.lease_epoch() != epoch:  # a loop sharing the store went away
                     epoch = self.store.lease_epoch()
                     await self._adopt(["created", "running"], pages=None)

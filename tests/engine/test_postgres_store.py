@@ -16,7 +16,7 @@ from engine._chain import chain_checksums
 from engine._postgres_store import PostgresEventStore
 from engine._store_common import load_migrations
 from engine.errors import ConcurrencyConflict, ConfigError, SlipstreamError, StoreUnavailable
-from engine.events import ExecutionStarted, NodeQueued, encode_event
+from engine.events import ExecutionAborted, ExecutionStarted, NodeQueued, encode_event
 from engine.interfaces import StoredEvent, to_records
 from tests.conftest import with_database
 from tests.engine.test_store_contract import T0, created, lifecycle, new_id, queued
@@ -313,6 +313,72 @@ async def test_listener_reconnects_after_being_killed(
         await other.append(eid, 0, [created(eid)])
         await asyncio.wait_for(waiter, timeout=5)
         assert loop.time() - start < 2
+
+
+async def _channels(store: PostgresEventStore) -> set[str]:
+    """The channels the store's listener session LISTENs on (asked on that session)."""
+    assert store._listener is not None
+    found = await store._leases.exclusive(
+        lambda session: session.fetchval("SELECT array_agg(c) FROM pg_listening_channels() c")
+    )
+    return set(found or [])
+
+
+async def test_a_loop_is_not_woken_by_every_append_until_a_consumer_wants_them(
+    store: PostgresEventStore, postgres_database: str, postgres_schema: str
+) -> None:
+    """A serving loop listens for creations and status changes only: a node event of a running
+    execution, appended by another process, neither wakes its watcher nor reaches its listener.
+    Once a consumer here waits for every append (a relay), the store listens to every append."""
+    loop = asyncio.get_running_loop()
+    eid = new_id()
+    async with PostgresEventStore(postgres_database, schema=postgres_schema) as other:
+        await other.append(eid, 0, [created(eid), ExecutionStarted(execution_id=eid, version=2, at=T0)])
+        assert await _channels(store) == {"slipstream_executions"}
+        with anyio.fail_after(10):
+            await store.wait_for_changes(timeout=0.3, executions_only=True)
+            await store.wait_for_changes(timeout=0.3, executions_only=True)
+            await other.append(eid, 2, [queued(eid, 3)])
+            start = loop.time()
+            await store.wait_for_changes(timeout=0.5, executions_only=True)
+            assert loop.time() - start >= 0.45, "woken by a node event"
+
+            async def relay() -> None:
+                await store.wait_for_changes(timeout=0.01)  # a first wait: the store starts listening
+                await store.wait_for_changes(timeout=0.3)
+                await store.wait_for_changes(timeout=10)
+
+            tailer = asyncio.create_task(relay())
+            await asyncio.sleep(0.5)
+            assert await _channels(store) == {"slipstream_executions", "slipstream_events"}
+            start = loop.time()
+            await other.append(eid, 3, [queued(eid, 4)])
+            await tailer
+            assert loop.time() - start < 2
+        # the listener's replacement listens to both channels too
+        await terminate_store_backends(postgres_database)
+        deadline = loop.time() + 10
+        while store._listener is None or store._listener.is_closed():
+            assert loop.time() < deadline, "listener did not reconnect"
+            await asyncio.sleep(0.05)
+        assert await _channels(store) == {"slipstream_executions", "slipstream_events"}
+
+
+async def test_a_loop_still_hears_of_an_abort_by_another_process(
+    store: PostgresEventStore, postgres_database: str, postgres_schema: str
+) -> None:
+    """changed_by_others names an execution another process aborted, without listening to every append."""
+    eid = new_id()
+    await store.append(eid, 0, [created(eid), ExecutionStarted(execution_id=eid, version=2, at=T0)])
+    assert store.changed_by_others() is None  # the first answer: unknown
+    async with PostgresEventStore(postgres_database, schema=postgres_schema) as other:
+        await other.append(eid, 2, [queued(eid, 3)])
+        await other.append(eid, 3, [ExecutionAborted(execution_id=eid, version=4, at=T0, reason="stop")])
+        with anyio.fail_after(10):
+            while eid not in (found := store.changed_by_others() or set()):
+                assert found == set(), found
+                await asyncio.sleep(0.02)
+    assert "slipstream_events" not in await _channels(store)
 
 
 async def test_unix_socket_dsn(postgres_database: str, postgres_schema: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -418,6 +418,33 @@ async def test_wait_for_changes_wakes_on_append_by_another_instance(
     await asyncio.sleep(0.05)
     await store.append(eid, 1, [queued(eid, 2)])
     await asyncio.wait_for(waiter, timeout=5)
+
+
+async def test_a_control_loop_waiting_for_executions_hears_of_creations_and_status_changes(
+    store: EventStore, make_store: StoreFactory
+) -> None:
+    """``executions_only``: what a control loop waits for (new work, an abort) still wakes it, from
+    another instance or process, within a moment."""
+
+    async def woken_by(append: Callable[[], Awaitable[object]]) -> float:
+        with anyio.fail_after(10):
+            await store.wait_for_changes(timeout=0.3, executions_only=True)  # start-up wake-ups
+            await store.wait_for_changes(timeout=0.3, executions_only=True)
+            waiter = asyncio.create_task(store.wait_for_changes(timeout=10, executions_only=True))
+            await asyncio.sleep(0.05)
+            start = loop.time()
+            await append()
+            await waiter
+            return loop.time() - start
+
+    loop = asyncio.get_running_loop()
+    eid = new_id()
+    async with make_store() as other:
+        assert await woken_by(lambda: other.append(eid, 0, [created(eid)])) < 2
+        started = ExecutionStarted(execution_id=eid, version=2, at=T0)
+        assert await woken_by(lambda: other.append(eid, 1, [started])) < 2
+        aborted = ExecutionAborted(execution_id=eid, version=3, at=T0, reason="stop")
+        assert await woken_by(lambda: other.append(eid, 2, [aborted])) < 2
 
 
 async def _drained(store: EventStore) -> None:
