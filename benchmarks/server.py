@@ -1,6 +1,6 @@
 """``python -m benchmarks server``: server mode (Postgres) against the floor of the same database.
 
-``python -m benchmarks server [--executions 1000] [--repeat 3] [--takeover 100] [--workers N] [--no-dbos]
+``python -m benchmarks server [--executions 1000] [--repeat 3] [--takeover 1000] [--workers N] [--no-dbos]
 [--postgres DSN]``
 
 Every figure runs on a database created for the run (``slipstream_bench_<hex>``, dropped after),
@@ -70,7 +70,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--executions", type=int, default=1000, help="one-task executions launched at once")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--samples", type=int, default=500, help="round trips and commits for the floor")
-    parser.add_argument("--takeover", type=int, default=100, help="executions running when a server is killed")
+    parser.add_argument("--takeover", type=int, default=1000, help="executions running when a server is killed")
     parser.add_argument(
         "--workers", type=int, default=None, help="reconcile workers of each serve process (default: serve's own)"
     )
