@@ -330,6 +330,7 @@ def serve(
         signals = _Signals()
         _log_to_stderr("slipstream.executions")  # a line per execution started and ended here
         _log_to_stderr("slipstream.store")  # a line when the store is lost, one when it is back
+        _log_to_stderr("slipstream.propeller")  # executions it leaves to others, rounds that fail
         if nats:
             _log_to_stderr("slipstream.nats")  # when this server's relay publishes, stands by, retries
         chosen = {"executor": executor[0], "executors": executor} if executor else {}

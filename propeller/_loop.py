@@ -134,7 +134,8 @@ class Controller:
         # version check turns any write it missed into a ConcurrencyConflict and a fresh load.
         self._stale: set[str] = set()
         # executions whose task code this process lacks: left to other engines, and not re-read
-        # at every wake-up of the store watcher only to be declined again
+        # at every wake-up of the store watcher only to be declined again; resync sweeps look at
+        # them again (a module fixed on disk imports at the next try), saying so only once
         self._declined: set[str] = set()
         # executions whose log is corrupt (CorruptEvent): never given another round by this loop,
         # whatever wakes them, until a person repairs the log and restarts it
@@ -245,8 +246,7 @@ class Controller:
                     continue
                 # listed as unfinished again: its log was restored and its projection rebuilt
                 self._quarantined.discard(summary.execution_id)
-                if summary.execution_id not in self._declined:
-                    self.refresh(summary.execution_id)
+                self.refresh(summary.execution_id)
             cursor = page.next_cursor
             if cursor is None:
                 return
@@ -488,12 +488,13 @@ class Controller:
             await self.attempts.disown(execution_id)
             return
         state, fresh = await self._load(execution_id)
-        if state is None or (fresh and not self._can_run(state)):
+        if state is None or (fresh and not self._can_run(state, say=execution_id not in self._declined)):
             if state is not None:
                 self._declined.add(execution_id)
             self._cache.pop(execution_id, None)
             await self.store.release(execution_id)
             return
+        self._declined.discard(execution_id)
         reported = self._reported.pop(execution_id, set())
         answers = self._cache_answers.pop(execution_id, {})
         if fresh:  # attempts the log says run, which this process may never have heard of
@@ -554,11 +555,14 @@ class Controller:
                 result[key] = await offload_status(status, self.blobs, limit)
         return result
 
-    def _can_run(self, state: ExecutionState) -> bool:
-        """Whether this process has the code of every task the execution has planned so far.
+    def _can_run(self, state: ExecutionState, *, say: bool = True) -> bool:
+        """Whether this process has the code of every task the execution has planned so far
+        (``say``: log which task it lacks; `slipstream serve` prints it).
 
         An engine resumes what it finds in the store; one opened for another workflow file must not
-        take over (and fail for good) executions whose task modules it cannot import.
+        take over (and fail for good) executions whose task modules it cannot import. Left alone,
+        such an execution waits for an engine that has the code: the line tells whoever runs a
+        server why it does not move.
         """
         if state.is_terminal:
             return True
@@ -566,12 +570,15 @@ class Controller:
             for node in scope.spec.task_nodes():
                 executor = self.executors.get(node.options.executor or self.config.default_executor)
                 if executor is not None and not executor.can_run(node.task):
-                    log.info(
-                        "leaving execution %s to another engine: task %s:%s cannot be loaded here",
-                        state.execution_id,
-                        node.task.module,
-                        node.task.qualname,
-                    )
+                    if say:
+                        log.info(
+                            "leaving execution %s to another engine: task %s:%s cannot be loaded here "
+                            "(is its module on this process's path? serve --path adds one); looked at "
+                            "again at each resync",
+                            state.execution_id,
+                            node.task.module,
+                            node.task.qualname,
+                        )
                     return False
         return True
 

@@ -311,3 +311,29 @@ async def test_a_store_that_cannot_mark_a_quarantine_neither_kills_the_loop_nor_
     assert [s.status for s in (await store.list_executions()).items if s.execution_id == "bad"] == ["quarantined"]
     await ctl.resync()
     assert store.marks == 4
+
+
+async def test_an_execution_left_for_want_of_its_code_is_looked_at_again_at_each_resync(
+    store: InMemoryEventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loop that cannot load an execution's task leaves it alone, says so once, and takes it
+    up at a later sweep once the code loads (a module fixed on disk), instead of never again."""
+    caplog.set_level(logging.INFO, logger="slipstream.propeller")
+    fake = FakeExecutor(can_run=False, auto_succeed={"o0": lit(2)})
+    ctl = await started(controller(store, fake))
+    await launch(store, spec_of(task_node("a")))
+    for _ in range(3):  # the first sweep, then two more while the code is still missing
+        await ctl.resync()
+        assert len(ctl.queue) == 1
+        await ctl.reconcile(await ctl.queue.get())
+        ctl.queue.done("e1")
+    assert [type(e).__name__ for e in await history(store)] == ["ExecutionCreated"]
+    said = [r for r in caplog.records if "leaving execution e1" in r.getMessage()]
+    assert len(said) == 1 and "cannot be loaded here" in said[0].getMessage()
+
+    fake.runnable = True  # the module imports now
+    await ctl.resync()
+    await ctl.reconcile(await ctl.queue.get())
+    ctl.queue.done("e1")
+    assert "ExecutionStarted" in [type(e).__name__ for e in await history(store)]
+    assert fake.submitted and fake.submitted[0].key == KEY1
