@@ -36,12 +36,13 @@ A source delivers the events of the wanted project, domain and execution in orde
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, Protocol, get_args
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, CorruptEvent
 from engine.events import AnyEvent, ExecutionCreated
-from engine.interfaces import EventStore
+from engine.interfaces import EventStore, GlobalEvent
 
 __all__ = [
     "EVENT_KINDS",
@@ -54,7 +55,10 @@ __all__ = [
     "log_end",
     "open_subscription",
     "parse_kinds",
+    "read_past_corrupt",
 ]
+
+log = logging.getLogger("slipstream.subscribe")
 
 # every event class name of the union, in declaration order
 EVENT_KINDS: tuple[str, ...] = tuple(cls.__struct_config__.tag for cls in get_args(AnyEvent))
@@ -213,25 +217,50 @@ async def log_end(store: EventStore) -> int:
     Found with one-row reads, galloping then bisecting, so O(log n) of them: the store keeps no
     "last seq" of its own, and reading the whole log to find its end would cost O(n).
     """
-    first = await store.read_all(0, 1)
-    if not first:
+    first = await _next_position(store, 0)
+    if first is None:
         return 0
-    low, step = first[0].seq, 1  # an event is at `low`
+    low, step = first, 1  # an event is at `low`
     while True:  # gallop until a probe finds nothing after it
-        ahead = await store.read_all(low + step, 1)
-        if not ahead:
+        ahead = await _next_position(store, low + step)
+        if ahead is None:
             high = low + step
             break
-        low, step = ahead[0].seq, step * 2
+        low, step = ahead, step * 2
     # the end is the smallest x in [low, high] with no event after it
     while low < high:
         middle = (low + high) // 2
-        ahead = await store.read_all(middle, 1)
-        if ahead:
-            low = ahead[0].seq
+        ahead = await _next_position(store, middle)
+        if ahead is not None:
+            low = ahead
         else:
             high = middle
     return low
+
+
+async def _next_position(store: EventStore, after: int) -> int | None:
+    """The seq of the first committed event after ``after``, corrupt or not (None: none)."""
+    try:
+        page = await store.read_all(after, 1)
+    except CorruptEvent as exc:
+        if exc.seq is None:
+            raise
+        return exc.seq
+    return page[0].seq if page else None
+
+
+async def read_past_corrupt(store: EventStore, after: int, limit: int) -> tuple[list[GlobalEvent], int]:
+    """A page of ``read_all`` and the position it reaches; an event whose payload is corrupt is
+    moved past with one error line (it can never be read, and its execution is quarantined:
+    stopping there would stop the whole stream)."""
+    try:
+        page = await store.read_all(after, limit)
+    except CorruptEvent as exc:
+        if exc.seq is None:
+            raise
+        log.error("subscription: skipping the event at seq %d, which can never be read: %s", exc.seq, exc)
+        return [], exc.seq
+    return page, page[-1].seq if page else after
 
 
 class StoreEventSource:
@@ -276,13 +305,13 @@ class StoreEventSource:
             self._position = await log_end(self._store)
 
     async def fetch(self) -> Batch:
-        page = await self._store.read_all(self._position, self._batch)
-        if not page:
+        page, position = await read_past_corrupt(self._store, self._position, self._batch)
+        if position == self._position:
             await self._store.wait_for_changes(timeout=self._poll)
-            page = await self._store.read_all(self._position, self._batch)
-            if not page:
+            page, position = await read_past_corrupt(self._store, self._position, self._batch)
+            if position == self._position:
                 return Batch([], 0)
-        self._position = page[-1].seq
+        self._position = position
         items = [(item.seq, item.event) for item in page if await self._wanted(item.event)]
         return Batch(items, self._position)
 

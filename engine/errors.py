@@ -354,12 +354,15 @@ class CorruptEvent(SlipstreamError):
         execution_id: the execution whose log is corrupt.
         version: the first event (version) found wrong.
         problem: what is wrong with it.
+        seq: its position in the whole log, when a tailing read (`EventStore.read_all`) found it:
+            a tailing reader may move past it (it can never be read), saying so.
     """
 
-    def __init__(self, execution_id: str, version: int, problem: str) -> None:
+    def __init__(self, execution_id: str, version: int, problem: str, *, seq: int | None = None) -> None:
         self.execution_id = execution_id
         self.version = version
         self.problem = problem
+        self.seq = seq
         super().__init__(
             f"execution {execution_id!r} has a corrupt event log at version {version}: {problem}; the stored "
             f"history was changed outside Slipstream. Run `slipstream executions verify {execution_id}` to see "

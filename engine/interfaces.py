@@ -134,8 +134,9 @@ class EventStore(abc.ABC):
     - ``read`` returns an execution's events in version order (``after`` excludes versions <= it);
       an unknown execution gives ``[]``. Each event's checksum chain and payload are checked: a
       missing version, a checksum that does not chain, or a payload that does not decode raises
-      ``CorruptEvent`` naming the execution and version. ``read_all`` raises it for a payload
-      that does not decode (the chain is checked per execution, by ``read``).
+      ``CorruptEvent`` naming the execution and version. ``read_all`` raises it, with the
+      event's ``seq``, for a payload that does not decode (after returning the events before it;
+      the chain is checked per execution, by ``read``).
     - ``read_all`` returns events of all executions in commit-safe ``seq`` order: it never returns
       an event while an event with a lower ``seq`` may still commit.
     - ``wait_for_changes`` returns when something was appended (by any process sharing the store),
@@ -205,17 +206,21 @@ class EventStore(abc.ABC):
         return events
 
     async def read_all(self, after_seq: int = 0, limit: int = 1000) -> list[GlobalEvent]:
-        """Events of all executions with ``seq`` > ``after_seq``, in ``seq`` order, commit-safe.
+        """Events of all executions with ``seq`` > ``after_seq``, in ``seq`` order, commit-safe;
+        the page stops before an event whose payload does not decode.
 
         Raises:
-            CorruptEvent: a payload does not decode to the event its row describes.
+            CorruptEvent: the first event after ``after_seq`` does not decode to the event its row
+                describes; its ``seq`` says where it is, for a tailing reader to move past it.
         """
         out: list[GlobalEvent] = []
         for seq, execution_id, version, payload in await self._read_all_records(after_seq, limit):
             try:
                 out.append(GlobalEvent(seq, decode_event(payload)))
             except msgspec.DecodeError as exc:  # ValidationError too: a kind unknown here
-                raise CorruptEvent(execution_id, version, f"its payload does not decode ({exc})") from None
+                if out:  # the events before it first: the next read starts at it, and raises
+                    return out
+                raise CorruptEvent(execution_id, version, f"its payload does not decode ({exc})", seq=seq) from None
         return out
 
     async def read_records(self, execution_id: str) -> list[StoredEvent]:

@@ -22,6 +22,7 @@ SUBJECT_PREFIX = "slipstream.events"
 # that the escaping is reversible.
 _UNSAFE_TOKEN_CHAR = re.compile(r"[.*>%\s]|[^\x21-\x7e]")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+_SKIPPED = object()  # the "ack" of an event moved past unpublished (AckWindow.skip)
 
 
 def subject_token(value: str) -> str:
@@ -79,6 +80,7 @@ class AckWindow:
         self.acked = acked
         self.published = 0  # acks of new messages
         self.duplicates = 0  # acks of messages the stream already held
+        self.skipped = 0  # events moved past unpublished (a corrupt payload)
         self._is_duplicate = is_duplicate
         self._pending: deque[tuple[int, asyncio.Future[Any]]] = deque()
 
@@ -88,6 +90,13 @@ class AckWindow:
     def add(self, seq: int, ack: asyncio.Future[Any]) -> None:
         """Track the publish of the event at ``seq`` (after every one added before)."""
         self._pending.append((seq, ack))
+
+    def skip(self, seq: int) -> None:
+        """Move past the event at ``seq`` without publishing it, in order after the publishes
+        added before (``acked`` reaches it once they are acked)."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(_SKIPPED)
+        self._pending.append((seq, done))
 
     def head(self) -> asyncio.Future[Any] | None:
         """The oldest ack still awaited, or ``None``."""
@@ -109,7 +118,9 @@ class AckWindow:
             result = ack.result()  # raises the publish's error
             self._pending.popleft()
             self.acked = seq
-            if self._is_duplicate(result):
+            if result is _SKIPPED:
+                self.skipped += 1
+            elif self._is_duplicate(result):
                 self.duplicates += 1
             else:
                 self.published += 1

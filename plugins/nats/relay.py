@@ -37,7 +37,7 @@ from typing import Any
 
 import anyio
 
-from engine.errors import ConfigError, StoreUnavailable
+from engine.errors import ConfigError, CorruptEvent, StoreUnavailable
 from engine.events import AnyEvent, ExecutionCreated, encode_event_json
 from engine.interfaces import EventStore, GlobalEvent, Service, ServiceContext, ServiceHealth
 from plugins.nats._connect import connect
@@ -225,7 +225,17 @@ class NatsRelay(Service):
                 await self._record(store)
                 log.info("event relay: lost the lease %s; standing by", self.lease)
                 return
-            page = await store.read_all(following, self.batch)
+            try:
+                page = await store.read_all(following, self.batch)
+            except CorruptEvent as exc:
+                if exc.seq is None:
+                    raise
+                # it can never be read (its execution is quarantined): stopping here would stop the
+                # whole stream, so move past it, in order with the publishes before it
+                log.error("event relay: skipping the event at seq %d, which can never be read: %s", exc.seq, exc)
+                acks.skip(exc.seq)
+                following = exc.seq
+                continue
             if page:
                 for item in page:
                     await self._publish(item, acks)

@@ -10,7 +10,9 @@ lineage run [--transport ...]``.
 Delivery is at least once: the cursor moves after the RunEvents of each event are emitted, so a
 restart may emit the last few again (with the same run ids; lineage servers keep one run per id).
 A transport that fails (a lineage server down) is retried with a growing pause, reported by
-``health``, and nothing is skipped.
+``health``, and nothing is skipped, but for the events of an execution whose stored log is
+corrupt: they cannot be read or mapped (the execution is quarantined), so the sink moves past
+them with one error line per execution.
 
 Datasets come from the engine's catalog (``ServiceContext.catalog``): the COMPLETE of a node run
 lists the artifacts the run consumed and produced. The catalog records them just after the commit
@@ -30,7 +32,7 @@ from typing import Any
 
 import anyio
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, CorruptEvent
 from engine.events import AnyEvent
 from engine.interfaces import Artifact, Catalog, EventStore, Service, ServiceContext, ServiceHealth
 from plugins.openlineage._mapping import LineageWanted, RunLineage
@@ -98,6 +100,7 @@ class OpenLineageSink(Service):
         self._store: EventStore | None = None
         self._catalog: Catalog | None = None
         self._unrecorded: dict[str, None] = {}  # executions whose artifacts did not come (oldest first)
+        self._corrupt: set[str] = set()  # executions whose events are skipped (said once each)
         self._position = 0
         self._pending: list[Any] = []  # RunEvents of the event at _pending_seq not yet emitted
         self._pending_seq = 0
@@ -134,14 +137,28 @@ class OpenLineageSink(Service):
         """Handle the next page of events (after waiting up to ``poll`` for one, if ``wait``);
         return how many events were handled."""
         store = self._require_store()
-        page = await store.read_all(self._position, self.batch)
+        try:
+            page = await store.read_all(self._position, self.batch)
+        except CorruptEvent as exc:
+            if exc.seq is None:
+                raise
+            self._skip(exc, f"the event at seq {exc.seq}, which can never be read")
+            self._position = exc.seq
+            await self._save()
+            return 0
         if not page:
             if wait:
                 await store.wait_for_changes(timeout=self.poll)
             return 0
         for item in page:
             if item.seq != self._pending_seq:
-                self._pending = await self._map(store, item.event)
+                try:
+                    self._pending = await self._map(store, item.event)
+                except CorruptEvent as exc:  # its history does not read: nothing to map it with
+                    if exc.execution_id != item.event.execution_id:
+                        raise
+                    self._skip(exc, f"the events of execution {exc.execution_id}")
+                    self._pending = []
                 self._pending_seq = item.seq
             while self._pending:
                 await anyio.to_thread.run_sync(self.client.emit, self._pending[0])
@@ -151,6 +168,13 @@ class OpenLineageSink(Service):
         await self._save()
         self._health = ServiceHealth()
         return len(page)
+
+    def _skip(self, exc: CorruptEvent, what: str) -> None:
+        """Say once per execution that its corrupt log makes the sink skip events of it."""
+        if exc.execution_id in self._corrupt:
+            return
+        self._corrupt.add(exc.execution_id)
+        log.error("OpenLineage sink: skipping %s: %s", what, exc)
 
     async def _map(self, store: EventStore, event: AnyEvent) -> list[Any]:
         if self.mapper.needs_history(event):

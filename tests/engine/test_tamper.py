@@ -236,6 +236,56 @@ async def test_a_forged_checksum_breaks_the_link_to_the_next_event(target: Targe
         assert caught.value.version == 3
 
 
+# -- tailing readers ---------------------------------------------------------------------------------
+
+
+async def test_tailing_readers_move_past_an_event_that_can_never_be_read(
+    target: Target, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An undecodable payload is where `read_all` stops a page, then raises with its ``seq``; a
+    subscription (and the end-of-log search) moves past it with one error line instead of
+    stopping the stream there for good."""
+    from engine._subscribe import log_end
+
+    caplog.set_level(logging.ERROR, logger="slipstream.subscribe")
+    async with target.engine() as eng:
+        first = await eng.launch(six)
+        await first.outputs()
+        second = await eng.launch(six)
+        await second.outputs()
+        store = eng.store
+        seqs = {}  # (execution, version) -> seq, for the two executions
+        after = 0
+        while page := await store.read_all(after, 5000):
+            seqs |= {(i.event.execution_id, i.event.version): i.seq for i in page}
+            after = page[-1].seq
+        end = after
+        await target.rewrite(first.execution_id, 3, payload=b"\xc1")  # 0xc1: never valid msgpack
+        victim = seqs[first.execution_id, 3]
+
+        assert [i.seq for i in await store.read_all(seqs[first.execution_id, 1], 1000)] == [seqs[first.execution_id, 2]]
+        with pytest.raises(CorruptEvent) as caught:
+            await store.read_all(seqs[first.execution_id, 2], 1000)
+        assert (caught.value.execution_id, caught.value.version, caught.value.seq) == (first.execution_id, 3, victim)
+        rest = await store.read_all(victim, 5000)
+        assert rest[0].seq == seqs[first.execution_id, 4] and rest[-1].seq == end
+        assert await log_end(store) == end
+
+        last = (second.execution_id, len(await eng.history(second.execution_id)))
+        seen: list[tuple[str, int]] = []
+        with anyio.fail_after(30):
+            async with eng.subscribe(from_start=True) as sub:
+                async for delivery in sub:
+                    event = delivery.event
+                    seen.append((event.execution_id, event.version))
+                    if seen[-1] == last:
+                        break
+    assert (first.execution_id, 2) in seen and (first.execution_id, 4) in seen
+    assert (first.execution_id, 3) not in seen
+    said = [r.getMessage() for r in caplog.records if "skipping the event" in r.getMessage()]
+    assert len(said) == 1 and f"seq {victim}" in said[0] and "corrupt event log at version 3" in said[0]
+
+
 # -- the control loop -------------------------------------------------------------------------------
 
 

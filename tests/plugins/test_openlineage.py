@@ -6,6 +6,7 @@ alone as ``slipstream lineage run``."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -213,6 +214,34 @@ async def test_a_sink_resumes_from_its_cursor(tmp_path: Path) -> None:
     assert after[: len(before)] == before
     ids = [(e["run"]["runId"], e["eventType"]) for e in after]
     assert len(ids) == len(set(ids)), "an event was emitted twice"
+
+
+async def test_an_event_that_can_never_be_read_is_skipped_with_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A corrupt payload (its execution is quarantined) does not stop the sink for good: it moves
+    past it, saying so once, and emits what comes after."""
+    from tests.engine.test_tamper import Target
+
+    caplog.set_level(logging.ERROR, logger="slipstream.openlineage")
+    target = Target("sqlite", tmp_path / "state", None)
+    async with Engine.embedded(tmp_path / "state") as eng:
+        first = await eng.launch(wf.diamond, x=1)
+        await first.outputs(timeout=30)
+        second = await eng.launch(wf.diamond, x=2)
+        await second.outputs(timeout=30)
+    await target.rewrite(first.execution_id, 3, payload=b"\xc1")
+    path = tmp_path / "lineage.jsonl"
+    sink = OpenLineageSink(f"file:{path}")
+    async with Engine.embedded(tmp_path / "state", services=[sink]):
+        run = execution_run_id(second.execution_id)
+        events = await wait_for_events(
+            path, lambda evs: any(e["run"]["runId"] == run and e["eventType"] == "COMPLETE" for e in evs)
+        )
+        assert sink.health().ok, sink.health()
+    assert execution_run_id(first.execution_id) in {e["run"]["runId"] for e in events}
+    said = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(said) == 1 and "the event at seq 3" in said[0] and "corrupt event log at version 3" in said[0], said
 
 
 def _lineage_run(state_dir: Path, path: Path) -> subprocess.Popen[str]:

@@ -5,6 +5,7 @@ outage (a server of the test's own), a lease handed over, and two `serve` proces
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import signal
 import subprocess
@@ -99,6 +100,42 @@ async def test_300_concurrent_executions_every_event_once_in_order(
     check_stream(messages, log, prefix, PROJECT)
     assert sum(isinstance(m.event, ExecutionSucceeded) for m in messages) == 300
     assert relay.published == len(log) and relay.duplicates == 0
+
+
+@pytest.mark.timeout(120)
+async def test_an_event_that_can_never_be_read_is_skipped_with_one_line_and_the_stream_goes_on(
+    store: PostgresEventStore, nats_url: str, names: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A corrupt payload (its execution is quarantined) is moved past, in order, with one error
+    line: the relay publishes every other event and its cursor reaches the end of the log."""
+    import asyncpg
+
+    caplog.set_level(logging.ERROR, logger="slipstream.nats")
+    stream, prefix = names
+    async with engine(store) as eng:
+        ids = await launch_many(eng, 3)
+        await wait_done(eng, ids)
+        log = await log_of(store)
+    victim_seq, victim = next((seq, e) for seq, e in log if e.execution_id == ids[0] and e.version == 3)
+    conn = await asyncpg.connect(
+        store._dsn, server_settings={"session_replication_role": "replica", "search_path": store.schema}
+    )
+    try:  # past the append-only trigger, as an operator could
+        await conn.execute("UPDATE events SET payload = '\\xc1'::bytea WHERE seq = $1", victim_seq)
+    finally:
+        await conn.close()
+    relay = NatsRelay(nats_url, stream=stream, prefix=prefix)
+    async with engine(store, relay):
+        await wait_for_stream(nats_url, stream, len(log) - 1, 60)
+        with anyio.fail_after(10):
+            while await store.read_cursor(relay_cursor(stream)) != log[-1][0]:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+    messages = await read_stream(nats_url, stream, prefix)
+    published = {(m.event.execution_id, m.event.version) for m in messages}
+    assert len(messages) == len(published) == len(log) - 1
+    assert published == {(e.execution_id, e.version) for seq, e in log if seq != victim_seq}
+    said = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(said) == 1 and f"seq {victim_seq}" in said[0] and victim.execution_id in said[0], said
 
 
 @pytest.mark.timeout(240)
