@@ -5,6 +5,8 @@
 - `LineageMapper`: the mapping from events to RunEvents (see ``_mapping`` for the table);
   `LineageWanted` (which node runs' COMPLETE should list datasets) and `RunLineage` (the
   artifacts one node run consumed and produced) are what its ``map(event, lineage=)`` exchanges.
+- `execution_run_id` / `node_run_id`: the run ids (uuid5 in `RUN_ID_NAMESPACE`), so that a
+  consumer finds the run of an execution or node without reading the events.
 - `NatsTransport` / `NatsConfig`: an OpenLineage transport that publishes to NATS;
   `client_for` builds a client from a short transport spec.
 
@@ -17,10 +19,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from plugins.openlineage._mapping import LineageMapper, LineageWanted, RunLineage, execution_run_id, node_run_id
+from plugins.openlineage._mapping import (
+    RUN_ID_NAMESPACE,
+    LineageMapper,
+    LineageWanted,
+    RunLineage,
+    execution_run_id,
+    node_run_id,
+)
 from plugins.openlineage._sink import OpenLineageSink
 
 __all__ = [
+    "RUN_ID_NAMESPACE",
     "LineageMapper",
     "LineageWanted",
     "NatsConfig",

@@ -392,6 +392,7 @@ def test_the_facade_exports_the_mapper_and_the_types_of_its_signature() -> None:
     from plugins.openlineage import _mapping
 
     assert facade.__all__ == [
+        "RUN_ID_NAMESPACE",
         "LineageMapper",
         "LineageWanted",
         "NatsConfig",
