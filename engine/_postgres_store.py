@@ -743,6 +743,18 @@ class PostgresEventStore(EventStore):
         rows = await self._fetch(f"SELECT {_SUMMARY_COLUMNS} FROM executions WHERE execution_id = $1", execution_id)
         return _summary(rows[0]) if rows else None
 
+    async def get_summaries(self, execution_ids: Sequence[str]) -> dict[str, ExecutionSummary]:
+        """The projection rows of several executions, by id (unknown ones left out), in one query.
+
+        Raises:
+            StoreUnavailable: Postgres cannot be reached.
+        """
+        rows = await self._fetch(
+            f"SELECT {_SUMMARY_COLUMNS} FROM executions WHERE execution_id = ANY($1::text[])", list(execution_ids)
+        )
+        summaries = [_summary(row) for row in rows]
+        return {s.execution_id: s for s in summaries}
+
     async def list_executions(
         self,
         *,

@@ -9,6 +9,7 @@ by hand is found too. They read through `EventStore.read_records` and the chain 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
@@ -21,7 +22,7 @@ from engine.interfaces import EventStore, ExecutionSummary, StoredEvent
 
 __all__ = ["ExecutionCheck", "RebuildReport", "rebuild_projections", "verify_execution", "verify_store"]
 
-_PAGE = 500
+_PAGE = 200  # executions per listing, and logs held in memory at once
 # projection columns compared with the fold of the log (updated_at is the store's clock: not derived)
 _COMPARED = ("project", "domain", "workflow", "status", "version", "created_at", "parent")
 
@@ -130,11 +131,30 @@ def _in_scope(scopes: Sequence[tuple[str, str]], project: str | None, domain: st
 
 
 async def _check(store: EventStore, execution_id: str) -> tuple[ExecutionCheck, list[tuple[str, str]]]:
+    """`_judged` of one execution, read from the store."""
+    return _judged(execution_id, await store.read_records(execution_id), await store.get_summary(execution_id))
+
+
+async def _page_of_logs(
+    store: EventStore, page: Sequence[str]
+) -> tuple[list[Sequence[StoredEvent]], dict[str, ExecutionSummary]]:
+    """The logs and projection rows of a page of executions: the rows in one query, the logs read
+    together (a store that sends concurrent reads in one query does), not two queries each."""
+    rows = await store.get_summaries(page)
+    logs = await asyncio.gather(*(store.read_records(execution_id) for execution_id in page))
+    return logs, rows
+
+
+def _judged(
+    execution_id: str, records: Sequence[StoredEvent], row: ExecutionSummary | None
+) -> tuple[ExecutionCheck, list[tuple[str, str]]]:
     """The check of one execution, and the (project, domain) pairs it belongs to: its log's (when
     the chain holds) and its projection row's, so that a row moved out of a scope is still seen
-    from it. A corrupt log without a row belongs to no scope (nothing trustworthy names one)."""
-    records = await store.read_records(execution_id)
-    row = await store.get_summary(execution_id)
+    from it. A corrupt log without a row belongs to no scope (nothing trustworthy names one).
+
+    Raises:
+        ExecutionNotFound: it has neither events nor a projection row.
+    """
     scopes = [] if row is None else [(row.project, row.domain)]
     if not records:
         if row is None:
@@ -188,9 +208,10 @@ async def verify_store(
     """
     seen: set[str] = set()
     async for page in _log_ids(store):
-        for execution_id in page:
+        logs, rows = await _page_of_logs(store, page)
+        for execution_id, records in zip(page, logs, strict=True):
             seen.add(execution_id)
-            check, scopes = await _check(store, execution_id)
+            check, scopes = _judged(execution_id, records, rows.get(execution_id))  # events: never gone
             if _in_scope(scopes, project, domain):
                 yield check
     for execution_id in await _orphan_rows(store, seen, project, domain):
@@ -207,10 +228,10 @@ async def rebuild_projections(store: EventStore) -> RebuildReport:
     skipped: list[str] = []
     async for page in _log_ids(store):
         writes: list[ExecutionSummary] = []
-        for execution_id in page:
+        logs, rows = await _page_of_logs(store, page)
+        for execution_id, records in zip(page, logs, strict=True):
             seen.add(execution_id)
-            records = await store.read_records(execution_id)
-            row = await store.get_summary(execution_id)
+            row = rows.get(execution_id)
             try:
                 verify_chain(execution_id, records)
             except CorruptEvent:

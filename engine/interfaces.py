@@ -277,6 +277,16 @@ class EventStore(abc.ABC):
     async def get_summary(self, execution_id: str) -> ExecutionSummary | None:
         """The projection row of one execution, or ``None``."""
 
+    async def get_summaries(self, execution_ids: Sequence[str]) -> dict[str, ExecutionSummary]:
+        """The projection rows of several executions, by id (unknown ones left out); a backend
+        where a query is a round trip answers in one (``executions verify`` walks the store)."""
+        rows = {}
+        for execution_id in execution_ids:
+            row = await self.get_summary(execution_id)
+            if row is not None:
+                rows[execution_id] = row
+        return rows
+
     @abc.abstractmethod
     async def list_executions(
         self,

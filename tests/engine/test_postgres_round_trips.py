@@ -115,3 +115,20 @@ async def test_appends_keep_one_connection_and_take_another_after_it_is_lost(sto
     await store.append(execution_id, 3, events[3:4])  # on a fresh connection: nothing to retry
     assert store._writer is not writer
     assert [e.version for e in await store.read(execution_id)] == [1, 2, 3, 4]
+
+
+async def test_verify_and_rebuild_read_a_page_of_executions_in_a_few_queries(store: CountingStore) -> None:
+    """``executions verify`` and ``admin rebuild-projections`` walk every execution: a page of
+    them costs a listing, a query for the rows and two for the logs, not two queries each."""
+    from engine._verify import rebuild_projections, verify_store
+
+    ids = [new_id() for _ in range(60)]
+    await store.append_many([(eid, 0, lifecycle(eid)) for eid in ids])
+    store.calls.clear()
+    checks = [check async for check in verify_store(store)]
+    assert {c.execution_id for c in checks} == set(ids) and all(c.ok for c in checks)
+    assert store.calls["queries"] <= 8, store.calls  # was 2 per execution: 120
+    store.calls.clear()
+    report = await rebuild_projections(store)
+    assert report.executions == 60 and not report.rewritten
+    assert store.calls["queries"] <= 8, store.calls
