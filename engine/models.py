@@ -370,6 +370,90 @@ class WorkflowSpec(msgspec.Struct, frozen=True, omit_defaults=True):
         for sub in self.subworkflows.values():
             yield from sub.task_nodes()
 
+    def problem(self) -> str | None:
+        """What does not hold together in this spec, or None: what ``@workflow`` never builds,
+        but a spec made by hand, decoded from elsewhere (a ``@dynamic`` expansion sent back by a
+        worker) or changed after compiling may hold: a binding to a node that does not exist or
+        comes later, an unknown input or output, two nodes with one id, a missing subworkflow,
+        options out of range."""
+        return _spec_problem(self, self.name or "<unnamed>", depth=0)
+
+
+_MAX_SPEC_DEPTH = 100  # nested subworkflows
+
+
+def _spec_problem(spec: WorkflowSpec, where: str, depth: int) -> str | None:
+    if depth > _MAX_SPEC_DEPTH:
+        return f"{where}: subworkflows nested more than {_MAX_SPEC_DEPTH} deep"
+    if not spec.name:
+        return f"{where}: the spec has no name"
+    inputs = {typed.name for typed in spec.inputs}
+    if len(inputs) != len(spec.inputs):
+        return f"{where}: an input is declared twice"
+    if unknown := sorted(set(spec.defaults) - inputs):
+        return f"{where}: defaults for unknown input(s) {unknown}"
+    outputs: dict[str, set[str]] = {}  # node id -> its output names, in order of appearance
+    for node in spec.nodes:
+        if not node.id or "/" in node.id:
+            return f"{where}: node id {node.id!r} is empty or holds '/'"
+        if node.id in outputs:
+            return f"{where}: two nodes have the id {node.id!r}"
+        for name, binding in node.inputs.items():
+            problem = _binding_problem(binding, inputs, outputs)
+            if problem is not None:
+                return f"{where}: node {node.id!r} input {name!r} {problem}"
+        if isinstance(node, SubworkflowNode):
+            if node.workflow not in spec.subworkflows:
+                return f"{where}: node {node.id!r} runs subworkflow {node.workflow!r}, which the spec does not hold"
+        else:
+            options = node.options
+            if options.retries < 0 or options.system_retries < 0:
+                return f"{where}: node {node.id!r} has a negative retry count"
+            if options.timeout is not None and not options.timeout > 0:
+                return f"{where}: node {node.id!r} has timeout {options.timeout!r}; it must be above 0"
+        if isinstance(node, ArrayNode):
+            if unknown := sorted(set(node.mapped) - set(node.inputs)):
+                return f"{where}: map node {node.id!r} maps input(s) {unknown} it does not bind"
+            if not 0 <= node.min_success_ratio <= 1 or (node.concurrency is not None and node.concurrency < 1):
+                return f"{where}: map node {node.id!r} has min_success_ratio or concurrency out of range"
+        outputs[node.id] = {typed.name for typed in node.interface_outputs}
+    declared = {typed.name for typed in spec.outputs}
+    if set(spec.output_bindings) != declared:
+        return f"{where}: outputs {sorted(declared)} are bound as {sorted(spec.output_bindings)}"
+    for name, binding in spec.output_bindings.items():
+        problem = _binding_problem(binding, inputs, outputs)
+        if problem is not None:
+            return f"{where}: output {name!r} {problem}"
+    for key, sub in spec.subworkflows.items():
+        problem = _spec_problem(sub, f"{where} > subworkflow {key!r}", depth + 1)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _binding_problem(binding: Binding, inputs: set[str], outputs: dict[str, set[str]]) -> str | None:
+    stack: list[Binding] = [binding]
+    while stack:
+        current = stack.pop()
+        match current:
+            case OutputRef(node=node, output=output):
+                if node not in outputs:
+                    return f"takes an output of node {node!r}, which is not an earlier node of its scope"
+                if output not in outputs[node]:
+                    return f"takes output {output!r} of node {node!r}, which has {sorted(outputs[node])}"
+            case InputBinding(name=name):
+                if name not in inputs:
+                    return f"takes workflow input {name!r}, which is not declared"
+            case ListBinding(items=items):
+                stack.extend(items)
+            case DictBinding(items=items):
+                stack.extend(items.values())
+            case LiteralBinding():
+                pass
+            case _:
+                return f"has a binding of unknown kind {type(current).__name__}"
+    return None
+
 
 class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     """Why something failed: ``kind`` is ``user``, ``system`` or ``timeout``."""

@@ -32,6 +32,18 @@ class DynamicHandler(TaskHandler):
             error = ErrorInfo(kind="system", message=f"dynamic node returned no valid spec: {exc}", retryable=True)
             rnd.emit(NodeFailed, node.node_id, node.attempt, error=error)
             return
+        problem = spec.problem()
+        if problem is not None:
+            # the planner trusts the specs in the log: one that does not hold together would stop
+            # every later round of the execution, so the node fails instead (the compiler never
+            # builds one; a worker of another Slipstream version might send one)
+            message = (
+                f"dynamic node returned a sub-workflow that does not hold together: {problem}; check that "
+                "the workers run the same Slipstream version as the engine"
+            )
+            error = ErrorInfo(kind="system", message=message, retryable=False)
+            rnd.emit(NodeFailed, node.node_id, node.attempt, error=error)
+            return
         rnd.emit(DynamicExpanded, node.node_id, node.attempt, spec=spec)
 
     def advance(self, rnd: Round, node: NodeState) -> None:

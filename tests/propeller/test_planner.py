@@ -257,6 +257,33 @@ def test_dynamic_node_runs_its_sub_spec_as_children() -> None:
     assert_replays(sim)
 
 
+def test_a_dynamic_sub_spec_that_does_not_hold_together_fails_the_node_and_nothing_else() -> None:
+    """A sub-spec that decodes but binds an output of a node that does not exist (what a worker of
+    another version might send) is never recorded: the node fails, and the rounds go on."""
+    broken = WorkflowSpec(
+        name="dyn",
+        inputs=[],
+        outputs=out(),
+        nodes=[task_node("t", x=OutputRef("nowhere", "o0"))],
+        output_bindings={"o0": OutputRef("t", "o0")},
+    )
+
+    def behaviour(request: TaskRequest) -> TaskStatus:
+        if request.kind == "dynamic":
+            return TaskStatus(phase="succeeded", dynamic_spec=lit(broken))
+        return add_one(request)
+
+    dyn = DynamicNode(id="d", task=ref("d"), inputs={}, interface_outputs=out())
+    sim = Sim(spec_of(dyn, outputs={"o0": OutputRef("d", "o0")}), behaviour=behaviour)
+    state = sim.run()
+    assert state.phase == "failed"
+    assert "DynamicExpanded" not in sim.kinds("d")
+    error = state.nodes["d"].error
+    assert error is not None and not error.retryable
+    assert "node 't' input 'x' takes an output of node 'nowhere'" in error.message
+    assert_replays(sim)
+
+
 def test_nested_dynamic() -> None:
     leaf = WorkflowSpec(
         name="leaf",
