@@ -918,8 +918,11 @@ class PostgresEventStore(EventStore):
         self._changes.notify()
 
     def _on_execution_notify(self, _conn: object, pid: int, _channel: str, execution_id: str) -> None:
-        self._on_notify(_conn, pid, _channel, execution_id)
+        if self._tracking and pid not in self._own_sessions:
+            self._foreign.add(execution_id)
         self._execution_changes.notify()
+        if not self._every_append:  # else the append's own slipstream_events notification wakes them, once
+            self._changes.notify()
 
     def changed_by_others(self) -> set[str] | None:
         """The executions other processes created, changed the status of (an abort) or, while this

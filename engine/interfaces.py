@@ -362,7 +362,10 @@ class EventStore(abc.ABC):
         """The executions that other processes appended to since the previous call (forgotten as
         they are returned), or ``None`` when the backend cannot tell (then any may have been). A
         control loop reads the log's tail of an execution it caches only if it is among them, so
-        the first call, and any after the backend may have missed an append, return ``None``."""
+        the first call, and any after the backend may have missed an append, return ``None``.
+        A backend may name only those created or whose status changed (an abort): a loop's next
+        append to one it missed is a ``ConcurrencyConflict`` and a fresh read, as for any stale
+        cache."""
         return None
 
     def lease_epoch(self) -> int:

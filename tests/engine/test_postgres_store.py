@@ -356,9 +356,10 @@ async def test_a_loop_is_not_woken_by_every_append_until_a_consumer_wants_them(
             await tailer
             assert loop.time() - start < 2
         # the listener's replacement listens to both channels too
+        old = store._listener
         await terminate_store_backends(postgres_database)
         deadline = loop.time() + 10
-        while store._listener is None or store._listener.is_closed():
+        while store._listener is None or store._listener is old or store._listener.is_closed():
             assert loop.time() < deadline, "listener did not reconnect"
             await asyncio.sleep(0.05)
         assert await _channels(store) == {"slipstream_executions", "slipstream_events"}
