@@ -310,12 +310,16 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    project: ScopeProject = None,
+    domain: ScopeDomain = None,
 ) -> None:
     """Run the control loop (and the relay with --nats) until stopped by SIGTERM or Ctrl-C.
 
     Resumes every unfinished execution of the store whose tasks can be imported here, and runs
     those that clients (`Engine(..., run_loop=False)`, other engines) launch. Several `serve`
-    processes may share one store: each execution is leased to one of them at a time.
+    processes may share one store: each execution is leased to one of them at a time. With
+    --project/--domain it runs only that project's (and domain's) executions: servers may share a
+    store by project, each with its own task code.
 
     On SIGTERM or SIGINT it stops gracefully: it starts no new attempt, lets the running ones
     finish (up to --grace seconds; those still running then are cancelled and retried by the other
@@ -325,6 +329,7 @@ def serve(
     for directory in reversed(path or []):
         sys.path.insert(0, str(Path(directory).expanduser().resolve()))
     services = _sinks(sink or [])
+    scope = _scope(project, domain)
 
     async def body() -> int:
         signals = _Signals()
@@ -336,7 +341,14 @@ def serve(
         chosen = {"executor": executor[0], "executors": executor} if executor else {}
         engine = await _open_when_reachable(
             lambda: _make_engine(
-                state_dir, postgres, nats, workers=workers, services=services, resync_interval=resync_interval, **chosen
+                state_dir,
+                postgres,
+                nats,
+                workers=workers,
+                services=services,
+                resync_interval=resync_interval,
+                **chosen,
+                **scope,
             ),
             signals,
         )
@@ -347,6 +359,8 @@ def serve(
             stack.push_async_exit(engine.__aexit__)
             signals.install()
             where = "Postgres" if postgres else f"state dir {state_dir or '(default)'}"
+            if scope:
+                where += " in " + ", ".join(f"{name} {value}" for name, value in scope.items())
             _note(f"serving executions of {where} with {workers} workers; SIGTERM or Ctrl-C to stop")
             await signals.stop.wait()
             _note(

@@ -473,6 +473,8 @@ class Engine:
             catalog=self._catalog,
             reservation_ttl=self._reservation_ttl,
             adopt=self._resume,
+            project=self.project,
+            domain=self.domain,
         )
         heartbeat = controller.reservation_heartbeat()
         self._loop_services = [heartbeat] if heartbeat is not None else []

@@ -78,6 +78,8 @@ class Controller:
         adopt: take up the store's unfinished executions (at start, in sweeps, and those other
             processes create); False runs only the executions given to `enqueue` (what this
             process launches or recovers), leaving the others to serving loops.
+        project, domain: take up only the executions of this project and domain (None: any), a
+            scoped engine's loop, or one server of several that share a store by project.
     """
 
     def __init__(
@@ -95,9 +97,12 @@ class Controller:
         catalog: Catalog | None = None,
         reservation_ttl: float = 30.0,
         adopt: bool = True,
+        project: str | None = None,
+        domain: str | None = None,
     ) -> None:
         self.store = store
         self.adopt = adopt
+        self.project, self.domain = project, domain
         self.blobs = blobs
         self.executors = dict(executors)
         self.workers = workers
@@ -239,7 +244,9 @@ class Controller:
         """Enqueue every unfinished execution in the store (start-up and periodic sweep)."""
         cursor = None
         while True:
-            page = await self.store.list_executions(status=["created", "running"], limit=500, cursor=cursor)
+            page = await self.store.list_executions(
+                status=["created", "running"], project=self.project, domain=self.domain, limit=500, cursor=cursor
+            )
             for summary in page.items:
                 if summary.execution_id in self._unmarked:  # listed only because marking it failed
                     await self._mark_quarantined(summary.execution_id)
@@ -328,7 +335,9 @@ class Controller:
         now = self.timer.now()
         seen: set[str] = set()
         while pages is None or pages > 0:
-            page = await self.store.list_executions(status=statuses, limit=500, cursor=cursor)
+            page = await self.store.list_executions(
+                status=statuses, project=self.project, domain=self.domain, limit=500, cursor=cursor
+            )
             for summary in page.items:
                 execution_id = summary.execution_id
                 if execution_id in self._declined or execution_id in self._cache:
@@ -488,7 +497,9 @@ class Controller:
             await self.attempts.disown(execution_id)
             return
         state, fresh = await self._load(execution_id)
-        if state is None or (fresh and not self._can_run(state, say=execution_id not in self._declined)):
+        if state is None or (
+            fresh and not (self._in_scope(state) and self._can_run(state, say=execution_id not in self._declined))
+        ):
             if state is not None:
                 self._declined.add(execution_id)
             self._cache.pop(execution_id, None)
@@ -554,6 +565,11 @@ class Controller:
             ):
                 result[key] = await offload_status(status, self.blobs, limit)
         return result
+
+    def _in_scope(self, state: ExecutionState) -> bool:
+        """Whether the execution belongs to this loop's project and domain (any, unscoped)."""
+        created = state.created
+        return created is None or (self.project in (None, created.project) and self.domain in (None, created.domain))
 
     def _can_run(self, state: ExecutionState, *, say: bool = True) -> bool:
         """Whether this process has the code of every task the execution has planned so far

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 
 from engine import Engine, InvalidScope
@@ -71,6 +72,22 @@ async def test_a_scoped_engine_sees_nothing_of_another_project(make_engine) -> N
         assert hidden not in seen and mine.execution_id in seen
     async with make_engine(run_loop=False) as admin:  # unscoped: an administrator's
         assert {s.project for s in await admin.list_executions()} == {"a", "b"}
+
+
+async def test_a_scoped_engine_runs_only_its_projects_executions(make_engine) -> None:
+    """A scoped engine's loop (``SLIPSTREAM_PROJECT=a slipstream serve``) resumes the unfinished
+    executions of its project and leaves another project's to the servers of that one."""
+    async with make_engine(run_loop=False) as client:  # launches, runs nothing
+        ours = await client.launch(wf.diamond, project="a", x=2)
+        theirs = await client.launch(wf.diamond, project="b", x=2)
+    async with make_engine(project="a") as engine_a:
+        assert await engine_a.handle(ours.execution_id).outputs(timeout=30) == 12
+        await engine_a.controller.resync()  # a sweep looks at the store's unfinished executions again
+        await anyio.sleep(0.3)
+    async with make_engine(run_loop=False) as admin:
+        assert (await admin.get(theirs.execution_id)).status == "created"  # untouched
+    async with make_engine(project="b") as engine_b:
+        assert await engine_b.handle(theirs.execution_id).outputs(timeout=30) == 12
 
 
 @pytest.mark.parametrize(

@@ -41,10 +41,13 @@ def client(store_args: list[str]) -> Engine:
     return Engine.embedded(value, **options)
 
 
-def start_server(store_args: list[str]) -> subprocess.Popen[str]:
+def start_server(store_args: list[str], *options: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLIPSTREAM_")}
     return subprocess.Popen(
-        [sys.executable, "-c", "from engine._cli import main; main()", "serve", *store_args, "--path", str(ROOT)],
+        [
+            *(sys.executable, "-c", "from engine._cli import main; main()", "serve", *store_args),
+            *("--path", str(ROOT), *options),
+        ],
         cwd=ROOT,
         env=env,
         stderr=subprocess.PIPE,
@@ -69,6 +72,25 @@ async def test_serve_runs_what_a_client_launches(store_args: list[str]) -> None:
     for execution_id in (first.execution_id, second.execution_id):
         assert f"execution started execution={execution_id}" in stderr
         assert f"execution succeeded execution={execution_id}" in stderr
+
+
+async def test_serve_with_a_project_runs_only_that_projects_executions(store_args: list[str]) -> None:
+    """Servers may share a store by project: ``serve --project`` leaves the others' executions."""
+    server = start_server(store_args, "--project", "scoped-a")
+    try:
+        async with client(store_args) as eng:
+            theirs = await eng.launch(wf.diamond, project="scoped-b", x=1)
+            ours = await eng.launch(wf.diamond, project="scoped-a", x=3)
+            assert await ours.outputs(timeout=60) == 16
+            await anyio.sleep(1.0)  # past the claim delay: it would have taken theirs by now
+            assert (await eng.get(theirs.execution_id)).status == "created"
+            await eng.abort(theirs.execution_id)  # nothing left unfinished for the next test's server
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=30)
+    assert "in project scoped-a with" in stderr, stderr
+    assert f"execution succeeded execution={ours.execution_id}" in stderr
+    assert theirs.execution_id not in stderr
 
 
 async def test_a_client_engine_runs_nothing_itself(tmp_path: Path) -> None:
