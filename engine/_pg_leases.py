@@ -34,7 +34,12 @@ __all__ = ["AdvisoryLeases", "lease_key"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_MEMBERS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1"
+# a member's application_name is the store's member name, then "@<scope tag>" for a loop scoped to
+# a project or domain (`scope_tag`)
+_MEMBERS = (
+    "SELECT pid, application_name FROM pg_stat_activity WHERE datname = current_database()"
+    " AND (application_name = $1 OR starts_with(application_name, $1 || '@'))"
+)
 
 
 def lease_key(name: str) -> int:
@@ -44,6 +49,21 @@ def lease_key(name: str) -> int:
 
 def _score(name: str, member: int) -> bytes:
     return hashlib.blake2b(f"{member}:{name}".encode(), digest_size=8).digest()
+
+
+def scope_tag(project: str | None, domain: str | None) -> str | None:
+    """What a member scoped to ``project``/``domain`` appends to its name (None: unscoped): a short
+    hash, since ``application_name`` holds 63 bytes and a scope's names up to 63 each."""
+    if project is None and domain is None:
+        return None
+    return hashlib.blake2b(f"{project or ''}/{domain or ''}".encode(), digest_size=4).hexdigest()
+
+
+def _covering(project: str | None, domain: str | None) -> set[str | None]:
+    """The scope tags of the members that run an execution of ``project``/``domain``."""
+    if project is None or domain is None:  # not known: any member may
+        return set()
+    return {None, scope_tag(project, domain), scope_tag(project, None), scope_tag(None, domain)}
 
 
 class AdvisoryLeases:
@@ -81,6 +101,8 @@ class AdvisoryLeases:
         self._flushing = False
         self._joined: asyncpg.Connection | None = None  # the session that announced itself a member
         self._members: tuple[int, ...] = ()
+        self._tags: dict[int, str | None] = {}  # member -> its scope tag (None: unscoped)
+        self._tag: str | None = None  # this member's
         self._me: int | None = None
         self._epoch = 0
         self._watcher: asyncio.Task[None] | None = None
@@ -114,9 +136,11 @@ class AdvisoryLeases:
         if not self._flushing:
             await self._flush()
 
-    async def join(self) -> None:
-        """Count this session among the members (a serving loop), before it holds any lease."""
+    async def join(self, project: str | None = None, domain: str | None = None) -> None:
+        """Count this session among the members (a serving loop), before it holds any lease;
+        ``project``/``domain``: the loop runs only that scope's executions (`prefers`)."""
         self._member = True
+        self._tag = scope_tag(project, domain)
         while True:
             session = self._session()
             if session is None or session.is_closed():
@@ -244,7 +268,8 @@ class AdvisoryLeases:
 
     async def _join(self, session: asyncpg.Connection) -> None:
         """Mark the session a member (its application_name), and start watching the member list."""
-        await session.execute("SELECT set_config('application_name', $1, false)", self._member_name)
+        name = self._member_name if self._tag is None else f"{self._member_name}@{self._tag}"
+        await session.execute("SELECT set_config('application_name', $1, false)", name)
         self._me = session.get_server_pid()
         self._joined = session
         if self._watcher is None:
@@ -257,17 +282,24 @@ class AdvisoryLeases:
         """Moves on whenever a member went away (its leases are free for the others to take)."""
         return self._epoch
 
-    def prefers(self, name: str) -> bool:
-        """Whether this member is ``name``'s preferred owner among the members alive (rendezvous
-        hashing); True while membership is unknown (not yet a member, or alone)."""
+    def prefers(self, name: str, project: str | None = None, domain: str | None = None) -> bool:
+        """Whether this member is ``name``'s preferred owner among the members alive that run its
+        ``project``/``domain`` (rendezvous hashing; every member when they are not given); True
+        while membership is unknown (not yet a member, or alone)."""
         members, me = self._members, self._me
         if me is None or len(members) < 2 or me not in members:
             return True
+        covering = _covering(project, domain)
+        if covering:
+            members = tuple(m for m in members if self._tags.get(m) in covering)
+            if me not in members:
+                return False
         return max(members, key=lambda m: _score(name, m)) == me
 
     async def _look(self) -> None:
         rows = await self._fetch(_MEMBERS, self._member_name)
         members = tuple(sorted(int(r[0]) for r in rows))
+        self._tags = {int(pid): _tag_of(str(name), self._member_name) for pid, name in rows}
         if set(self._members) - set(members):
             self._epoch += 1
             log.info("a serving process left (%d now): taking over its executions", len(members))
@@ -285,3 +317,7 @@ class AdvisoryLeases:
                 raise
             except Exception as exc:  # the store is down: leases are moot until it is back
                 log.debug("cannot read the member list: %s", exc)
+
+
+def _tag_of(application_name: str, member_name: str) -> str | None:
+    return application_name[len(member_name) + 1 :] or None

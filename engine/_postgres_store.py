@@ -883,18 +883,20 @@ class PostgresEventStore(EventStore):
         """Give up ownership of ``execution_id`` (errors ignored: a lost session already released it)."""
         await self._leases.release(execution_id)
 
-    def prefers(self, execution_id: str) -> bool:
+    def prefers(self, execution_id: str, project: str | None = None, domain: str | None = None) -> bool:
         """Whether this store's process is the execution's preferred owner among the serving
-        processes alive (rendezvous hashing over the sessions holding leases)."""
-        return self._leases.prefers(execution_id)
+        processes alive that run its project and domain (rendezvous hashing over the sessions
+        holding leases; a loop scoped to a project says so in its member name)."""
+        return self._leases.prefers(execution_id, project, domain)
 
-    async def announce_loop(self) -> None:
-        """Count this store's process among the serving loops (`prefers`, `serving_loops`).
+    async def announce_loop(self, project: str | None = None, domain: str | None = None) -> None:
+        """Count this store's process among the serving loops (`prefers`, `serving_loops`), as one
+        that runs only ``project``/``domain``'s executions when given.
 
         Raises:
             StoreUnavailable: the listener session is down (the caller retries later).
         """
-        await self._leases.join()
+        await self._leases.join(project, domain)
 
     async def serving_loops(self) -> int:
         """How many control loops (``slipstream serve``, serving engines) share the store now.

@@ -341,17 +341,19 @@ class EventStore(abc.ABC):
     async def release(self, execution_id: str) -> None:
         """Give up ownership of ``execution_id`` (a no-op if not held)."""
 
-    def prefers(self, execution_id: str) -> bool:
+    def prefers(self, execution_id: str, project: str | None = None, domain: str | None = None) -> bool:
         """Whether this store instance should be first to claim ``execution_id`` among the control
-        loops sharing the store, so that they share new executions fairly instead of the quickest
-        taking all (the others claim it after a short delay, should the preferred one not). A
-        backend that knows no other loops prefers everything."""
+        loops sharing the store that run its ``project`` and ``domain`` (when given), so that they
+        share new executions fairly instead of the quickest taking all (the others claim it after
+        a short delay, should the preferred one not). A backend that knows no other loops prefers
+        everything."""
         return True
 
-    async def announce_loop(self) -> None:  # noqa: B027 - optional hook
+    async def announce_loop(self, project: str | None = None, domain: str | None = None) -> None:  # noqa: B027
         """Count this store instance among the control loops sharing the store (a serving loop
-        calls it once at start; `serving_loops` of every instance then counts it). A no-op for a
-        backend that cannot count them."""
+        calls it once at start; `serving_loops` of every instance then counts it); ``project``,
+        ``domain``: the loop runs only that scope's executions. A no-op for a backend that cannot
+        count them."""
 
     async def serving_loops(self) -> int | None:
         """How many control loops sharing the store announced themselves and are alive, or

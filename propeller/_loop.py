@@ -305,7 +305,7 @@ class Controller:
         while True:
             try:
                 if not announced:  # counted among the loops that share new executions fairly
-                    await self.store.announce_loop()
+                    await self.store.announce_loop(self.project, self.domain)
                     announced = True
                 # while executions wait for their preferred loop, look again when their delay is up
                 await self.store.wait_for_changes(
@@ -342,7 +342,7 @@ class Controller:
                 execution_id = summary.execution_id
                 if execution_id in self._declined or execution_id in self._cache:
                     continue
-                if self.store.prefers(execution_id):
+                if self.store.prefers(execution_id, summary.project, summary.domain):
                     self.enqueue(execution_id)
                 elif summary.status == "created":
                     seen.add(execution_id)

@@ -199,6 +199,41 @@ async def test_stores_prefer_disjoint_shares_and_see_a_member_go(postgres_databa
         assert await one.serving_loops() == 1
 
 
+async def test_fair_shares_count_only_the_loops_that_run_an_executions_project(
+    postgres_database: str, postgres_schema: str
+) -> None:
+    """Loops scoped to a project (``serve --project``) say so in their member name: an execution
+    of project ``a`` is shared between the unscoped loop and ``a``'s, never preferred by ``b``'s
+    (which would leave it unclaimed for the claim delay)."""
+    names = [new_id() for _ in range(300)]
+    stores = [PostgresEventStore(postgres_database, schema=postgres_schema) for _ in range(3)]
+    for store in stores:
+        await store.start()
+    try:
+        anyone, only_a, only_b = stores
+        await anyone.announce_loop()
+        await only_a.announce_loop("a")
+        await only_b.announce_loop("b", "production")
+        assert await anyone.serving_loops() == 3
+
+        def shares(project: str, domain: str) -> list[int]:
+            return [sum(s.prefers(n, project, domain) for n in names) for s in stores]
+
+        deadline = time.monotonic() + 10
+        while sum(shares("a", "development")) != len(names) or sum(shares("b", "production")) != len(names):
+            assert time.monotonic() < deadline, "the stores never agreed on one owner per execution"
+            await asyncio.sleep(0.05)
+        of_a = shares("a", "development")
+        assert of_a[2] == 0 and 0.3 < of_a[0] / len(names) < 0.7, of_a
+        of_b = shares("b", "production")
+        assert of_b[1] == 0 and 0.3 < of_b[0] / len(names) < 0.7, of_b
+        assert shares("b", "staging") == [len(names), 0, 0]  # b's loop runs production only
+        assert shares("c", "development") == [len(names), 0, 0]
+    finally:
+        for store in stores:
+            await store.close()
+
+
 async def test_a_store_tells_the_appends_of_other_processes_from_its_own(
     postgres_database: str, postgres_schema: str
 ) -> None:
