@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import socket
@@ -209,7 +210,7 @@ class PostgresEventStore(EventStore):
         self._leases = AdvisoryLeases(
             lambda: self._listener,
             self._fetch,
-            f"slipstream-serve:{schema}",
+            _member_name(schema),
             _UNAVAILABLE,
             self._wake_all,
         )
@@ -984,6 +985,19 @@ class PostgresEventStore(EventStore):
                 delay = 0.05
                 self._wake_all()  # appends may have happened while no listener was up
                 break
+
+
+def _member_name(schema: str) -> str:
+    """The ``application_name`` that marks the serving loops of ``schema`` (`AdvisoryLeases`).
+
+    Postgres keeps 63 bytes of an ``application_name``, and a scoped loop appends 9 more
+    (``@<scope tag>``): a schema name too long for both is shortened and made unique by a hash,
+    so that the loops of a long-named schema still find each other."""
+    name = f"slipstream-serve:{schema}"
+    if len(name) + 9 <= 63:
+        return name
+    digest = hashlib.blake2b(schema.encode(), digest_size=4).hexdigest()
+    return f"slipstream-serve:{schema[:24]}~{digest}"
 
 
 # An append call: the query, its arguments, and the (execution_id, version, checksum) heads to

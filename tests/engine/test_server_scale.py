@@ -234,6 +234,32 @@ async def test_fair_shares_count_only_the_loops_that_run_an_executions_project(
             await store.close()
 
 
+async def test_the_loops_of_a_schema_with_a_long_name_still_find_each_other(postgres_database: str) -> None:
+    """Postgres keeps 63 bytes of the application_name that names a serving loop: a 60-character
+    schema (and a scope tag after it) must not cut two loops' names to something neither matches."""
+    schema = "long_" + "s" * 55
+    stores = [PostgresEventStore(postgres_database, schema=schema) for _ in range(2)]
+    try:
+        for store in stores:
+            await store.start()
+        await stores[0].announce_loop()
+        await stores[1].announce_loop("a")
+        assert await stores[0].serving_loops() == 2
+        names = [new_id() for _ in range(100)]
+        deadline = time.monotonic() + 10
+        while sum(s.prefers(n, "a", "development") for s in stores for n in names) != len(names):
+            assert time.monotonic() < deadline, "the loops never saw each other"
+            await asyncio.sleep(0.05)
+    finally:
+        for store in stores:
+            await store.close()
+        admin = await asyncpg.connect(postgres_database)
+        try:
+            await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await admin.close()
+
+
 async def test_a_store_tells_the_appends_of_other_processes_from_its_own(
     postgres_database: str, postgres_schema: str
 ) -> None:
