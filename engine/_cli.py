@@ -222,7 +222,7 @@ async def _run_on_servers(
     from engine._outage import ride_out
 
     async with _open_store(None, postgres) as client:
-        loops = await client.store.serving_loops()
+        loops = await client.store.serving_loops(project, domain)
         if not loops:
             return None
         handle = await client.launch(workflow, project=project, domain=domain, **inputs)

@@ -178,10 +178,12 @@ class AdvisoryLeases:
             await self._flush()
         return result
 
-    async def count_members(self) -> int:
-        """The serving loops sharing the store now (the sessions that joined)."""
+    async def count_members(self, project: str | None = None, domain: str | None = None) -> int:
+        """The serving loops sharing the store now (the sessions that joined), those that run
+        ``project``/``domain``'s executions when both are given."""
         rows = await self._fetch(_MEMBERS, self._member_name)
-        return len(rows)
+        covering = _covering(project, domain)
+        return sum(1 for _, name in rows if not covering or _tag_of(str(name), self._member_name) in covering)
 
     def clear(self) -> None:
         """Forget every lease: the session that held them is gone, and so are its locks."""

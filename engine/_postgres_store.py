@@ -899,13 +899,14 @@ class PostgresEventStore(EventStore):
         """
         await self._leases.join(project, domain)
 
-    async def serving_loops(self) -> int:
-        """How many control loops (``slipstream serve``, serving engines) share the store now.
+    async def serving_loops(self, project: str | None = None, domain: str | None = None) -> int:
+        """How many control loops (``slipstream serve``, serving engines) share the store now;
+        with ``project`` and ``domain``, how many of them run that scope's executions.
 
         Raises:
             StoreUnavailable: Postgres cannot be reached.
         """
-        return await self._leases.count_members()
+        return await self._leases.count_members(project, domain)
 
     def lease_epoch(self) -> int:
         """Moves on when a serving process sharing the store went away (its leases are free)."""

@@ -355,8 +355,9 @@ class EventStore(abc.ABC):
         ``domain``: the loop runs only that scope's executions. A no-op for a backend that cannot
         count them."""
 
-    async def serving_loops(self) -> int | None:
-        """How many control loops sharing the store announced themselves and are alive, or
+    async def serving_loops(self, project: str | None = None, domain: str | None = None) -> int | None:
+        """How many control loops sharing the store announced themselves and are alive (with
+        ``project`` and ``domain``: of those, the ones that run that scope's executions), or
         ``None`` if the backend cannot tell (a client then runs its executions itself)."""
         return None
 

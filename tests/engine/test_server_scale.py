@@ -229,6 +229,14 @@ async def test_fair_shares_count_only_the_loops_that_run_an_executions_project(
         assert of_b[1] == 0 and 0.3 < of_b[0] / len(names) < 0.7, of_b
         assert shares("b", "staging") == [len(names), 0, 0]  # b's loop runs production only
         assert shares("c", "development") == [len(names), 0, 0]
+        # what `slipstream run --postgres` asks before handing a run over
+        counts = [await anyone.serving_loops(p, d) for p, d in (("a", "development"), ("b", "staging"))]
+        assert counts == [2, 1]
+        await anyone.close()  # only scoped loops are left: none runs project c
+        while await only_a.serving_loops("c", "development") != 0:  # its session ends a moment later
+            assert time.monotonic() < deadline + 10, "the closed loop is still counted"
+            await asyncio.sleep(0.05)
+        assert await only_a.serving_loops("a", "development") == 1
     finally:
         for store in stores:
             await store.close()
