@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # a member's application_name is the store's member name, then "@<scope tag>" for a loop scoped to
-# a project or domain (`scope_tag`)
+# a project or domain (`_scope_tag`)
 _MEMBERS = (
     "SELECT pid, application_name FROM pg_stat_activity WHERE datname = current_database()"
     " AND (application_name = $1 OR starts_with(application_name, $1 || '@'))"
@@ -51,7 +51,7 @@ def _score(name: str, member: int) -> bytes:
     return hashlib.blake2b(f"{member}:{name}".encode(), digest_size=8).digest()
 
 
-def scope_tag(project: str | None, domain: str | None) -> str | None:
+def _scope_tag(project: str | None, domain: str | None) -> str | None:
     """What a member scoped to ``project``/``domain`` appends to its name (None: unscoped): a short
     hash, since ``application_name`` holds 63 bytes and a scope's names up to 63 each."""
     if project is None and domain is None:
@@ -63,7 +63,7 @@ def _covering(project: str | None, domain: str | None) -> set[str | None]:
     """The scope tags of the members that run an execution of ``project``/``domain``."""
     if project is None or domain is None:  # not known: any member may
         return set()
-    return {None, scope_tag(project, domain), scope_tag(project, None), scope_tag(None, domain)}
+    return {None, _scope_tag(project, domain), _scope_tag(project, None), _scope_tag(None, domain)}
 
 
 class AdvisoryLeases:
@@ -140,7 +140,7 @@ class AdvisoryLeases:
         """Count this session among the members (a serving loop), before it holds any lease;
         ``project``/``domain``: the loop runs only that scope's executions (`prefers`)."""
         self._member = True
-        self._tag = scope_tag(project, domain)
+        self._tag = _scope_tag(project, domain)
         while True:
             session = self._session()
             if session is None or session.is_closed():
