@@ -29,7 +29,7 @@ import asyncpg
 
 from engine.errors import StoreUnavailable
 
-__all__ = ["AdvisoryLeases", "lease_key"]
+__all__ = ["AdvisoryLeases", "lease_key", "member_name"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,7 +56,29 @@ def _scope_tag(project: str | None, domain: str | None) -> str | None:
     hash, since ``application_name`` holds 63 bytes and a scope's names up to 63 each."""
     if project is None and domain is None:
         return None
-    return hashlib.blake2b(f"{project or ''}/{domain or ''}".encode(), digest_size=4).hexdigest()
+    return hashlib.blake2b(f"{project or ''}/{domain or ''}".encode(), digest_size=_TAG_BYTES).hexdigest()
+
+
+_TAG_BYTES = 4  # a scope tag is this many bytes of hash, in hex after an "@"
+_MAX_APPLICATION_NAME = 63  # what Postgres keeps of an application_name
+
+
+def member_name(schema: str) -> str:
+    """The ``application_name`` that marks the serving loops of ``schema``.
+
+    A scoped loop appends ``@<scope tag>`` to it, and Postgres keeps 63 bytes: a schema name too
+    long for both is shortened and made unique by a hash, so that the loops of a long-named
+    schema still find each other."""
+    name = f"slipstream-serve:{schema}"
+    if len(name) + 1 + 2 * _TAG_BYTES <= _MAX_APPLICATION_NAME:
+        return name
+    digest = hashlib.blake2b(schema.encode(), digest_size=_TAG_BYTES).hexdigest()
+    return f"slipstream-serve:{schema[:24]}~{digest}"
+
+
+def _tag_of(application_name: str, member_name: str) -> str | None:
+    """The scope tag in a member's ``application_name`` (None: unscoped)."""
+    return application_name[len(member_name) + 1 :] or None
 
 
 def _covering(project: str | None, domain: str | None) -> set[str | None]:
@@ -319,7 +341,3 @@ class AdvisoryLeases:
                 raise
             except Exception as exc:  # the store is down: leases are moot until it is back
                 log.debug("cannot read the member list: %s", exc)
-
-
-def _tag_of(application_name: str, member_name: str) -> str | None:
-    return application_name[len(member_name) + 1 :] or None

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
 import socket
@@ -46,7 +45,7 @@ import msgspec
 
 from engine._chain import chain_checksums
 from engine._outage import Reachability
-from engine._pg_leases import AdvisoryLeases
+from engine._pg_leases import AdvisoryLeases, member_name
 from engine._projection import (
     ProjectionChange,
     check_reader_cursor,
@@ -210,7 +209,7 @@ class PostgresEventStore(EventStore):
         self._leases = AdvisoryLeases(
             lambda: self._listener,
             self._fetch,
-            _member_name(schema),
+            member_name(schema),
             _UNAVAILABLE,
             self._wake_all,
         )
@@ -753,8 +752,7 @@ class PostgresEventStore(EventStore):
         rows = await self._fetch(
             f"SELECT {_SUMMARY_COLUMNS} FROM executions WHERE execution_id = ANY($1::text[])", list(execution_ids)
         )
-        summaries = [_summary(row) for row in rows]
-        return {s.execution_id: s for s in summaries}
+        return {summary.execution_id: summary for summary in map(_summary, rows)}
 
     async def list_executions(
         self,
@@ -916,14 +914,16 @@ class PostgresEventStore(EventStore):
         # NOTIFYs sent by these sessions are this store's own appends (`changed_by_others`)
         self._own_sessions.add(conn.get_server_pid())
 
-    def _on_notify(self, _conn: object, pid: int, _channel: str, execution_id: str) -> None:
+    def _note_sender(self, pid: int, execution_id: str) -> None:
         if self._tracking and pid not in self._own_sessions:
             self._foreign.add(execution_id)
+
+    def _on_notify(self, _conn: object, pid: int, _channel: str, execution_id: str) -> None:
+        self._note_sender(pid, execution_id)
         self._changes.notify()
 
     def _on_execution_notify(self, _conn: object, pid: int, _channel: str, execution_id: str) -> None:
-        if self._tracking and pid not in self._own_sessions:
-            self._foreign.add(execution_id)
+        self._note_sender(pid, execution_id)
         self._execution_changes.notify()
         if not self._every_append:  # else the append's own slipstream_events notification wakes them, once
             self._changes.notify()
@@ -986,19 +986,6 @@ class PostgresEventStore(EventStore):
                 delay = 0.05
                 self._wake_all()  # appends may have happened while no listener was up
                 break
-
-
-def _member_name(schema: str) -> str:
-    """The ``application_name`` that marks the serving loops of ``schema`` (`AdvisoryLeases`).
-
-    Postgres keeps 63 bytes of an ``application_name``, and a scoped loop appends 9 more
-    (``@<scope tag>``): a schema name too long for both is shortened and made unique by a hash,
-    so that the loops of a long-named schema still find each other."""
-    name = f"slipstream-serve:{schema}"
-    if len(name) + 9 <= 63:
-        return name
-    digest = hashlib.blake2b(schema.encode(), digest_size=4).hexdigest()
-    return f"slipstream-serve:{schema[:24]}~{digest}"
 
 
 # An append call: the query, its arguments, and the (execution_id, version, checksum) heads to

@@ -80,7 +80,6 @@ class AckWindow:
         self.acked = acked
         self.published = 0  # acks of new messages
         self.duplicates = 0  # acks of messages the stream already held
-        self.skipped = 0  # events moved past unpublished (a corrupt payload)
         self._is_duplicate = is_duplicate
         self._pending: deque[tuple[int, asyncio.Future[Any]]] = deque()
 
@@ -118,9 +117,9 @@ class AckWindow:
             result = ack.result()  # raises the publish's error
             self._pending.popleft()
             self.acked = seq
-            if result is _SKIPPED:
-                self.skipped += 1
-            elif self._is_duplicate(result):
+            if result is _SKIPPED:  # moved past unpublished: neither published nor a duplicate
+                continue
+            if self._is_duplicate(result):
                 self.duplicates += 1
             else:
                 self.published += 1
