@@ -7,12 +7,20 @@ Every figure runs on a database created for the run (``slipstream_bench_<hex>``,
 on the Postgres at ``--postgres`` (``$SLIPSTREAM_TEST_POSTGRES_DSN``, else the local test server):
 
 - floor: one round trip (``SELECT 1``) and one durable single-row commit (an autocommitted
-  ``INSERT`` into a logged table, so a WAL flush) on one connection, medians of ``--samples``.
+  ``INSERT`` into a logged table, so a WAL flush) on one connection, medians of ``--samples``;
+  and the same commit after the client has left the connection idle for as long as the engine
+  works on a chain node (``commit_after_idle_ms``): a server backend that has gone to sleep costs
+  a wake-up, more on a virtual machine, which a chain pays at every node and commits back to
+  back do not.
 - chain: a chain of 100 async no-op tasks in one engine on Postgres (the local executor), per
   node; ``ratio_to_commit`` = ms per node / a durable commit (target <= 2, goal 1.0 ms per node).
   The same chain embedded (SQLite) in the same run gives the engine's own cost per node;
   ``over_embedded_ratio_to_commit`` is what Postgres adds to it, against a commit. The floor is
   measured before and after the chain (``floor_after``); ratios use the lower commit.
+- engine only: the same chain on the in-memory store of ``engine.testing`` (no I/O at all), per
+  node: the engine's own work. With ``commit_after_idle_ms`` it makes ``least_ms_per_node``, what
+  a node would cost here if the append cost no more than a one-row commit, and
+  ``ratio_to_least``, how far the Postgres chain is from that.
 - executions/s: ``--executions`` one-task executions launched at once by a client engine
   (``run_loop=False``), run by one and by two ``slipstream serve --executor local`` processes;
   from the first launch to the last success. ``share`` is each server's part of the attempts.
@@ -116,11 +124,13 @@ async def database(admin_dsn: str, prefix: str = "slipstream_bench") -> AsyncIte
 # --- the floor -------------------------------------------------------------------------------------
 
 
-async def bench_floor(dsn: str, samples: int) -> dict[str, Any]:
+async def bench_floor(dsn: str, samples: int, idle_s: float | None = None) -> dict[str, Any]:
+    """Round trips and commits back to back; with ``idle_s``, also commits each after the
+    connection was left idle that long (the client sleeping, as between two appends of a chain)."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("CREATE TABLE floor_commits (id bigserial PRIMARY KEY, v integer NOT NULL)")
-        trips, commits = [], []
+        trips, commits, after_idle = [], [], []
         for i in range(samples):
             start = time.perf_counter()
             await conn.fetchval("SELECT 1")
@@ -128,16 +138,25 @@ async def bench_floor(dsn: str, samples: int) -> dict[str, Any]:
             start = time.perf_counter()
             await conn.execute("INSERT INTO floor_commits (v) VALUES ($1)", i)
             commits.append(time.perf_counter() - start)
+            if idle_s is not None:
+                await asyncio.sleep(idle_s)
+                start = time.perf_counter()
+                await conn.execute("INSERT INTO floor_commits (v) VALUES ($1)", i)
+                after_idle.append(time.perf_counter() - start)
         synchronous_commit = await conn.fetchval("SHOW synchronous_commit")
         await conn.execute("DROP TABLE floor_commits")
     finally:
         await conn.close()
-    return {
+    figures = {
         "round_trip_ms": round(statistics.median(trips) * 1000, 3),
         "durable_commit_ms": round(statistics.median(commits) * 1000, 3),
         "synchronous_commit": synchronous_commit,
         "samples": samples,
     }
+    if idle_s is not None:
+        figures["idle_ms"] = round(idle_s * 1000, 3)
+        figures["commit_after_idle_ms"] = round(statistics.median(after_idle) * 1000, 3)
+    return figures
 
 
 # --- Slipstream ------------------------------------------------------------------------------------
@@ -166,6 +185,24 @@ async def bench_chain(dsn: str | None, repeat: int) -> dict[str, Any]:
         "wall_s": round(wall, 4),
         "ms_per_node": round(wall / flows.CHAIN_LENGTH * 1000, 3),
     }
+
+
+async def bench_engine_only(repeat: int) -> dict[str, Any]:
+    """The chain on the in-memory store of ``engine.testing``: the engine's own work per node."""
+    from benchmarks import _engine_workflows as flows
+    from engine import Engine
+    from engine.testing import InMemoryEventStore
+    from plugins.local import LocalExecutor
+
+    async with Engine(InMemoryEventStore(), {"local": LocalExecutor()}) as engine:
+        await (await engine.launch(flows.chain)).outputs(timeout=600)  # warm-up
+        times = []
+        for _ in range(repeat * 3):  # cheap, and the figure other figures are built on
+            start = time.perf_counter()
+            await (await engine.launch(flows.chain)).outputs(timeout=600)
+            times.append(time.perf_counter() - start)
+    wall = statistics.median(times)
+    return {"nodes": flows.CHAIN_LENGTH, "ms_per_node": round(wall / flows.CHAIN_LENGTH * 1000, 3)}
 
 
 def start_server(dsn: str, state_dir: Path, workers: int | None = None) -> subprocess.Popen[bytes]:
@@ -407,13 +444,16 @@ def created_event(execution_id: str, at: Any) -> Any:
 
 
 def latest_append_function() -> str:
-    """The ``CREATE FUNCTION slipstream_append`` statement of the newest migration that defines it."""
+    """The ``CREATE [OR REPLACE] FUNCTION slipstream_append`` statement of the newest migration
+    that defines it, as a ``CREATE FUNCTION``."""
     from engine._store_common import load_migrations
 
-    head = "CREATE FUNCTION slipstream_append("
-    sql = [m.sql for m in load_migrations("postgres") if head in m.sql][-1]
+    heads = ("CREATE FUNCTION slipstream_append(", "CREATE OR REPLACE FUNCTION slipstream_append(")
+    sql = [m.sql for m in load_migrations("postgres") if any(head in m.sql for head in heads)][-1]
+    head = next(head for head in heads if head in sql)
     start = sql.index(head)
-    return sql[start : sql.index("$$;", sql.index("$$", start) + 2) + 3]
+    function = sql[start : sql.index("$$;", sql.index("$$", start) + 2) + 3]
+    return function.replace(head, heads[0], 1)
 
 
 async def bench_sequence_lock(dsn: str, writers: int, appends: int, repeat: int) -> dict[str, Any]:
@@ -527,10 +567,12 @@ async def bench_dbos(admin_dsn: str, executions: int, repeat: int) -> dict[str, 
 async def main(argv: list[str]) -> dict[str, Any]:
     args = parse_args(argv)
     figures: dict[str, Any] = {"targets": TARGETS}
+    figures["chain_engine_only"] = engine_only = await bench_engine_only(args.repeat)
+    idle_s = engine_only["ms_per_node"] / 1000
     async with database(args.postgres) as dsn:
-        figures["floor"] = await bench_floor(dsn, args.samples)
+        figures["floor"] = await bench_floor(dsn, args.samples, idle_s)
         figures["chain_postgres"] = await bench_chain(dsn, args.repeat)
-        figures["floor_after"] = await bench_floor(dsn, args.samples)
+        figures["floor_after"] = await bench_floor(dsn, args.samples, idle_s)
         figures["append_replay"] = await bench_append_replay(dsn, args.samples)
         figures["sequence_lock"] = await bench_sequence_lock(dsn, 16, 100, args.repeat)
     figures["chain_embedded"] = await bench_chain(None, args.repeat)
@@ -541,6 +583,12 @@ async def main(argv: list[str]) -> dict[str, Any]:
     # what Postgres adds per node over the same engine on SQLite, against the commit it must pay
     chain["over_embedded_ms_per_node"] = round(chain["ms_per_node"] - figures["chain_embedded"]["ms_per_node"], 3)
     chain["over_embedded_ratio_to_commit"] = round(chain["over_embedded_ms_per_node"] / commit, 2)
+    # the least a node could cost with this engine on this machine: its own work, then a commit
+    # paid after that much idleness
+    idle_commit = min(figures["floor"]["commit_after_idle_ms"], figures["floor_after"]["commit_after_idle_ms"])
+    chain["least_ms_per_node"] = round(engine_only["ms_per_node"] + idle_commit, 3)
+    chain["ratio_to_least"] = round(chain["ms_per_node"] / chain["least_ms_per_node"], 2)
+    engine_only["ratio_to_commit"] = round(engine_only["ms_per_node"] / commit, 2)
     workers = args.workers
     figures["serve_workers"] = workers if workers is not None else "serve's default"
     figures["executions_one_server"] = await bench_executions(args.postgres, 1, args.executions, args.repeat, workers)

@@ -14,7 +14,9 @@ round trip and one transaction for every execution of the call, in which it does
    expected`` (or an ``INSERT ... ON CONFLICT DO NOTHING`` for new executions); a row that does not
    match is a ``ConcurrencyConflict``. Racers on the same version also meet on the events unique
    key; either way exactly one wins.
-3. ``pg_notify('slipstream_events', execution_id)`` per execution, delivered at commit.
+3. ``pg_notify('slipstream_events', execution_id)`` per execution, delivered at commit, while a
+   session tails the log (migration 0010: a store registers its listening session once one of
+   its consumers waits for every append).
 
 The commonest append, one execution that exists already (each round of a running execution),
 calls ``slipstream_append_one`` (migration 0007) instead: the same steps and errors for one
@@ -81,14 +83,18 @@ def _not_a_floor_retry(record: logging.LogRecord) -> bool:
 
 logging.getLogger("asyncpg.pool").addFilter(_not_a_floor_retry)
 
-# Every append NOTIFYs this channel; creations and status changes also NOTIFY the executions one
-# (migration 0009), all a control loop looking for work needs to hear of.
+# Every append NOTIFYs this channel while some session tails the log (migration 0010); creations
+# and status changes also NOTIFY the executions one (migration 0009), all a control loop looking
+# for work needs to hear of.
 NOTIFY_CHANNEL = "slipstream_events"
 EXECUTIONS_CHANNEL = "slipstream_executions"
 # Arbitrary constants naming Slipstream's advisory locks (pg_advisory_* take one bigint key).
 _SEQ_LOCK = 0x51175EA3_0001
 _MIGRATION_LOCK = 0x51175EA3_0002
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# How long a new tailer waits for the appends that may have missed its registration, at most (an
+# unrelated transaction left open anywhere on the server holds pg_snapshot_xmin back).
+_CATCH_UP_LIMIT_S = 5.0
 
 # Errors that mean "the server or the connection went away", not "the request was wrong".
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -184,6 +190,8 @@ class PostgresEventStore(EventStore):
         # append (a relay, a subscriber), since each notification costs its receiver a socket read
         # and a wake-up, and a serving loop alone would take one for every append of every process
         self._every_append = False
+        # wakes the tailers once the appends that may have missed their registration have ended
+        self._catch_up: asyncio.Task[None] | None = None
         self._closing = False
         # appends waiting for the one being written, to go out together after it
         self._writing = False
@@ -307,6 +315,11 @@ class PostgresEventStore(EventStore):
                 await self._listener_task
             self._listener_task = None
         await self._leases.close()  # closing the listener session releases its advisory locks
+        if self._catch_up is not None:
+            self._catch_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._catch_up
+            self._catch_up = None
         if self._read_sender is not None:
             self._read_sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -318,6 +331,9 @@ class PostgresEventStore(EventStore):
                 await self._pool.release(writer)
         listener, self._listener = self._listener, None
         if listener is not None:
+            if self._every_append:  # appends need not notify for us any more (else: the next cleanup)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(listener.execute("SELECT slipstream_tail(false)"), timeout=2)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(listener.close(), timeout=2)
             if not listener.is_closed():
@@ -817,9 +833,12 @@ class PostgresEventStore(EventStore):
         execution was created or its status changed.
 
         Wake-ups come from ``LISTEN slipstream_executions``, and from ``LISTEN slipstream_events``
-        once a task waits for every append (its first such wait returns at once: appends before
-        the LISTEN took effect were not heard). While the listener connection is down (it
-        reconnects by itself) every call wakes spuriously, which the contract allows.
+        once a task waits for every append: the listening session then registers as a tailer,
+        for appends notify only while one is registered (migration 0010). Its first such wait
+        returns at once (appends before the LISTEN were not heard), and every waiter is woken
+        again once the appends that may have missed the registration have ended. While the
+        listener connection is down (it reconnects by itself) every call wakes spuriously, which
+        the contract allows.
         """
         signal = self._execution_changes if executions_only else self._changes
         if not executions_only and not self._every_append:
@@ -836,8 +855,38 @@ class PostgresEventStore(EventStore):
             # the lease queries share the connection, and it runs one command at a time; if it
             # fails, the listener is lost and its replacement LISTENs on both channels
             with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError, StoreUnavailable):
-                await self._leases.exclusive(lambda session: session.add_listener(NOTIFY_CHANNEL, self._on_notify))
+                await self._leases.exclusive(self._tail)
         self._changes.notify()
+
+    async def _tail(self, session: asyncpg.Connection) -> None:
+        """LISTEN to every append on ``session`` (the listener) and register it as a tailer."""
+        await session.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        await session.execute("SELECT slipstream_tail(true)")
+        # an append that looked for tailers before the registration committed sent no NOTIFY, and
+        # its transaction id is below this snapshot's xmax (migration 0010)
+        xmax = int(await session.fetchval("SELECT pg_snapshot_xmax(pg_current_snapshot())"))
+        if self._catch_up is not None:
+            self._catch_up.cancel()
+        self._catch_up = asyncio.create_task(self._catch_up_after(xmax), name="slipstream-store-catch-up")
+
+    async def _catch_up_after(self, xmax: int) -> None:
+        """Wake every consumer of appends once no transaction below ``xmax`` is in progress (or
+        after `_CATCH_UP_LIMIT_S`, or when asking fails): then the appends that missed the
+        registration are readable."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CATCH_UP_LIMIT_S
+        delay = 0.002
+        try:
+            while loop.time() < deadline:
+                rows = await self._fetch("SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::xid8", xmax)
+                if rows[0][0]:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        except Exception as exc:  # a wake-up too early is only spurious
+            log.debug("catching up with the appends before a tailer registered: %r", exc)
+        finally:
+            self._changes.notify()
 
     def _wake_all(self) -> None:
         """Wake every consumer, whatever it waits for (notifications may have been missed)."""
@@ -954,7 +1003,9 @@ class PostgresEventStore(EventStore):
         try:
             await conn.add_listener(EXECUTIONS_CHANNEL, self._on_execution_notify)
             if self._every_append:
-                await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                await self._tail(conn)
+            else:  # rows of tailers gone without unregistering cost every append a NOTIFY
+                await conn.execute("SELECT slipstream_tail(NULL)")
         except BaseException:
             conn.terminate()
             raise

@@ -4,6 +4,7 @@ whatever SQL it sends, while an engine connected as it works for its own project
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from engine._store_common import load_migrations
 from plugins.local import LocalExecutor
 from tests.catalog import _workflows as cwf
 from tests.conftest import _admin, run_blocking
+from tests.engine.test_store_contract import created
 
 from . import _workflows as wf
 
@@ -272,6 +274,28 @@ async def test_an_engine_connected_as_a_tenant_role_runs_its_own_project(
             await engine.history(two_projects["b"])
         with pytest.raises(AccessDenied, match=f"role '{tenant_role}'.*slipstream admin grant"):
             await engine.launch(wf.diamond, project="b", x=1)
+
+
+async def test_a_tenant_role_tails_the_log_of_its_project(
+    tenant: asyncpg.Connection, postgres_database: str, postgres_schema: str, tenant_role: str
+) -> None:
+    """A tenant's store registers its listening session as a tailer (appends then notify), and is
+    woken by an append to its project."""
+    dsn = as_role(postgres_database, tenant_role)
+    async with PostgresEventStore(dsn, schema=postgres_schema) as store:
+        await store.wait_for_changes(timeout=0.01)  # a relay's first wait: the session registers
+        assert store._listener is not None
+        assert await tenant.fetchval("SELECT array_agg(pid) FROM slipstream_tailers") == [
+            store._listener.get_server_pid()
+        ]
+        waiter = asyncio.create_task(store.wait_for_changes(timeout=30))
+        await asyncio.sleep(0.2)
+        started = asyncio.get_running_loop().time()
+        eid = f"tail-{uuid.uuid4().hex[:8]}"
+        await store.append(eid, 0, [created(eid, project="a")])
+        await asyncio.wait_for(waiter, timeout=30)
+        assert asyncio.get_running_loop().time() - started < 5
+    assert await tenant.fetchval("SELECT count(*) FROM slipstream_tailers") == 0
 
 
 async def test_a_tenant_role_started_before_the_owner_after_an_upgrade_is_told_to_start_the_owner(

@@ -385,6 +385,120 @@ async def test_a_loop_still_hears_of_an_abort_by_another_process(
     assert "slipstream_events" not in await _channels(store)
 
 
+async def _heard(listening: list[str], eid: str, seconds: float) -> bool:
+    """Whether a NOTIFY on slipstream_events named ``eid`` within ``seconds``."""
+    with anyio.move_on_after(seconds):
+        while eid not in listening:  # noqa: ASYNC110 (filled by the driver's callback)
+            await asyncio.sleep(0.01)
+    return eid in listening
+
+
+async def _tailers(conn: asyncpg.Connection) -> set[int]:
+    return {int(pid) for (pid,) in await conn.fetch("SELECT pid FROM slipstream_tailers")}
+
+
+async def _start_tailing(store: PostgresEventStore) -> None:
+    """A consumer of every append, as a relay is: its first wait registers the store's session."""
+    await store.wait_for_changes(timeout=0.01)
+
+
+async def test_appends_notify_only_while_a_session_tails_the_log(
+    store: PostgresEventStore, postgres_database: str, postgres_schema: str
+) -> None:
+    """No NOTIFY on slipstream_events (a global lock at commit) while nobody tails the log; one per
+    append while a store's consumer waits for every append; none again once that store closed."""
+    heard: list[str] = []
+    conn = await raw(store)
+    try:
+        await conn.add_listener("slipstream_events", lambda *args: heard.append(args[-1]))
+        before = new_id()
+        await store.append(before, 0, [created(before)])
+        assert not await _heard(heard, before, 0.5)
+        async with PostgresEventStore(postgres_database, schema=postgres_schema) as tailer:
+            await _start_tailing(tailer)
+            assert tailer._listener is not None
+            assert await _tailers(conn) == {tailer._listener.get_server_pid()}
+            during = new_id()
+            await store.append(during, 0, [created(during)])
+            assert await _heard(heard, during, 10)
+            await store.append(during, 1, [queued(during, 2)])  # the lean append notifies too
+            heard.clear()
+            await store.append(during, 2, [queued(during, 3)])
+            assert await _heard(heard, during, 10)
+        assert await _tailers(conn) == set()
+        after = new_id()
+        await store.append(after, 0, [created(after)])
+        assert not await _heard(heard, after, 0.5)
+    finally:
+        await conn.close()
+
+
+async def test_a_tailer_gone_without_unregistering_is_forgotten(
+    store: PostgresEventStore, postgres_database: str, postgres_schema: str
+) -> None:
+    """A tailer's row outlives a killed session only until the next registration or store start:
+    a crashed relay does not leave every append notifying for good."""
+    conn = await raw(store)
+    try:
+        crashed = await raw(store)
+        await crashed.execute("SELECT slipstream_tail(true)")
+        dead = crashed.get_server_pid()
+        crashed.terminate()
+        with anyio.fail_after(10):
+            while await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", dead):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert await _tailers(conn) == {dead}
+        async with PostgresEventStore(postgres_database, schema=postgres_schema):
+            assert await _tailers(conn) == set()  # a store starting cleans up
+        crashed = await raw(store)
+        await crashed.execute("SELECT slipstream_tail(true)")
+        dead = crashed.get_server_pid()
+        crashed.terminate()
+        await _start_tailing(store)  # a registration cleans up too
+        assert store._listener is not None
+        with anyio.fail_after(10):
+            while await _tailers(conn) != {store._listener.get_server_pid()}:  # noqa: ASYNC110 (polled)
+                await asyncio.sleep(0.01)
+        # a tailer whose session is killed registers its replacement session
+        old = store._listener
+        await terminate_store_backends(postgres_database)
+        with anyio.fail_after(10):
+            while store._listener is None or store._listener is old or store._listener.is_closed():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert await _tailers(conn) == {store._listener.get_server_pid()}
+    finally:
+        await conn.close()
+
+
+async def test_an_append_that_missed_the_registration_still_wakes_the_new_tailer(
+    store: PostgresEventStore, postgres_database: str, postgres_schema: str
+) -> None:
+    """An append that looked for tailers before a tailer registered sends no NOTIFY; if it commits
+    after the tailer's first read, the tailer is still woken for it, once it has committed."""
+    eid = new_id()
+    await store.append(eid, 0, [created(eid)])
+    (first,) = await store.read_records(eid)
+    other = await raw(store)
+    try:
+        transaction = other.transaction()
+        await transaction.start()
+        await _their_uncommitted_version_2(other, eid, first)  # looked: no tailer, no NOTIFY
+        async with PostgresEventStore(postgres_database, schema=postgres_schema) as tailer:
+            await _start_tailing(tailer)
+            position = max(found.seq for found in await tailer.read_all(0, 100))
+            waiter = asyncio.create_task(tailer.wait_for_changes(timeout=30))
+            await asyncio.sleep(0.3)
+            assert not waiter.done()  # the catch-up waits for the open append
+            committed = asyncio.get_running_loop().time()
+            await transaction.commit()
+            await asyncio.wait_for(waiter, timeout=30)
+            assert asyncio.get_running_loop().time() - committed < 5
+            caught_up = await tailer.read_all(position, 100)
+            assert [(found.event.execution_id, found.event.version) for found in caught_up] == [(eid, 2)]
+    finally:
+        await other.close()
+
+
 async def test_unix_socket_dsn(postgres_database: str, postgres_schema: str) -> None:
     parts = urlsplit(postgres_database)
     socket_dir = Path("/var/run/postgresql")
