@@ -145,8 +145,8 @@ class ExecutionHandle:
             ExecutionAborted: the execution was aborted.
             StoreUnavailable: the store stayed unreachable for a minute.
         """
-        await self.wait(timeout)
-        state = await ride_out(lambda: self._engine._state(self.execution_id))
+        summary = await self.wait(timeout)
+        state = self._engine._ended_state(summary) or await ride_out(lambda: self._engine._state(self.execution_id))
         _raise_unless_succeeded(state)
         outputs = await self._engine._resolved(state.outputs or {})
         if self._workflow is not None:
@@ -835,6 +835,13 @@ class Engine:
             return literals
         resolver = BlobResolver(self.blobs)
         return {name: await resolver.resolve(value) for name, value in literals.items()}
+
+    def _ended_state(self, summary: ExecutionSummary) -> ExecutionState | None:
+        """The final state this engine's loop kept of the execution it just ended, when the log is
+        still where ``summary`` says (no need to read and fold it all again); else None."""
+        if self._controller is None:
+            return None
+        return self._controller.ended_state(summary.execution_id, summary.version)
 
     async def _state(self, execution_id: str) -> ExecutionState:
         check_execution_id(execution_id)

@@ -52,6 +52,10 @@ log = logging.getLogger("slipstream.propeller")
 # One line per execution start and end, for whoever runs the loop (`slipstream serve` prints them).
 lifecycle_log = logging.getLogger("slipstream.executions")
 
+# Final states of executions this loop ended, kept for `Controller.ended_state` (a caller in this
+# process waiting for the outputs); the newest few are enough, for they are asked for at once.
+_ENDED_KEPT = 128
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -134,6 +138,9 @@ class Controller:
         self._reported: dict[str, set[TaskKey]] = {}  # attempts to poll at the execution's next round
         self._changed: dict[str, asyncio.Event] = {}
         self._finished: dict[str, asyncio.Event] = {}
+        # the states of executions this loop ended, oldest first (`ended_state`): each holds only
+        # durable events, since a round whose append fails drops it
+        self._ended: dict[str, ExecutionState] = {}
         # cached executions another writer may have appended to: their next round reads the tail
         # of the log first. Every other round trusts the cache, because the append's expected
         # version check turns any write it missed into a ConcurrencyConflict and a fresh load.
@@ -204,6 +211,21 @@ class Controller:
         """Return once a round of this process recorded the execution's end."""
         event = self._finished.setdefault(execution_id, asyncio.Event())
         await event.wait()
+
+    def ended_state(self, execution_id: str, version: int) -> ExecutionState | None:
+        """The state of an execution a round of this loop ended, if its log is still at ``version``
+        (what the store's summary says); None otherwise. It is the loop's own: read it, never
+        change it. An engine in this process answers its outputs from it instead of reading and
+        folding the whole log again."""
+        state = self._ended.get(execution_id)
+        return state if state is not None and state.version == version and state.is_terminal else None
+
+    def _remember_ended(self, state: ExecutionState) -> None:
+        ended = self._ended
+        ended.pop(state.execution_id, None)
+        ended[state.execution_id] = state
+        if len(ended) > _ENDED_KEPT:
+            del ended[next(iter(ended))]
 
     def _signal_changed(self, execution_id: str, *, finished: bool) -> None:
         event = self._changed.pop(execution_id, None)
@@ -527,6 +549,7 @@ class Controller:
             # the state may hold events that are not durable: forget it, and keep the reports for
             # the retried round (executors keep results until they are forgotten)
             self._cache.pop(execution_id, None)
+            self._ended.pop(execution_id, None)
             self._reported.setdefault(execution_id, set()).update(reported)
             for node_id, outcome in answers.items():
                 self._cache_answers.setdefault(execution_id, {}).setdefault(node_id, outcome)
@@ -534,6 +557,8 @@ class Controller:
         self._cache[execution_id] = state
         if plan.events:
             log_lifecycle(state, plan.events)
+            if state.is_terminal:
+                self._remember_ended(state)
         self.attempts.forget_finished(execution_id, statuses)
         actions = plan.actions
         if self._draining:  # start nothing new: whoever takes the execution over submits it

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +56,33 @@ async def test_outputs_of_an_unfinished_execution_is_a_typed_error(make_engine) 
         handle = await client.launch(wf.scored)
         with pytest.raises(ExecutionNotFinished, match="still"):
             await client.outputs(handle.execution_id)
+
+
+async def test_the_engine_that_ended_an_execution_answers_its_outputs_without_reading_the_log(
+    eng: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop keeps the final state it recorded, so waiting for the outputs in the process that
+    ran the execution reads none of its events again (a whole log, read and folded, otherwise)."""
+    reads: list[str] = []
+    read = eng.store.read
+
+    async def counted(execution_id: str, after: int = 0) -> list[Any]:
+        reads.append(execution_id)
+        return await read(execution_id, after)
+
+    monkeypatch.setattr(eng.store, "read", counted)
+    handle = await eng.launch(wf.scored, xs=[2, 4, 6])
+    assert await handle.outputs(timeout=30) == wf.Score("knn", 6.0)
+    assert reads.count(handle.execution_id) == 1  # the loop's first round, nothing since
+    failing = await eng.launch(wf.failing)
+    with pytest.raises(TaskFailed):
+        await failing.outputs(timeout=30)
+    assert reads.count(failing.execution_id) == 1
+    # kept only while the log is where it ended: a later event would make it read again
+    summary = await eng.store.get_summary(handle.execution_id)
+    assert summary is not None and eng.controller is not None
+    assert eng.controller.ended_state(handle.execution_id, summary.version) is not None
+    assert eng.controller.ended_state(handle.execution_id, summary.version + 1) is None
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
