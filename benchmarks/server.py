@@ -33,6 +33,9 @@ on the Postgres at ``--postgres`` (``$SLIPSTREAM_TEST_POSTGRES_DSN``, else the l
   connection through each append function of the store, ``slipstream_append`` (any append) and
   ``slipstream_append_one`` (one existing execution: what a chain uses), in rotating order with
   the floor's durable commit, medians of ``--samples``: the server's share of a node.
+- notification lock: with ``pgbench`` (when installed), commits/s of 16 clients committing a
+  one-row insert, with and without a ``pg_notify`` in the same transaction, in alternating runs:
+  what a commit that notifies costs the server (appends notify only while a reader tails the log).
 - sequence lock: appends/s of 16 concurrent writers (a store each, as 16 processes) with the
   store's append function and with a copy of it without the sequence lock (what the lock that
   keeps ``read_all`` commit-safe costs).
@@ -508,6 +511,58 @@ async def bench_sequence_lock(dsn: str, writers: int, appends: int, repeat: int)
     }
 
 
+async def bench_notify_lock(dsn: str, clients: int = 16, seconds: int = 5, repeat: int = 2) -> dict[str, Any] | str:
+    """Commits/s of ``clients`` pgbench clients committing a one-row insert, with and without a
+    ``pg_notify`` in the transaction (nobody listening), in alternating runs."""
+    import re
+    import shutil
+    from urllib.parse import urlsplit
+
+    pgbench = shutil.which("pgbench")
+    if pgbench is None:
+        return "pgbench not installed"
+    url = urlsplit(dsn)
+    scripts = {
+        "without_notify": "BEGIN;\nINSERT INTO notify_lock (v) VALUES (1);\nCOMMIT;\n",
+        "with_notify": "BEGIN;\nINSERT INTO notify_lock (v) VALUES (1);\n"
+        "SELECT pg_notify('slipstream_bench', 'x');\nCOMMIT;\n",
+    }
+    rates: dict[str, list[float]] = {name: [] for name in scripts}
+    env = {**os.environ, "PGPASSWORD": url.password or ""}
+    connection = ["-h", url.hostname or "127.0.0.1", "-p", str(url.port or 5432), "-U", url.username or "postgres"]
+    database_name = url.path.lstrip("/")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE TABLE notify_lock (id bigserial PRIMARY KEY, v integer)")
+    finally:
+        await conn.close()
+    with tempfile.TemporaryDirectory() as directory:
+        for name, text in scripts.items():
+            (Path(directory) / f"{name}.sql").write_text(text)
+        for i in range(repeat * 2):
+            for name in scripts if i % 2 == 0 else list(scripts)[::-1]:
+                load = ["-n", "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", f"{directory}/{name}.sql"]
+                done = await asyncio.to_thread(
+                    subprocess.run,
+                    [pgbench, *connection, *load, database_name],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                found = re.search(r"tps = ([0-9.]+)", done.stdout)
+                assert found is not None, done.stdout
+                rates[name].append(float(found.group(1)))
+    with_notify, without = statistics.median(rates["with_notify"]), statistics.median(rates["without_notify"])
+    return {
+        "clients": clients,
+        "commits_per_s_without_notify": round(without),
+        "commits_per_s_with_notify": round(with_notify),
+        "ratio": round(with_notify / without, 3),
+        "runs": {k: [round(r) for r in v] for k, v in rates.items()},
+    }
+
+
 # --- DBOS ------------------------------------------------------------------------------------------
 
 
@@ -575,6 +630,7 @@ async def main(argv: list[str]) -> dict[str, Any]:
         figures["floor_after"] = await bench_floor(dsn, args.samples, idle_s)
         figures["append_replay"] = await bench_append_replay(dsn, args.samples)
         figures["sequence_lock"] = await bench_sequence_lock(dsn, 16, 100, args.repeat)
+        figures["notify_lock"] = await bench_notify_lock(dsn)
     figures["chain_embedded"] = await bench_chain(None, args.repeat)
     # the machine is shared: the floor is measured before and after the chain, the lower one used
     commit = min(figures["floor"]["durable_commit_ms"], figures["floor_after"]["durable_commit_ms"])
