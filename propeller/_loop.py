@@ -52,8 +52,9 @@ log = logging.getLogger("slipstream.propeller")
 # One line per execution start and end, for whoever runs the loop (`slipstream serve` prints them).
 lifecycle_log = logging.getLogger("slipstream.executions")
 
-# Final states of executions this loop ended, kept for `Controller.ended_state` (a caller in this
-# process waiting for the outputs); the newest few are enough, for they are asked for at once.
+# Final states of executions this loop ended while a caller in this process waited for them,
+# kept for `Controller.ended_state` (that caller asks for the outputs at once, so the newest few
+# are enough; a serving process, which nobody waits on, keeps none).
 _ENDED_KEPT = 128
 
 
@@ -557,7 +558,7 @@ class Controller:
         self._cache[execution_id] = state
         if plan.events:
             log_lifecycle(state, plan.events)
-            if state.is_terminal:
+            if state.is_terminal and execution_id in self._finished:  # somebody here waits for it
                 self._remember_ended(state)
         self.attempts.forget_finished(execution_id, statuses)
         actions = plan.actions
