@@ -837,11 +837,12 @@ class Engine:
         return {name: await resolver.resolve(value) for name, value in literals.items()}
 
     def _ended_state(self, summary: ExecutionSummary) -> ExecutionState | None:
-        """The final state this engine's loop kept of the execution it just ended, when the log is
-        still where ``summary`` says (no need to read and fold it all again); else None."""
+        """The final state this engine's loop kept of the execution it just ended while we waited,
+        when the log is still where ``summary`` says (no need to read and fold it all again), the
+        first time it is asked for; else None."""
         if self._controller is None:
             return None
-        return self._controller.ended_state(summary.execution_id, summary.version)
+        return self._controller.take_ended_state(summary.execution_id, summary.version)
 
     async def _state(self, execution_id: str) -> ExecutionState:
         check_execution_id(execution_id)

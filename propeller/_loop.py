@@ -53,8 +53,8 @@ log = logging.getLogger("slipstream.propeller")
 lifecycle_log = logging.getLogger("slipstream.executions")
 
 # Final states of executions this loop ended while a caller in this process waited for them,
-# kept for `Controller.ended_state` (that caller asks for the outputs at once, so the newest few
-# are enough; a serving process, which nobody waits on, keeps none).
+# kept for `Controller.take_ended_state` (that caller asks for the outputs at once, so the newest
+# few are enough; a serving process, which nobody waits on, keeps none).
 _ENDED_KEPT = 128
 
 
@@ -139,7 +139,7 @@ class Controller:
         self._reported: dict[str, set[TaskKey]] = {}  # attempts to poll at the execution's next round
         self._changed: dict[str, asyncio.Event] = {}
         self._finished: dict[str, asyncio.Event] = {}
-        # the states of executions this loop ended, oldest first (`ended_state`): each holds only
+        # the states of executions this loop ended, oldest first (`take_ended_state`): each holds only
         # durable events, since a round whose append fails drops it
         self._ended: dict[str, ExecutionState] = {}
         # cached executions another writer may have appended to: their next round reads the tail
@@ -213,12 +213,13 @@ class Controller:
         event = self._finished.setdefault(execution_id, asyncio.Event())
         await event.wait()
 
-    def ended_state(self, execution_id: str, version: int) -> ExecutionState | None:
+    def take_ended_state(self, execution_id: str, version: int) -> ExecutionState | None:
         """The state of an execution a round of this loop ended, if its log is still at ``version``
-        (what the store's summary says); None otherwise. It is the loop's own: read it, never
-        change it. An engine in this process answers its outputs from it instead of reading and
-        folding the whole log again."""
-        state = self._ended.get(execution_id)
+        (what the store's summary says); None otherwise. Given once: the caller waiting for the
+        end answers its outputs from it instead of reading and folding the whole log again, and
+        any later read goes to the log (and its checks). It is the loop's own: read it, never
+        change it."""
+        state = self._ended.pop(execution_id, None)
         return state if state is not None and state.version == version and state.is_terminal else None
 
     def _remember_ended(self, state: ExecutionState) -> None:

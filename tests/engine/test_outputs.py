@@ -62,7 +62,8 @@ async def test_the_engine_that_ended_an_execution_answers_its_outputs_without_re
     eng: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The loop keeps the final state it recorded, so waiting for the outputs in the process that
-    ran the execution reads none of its events again (a whole log, read and folded, otherwise)."""
+    ran the execution reads none of its events again (a whole log, read and folded, otherwise),
+    once: later reads go to the log, so a log changed since is caught (test_tamper)."""
     reads: list[str] = []
     read = eng.store.read
 
@@ -78,11 +79,16 @@ async def test_the_engine_that_ended_an_execution_answers_its_outputs_without_re
     with pytest.raises(TaskFailed):
         await failing.outputs(timeout=30)
     assert reads.count(failing.execution_id) == 1
-    # kept only while the log is where it ended: a later event would make it read again
-    summary = await eng.store.get_summary(handle.execution_id)
-    assert summary is not None and eng.controller is not None
-    assert eng.controller.ended_state(handle.execution_id, summary.version) is not None
-    assert eng.controller.ended_state(handle.execution_id, summary.version + 1) is None
+    # given once: asked again, the outputs come from the log (and its checks)
+    assert await handle.outputs(timeout=30) == wf.Score("knn", 6.0)
+    assert reads.count(handle.execution_id) == 2
+    # and only while the log is where the loop ended it
+    later = await eng.launch(wf.scored, xs=[2])
+    summary = await later.wait(timeout=30)
+    assert eng.controller is not None
+    assert eng.controller.take_ended_state(later.execution_id, summary.version + 1) is None
+    assert await later.outputs(timeout=30) == wf.Score("knn", 1.0)
+    assert reads.count(later.execution_id) == 2
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
