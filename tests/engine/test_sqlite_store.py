@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from engine._sqlite_store import SqliteEventStore
+from engine._sqlite_store import _CHECKPOINT_EVERY, SqliteEventStore
 from engine.errors import ConfigError, SlipstreamError, StoreUnavailable
+from tests.engine.test_store_contract import created, new_id, queued
 
 FIX = "point --state-dir or SLIPSTREAM_STATE_DIR (Engine.embedded(state_dir=...)) at a writable directory"
 
@@ -84,3 +86,67 @@ async def test_file_locked_by_another_process_is_store_unavailable(tmp_path: Pat
     assert f"SQLite event store {path} is locked by another process" in str(error)
     async with SqliteEventStore(path):  # and it opens once the lock is gone
         pass
+
+
+async def test_an_append_waits_for_another_writer_off_the_event_loop(tmp_path: Path) -> None:
+    """Calls run on the loop's thread only when SQLite answers at once: an append that meets
+    another process's write lock waits for it on a worker thread, the loop running meanwhile, and
+    succeeds once the lock is gone (within ``busy_timeout``)."""
+    path = tmp_path / "events.db"
+    async with SqliteEventStore(path) as store:
+        eid = new_id()
+        await store.append(eid, 0, [created(eid)])
+        holder = sqlite3.connect(path, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            appending = asyncio.create_task(store.append(eid, 1, [queued(eid, 2)]))
+            ticks = 0
+            for _ in range(30):  # 0.3 s of a ticking loop while the append waits
+                await asyncio.sleep(0.01)
+                ticks += 1
+                assert not appending.done(), appending
+            holder.execute("COMMIT")
+        finally:
+            holder.close()
+        assert await asyncio.wait_for(appending, timeout=10) == 2
+        assert ticks == 30
+        # past busy_timeout it is still a StoreUnavailable, raised without blocking the loop
+        holder = sqlite3.connect(path, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            store._busy_timeout = 0.2
+            started = asyncio.get_running_loop().time()
+            ticker = asyncio.create_task(asyncio.sleep(0.05))
+            with pytest.raises(StoreUnavailable, match="locked"):
+                await store.append(eid, 2, [queued(eid, 3)])
+            assert ticker.done() and asyncio.get_running_loop().time() - started >= 0.15
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+
+
+async def _wal_frames_after_appends(path: Path, appends: int) -> int:
+    """Frames in the WAL (since it last restarted) after ``appends`` appends through a store."""
+    async with SqliteEventStore(path) as store:
+        eid = new_id()
+        version = await store.append(eid, 0, [created(eid)])
+        for _ in range(appends):
+            version = await store.append(eid, version, [queued(eid, version + 1)])
+        if store._checkpoint is not None:
+            await store._checkpoint
+        probe = sqlite3.connect(path, isolation_level=None)
+        try:
+            return int(probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+        finally:
+            probe.close()
+
+
+async def test_the_wal_is_checkpointed_on_the_worker_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's own checkpoints (run by the committing call, fsyncs included, on the loop's
+    thread) are off; the store checkpoints every `_CHECKPOINT_EVERY` writes on the worker thread
+    instead, so the WAL does not grow with the log."""
+    appends = 3 * _CHECKPOINT_EVERY
+    checkpointed = await _wal_frames_after_appends(tmp_path / "a.db", appends)
+    monkeypatch.setattr("engine._sqlite_store._CHECKPOINT_EVERY", 10 * appends)
+    never = await _wal_frames_after_appends(tmp_path / "b.db", appends)
+    assert checkpointed < never / 2, (checkpointed, never)
