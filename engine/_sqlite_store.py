@@ -8,7 +8,7 @@ process holds the write lock) or finds the connection busy goes to a worker thre
 wait up to ``busy_timeout``. Checkpoints, the only fsyncs, run on the worker thread too (every
 `_CHECKPOINT_EVERY` writes; SQLite's own, which the committing call would run, are off). A hop to a
 worker thread and back costs more than the append itself on a small machine: the embedded chain
-went from 0.58-0.65 to 0.26-0.43 ms per node.
+went from 0.54-0.64 to 0.33-0.42 ms per node (alternating runs on 2 vCPUs).
 
 Appends are one ``BEGIN IMMEDIATE`` transaction per call, which also makes SQLite's single writer
 order ``seq`` by commit, so ``read_all`` is commit-safe as is.
