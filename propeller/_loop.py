@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -633,18 +634,22 @@ def _without_logs(status: TaskStatus) -> TaskStatus:
     return msgspec.structs.replace(status, logs="", elements=elements)
 
 
+# The events that start or end an execution: a lifecycle line each. Looked up by exact type (every
+# round's events pass here, and a serving process logs thousands of lines a second).
+_LIFECYCLE_EVENTS = frozenset({ExecutionStarted, ExecutionSucceeded, ExecutionFailedEvent, ExecutionAbortedEvent})
+_NEEDS_QUOTES = re.compile(r'[ "=]')
+
+
 def log_lifecycle(state: ExecutionState, events: list[AnyEvent]) -> None:
     """A ``key=value`` line per execution start and end in ``events`` (the same fields are set on
     the record, for structured handlers)."""
     if not lifecycle_log.isEnabledFor(logging.INFO):
         return
     for event in events:
-        if isinstance(event, ExecutionStarted):
-            what = "started"
-        elif isinstance(event, ExecutionSucceeded | ExecutionFailedEvent | ExecutionAbortedEvent):
-            what = state.phase
-        else:
+        kind = type(event)
+        if kind not in _LIFECYCLE_EVENTS:
             continue
+        what = "started" if kind is ExecutionStarted else state.phase
         created = state.created
         fields: dict[str, object] = {
             "execution": event.execution_id,
@@ -657,12 +662,12 @@ def log_lifecycle(state: ExecutionState, events: list[AnyEvent]) -> None:
         if isinstance(event, ExecutionFailedEvent):
             fields["node"] = event.error.node_id
             fields["error"] = event.error.message.splitlines()[0] if event.error.message else ""
-        if isinstance(event, ExecutionAbortedEvent):
+        elif isinstance(event, ExecutionAbortedEvent):
             fields["reason"] = state.abort_reason
-        text = " ".join(f"{key}={_quoted(value)}" for key, value in fields.items())
+        text = " ".join([f"{key}={_quoted(value)}" for key, value in fields.items()])
         lifecycle_log.info("execution %s %s", what, text, extra={"event": f"execution_{what}", **fields})
 
 
 def _quoted(value: object) -> str:
     text = str(value)
-    return text if text and not any(c in text for c in ' "=') else '"' + text.replace('"', '\\"') + '"'
+    return text if text and _NEEDS_QUOTES.search(text) is None else '"' + text.replace('"', '\\"') + '"'
