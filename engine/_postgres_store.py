@@ -972,10 +972,9 @@ class PostgresEventStore(EventStore):
         self._changes.notify()
 
     def _on_execution_notify(self, _conn: object, pid: int, _channel: str, execution_id: str) -> None:
+        # whoever waits for every append is woken by that append's own slipstream_events notification
         self._note_sender(pid, execution_id)
         self._execution_changes.notify()
-        if not self._every_append:  # else the append's own slipstream_events notification wakes them, once
-            self._changes.notify()
 
     def changed_by_others(self) -> set[str] | None:
         """The executions other processes created, changed the status of (an abort) or, while this

@@ -205,7 +205,7 @@ class SqliteEventStore(EventStore):
                 why = f"{blocker} is a file, where a directory should be"
             return ConfigError(f"cannot use {self._path.parent} as the state directory: {why}; {fix}")
         name = getattr(exc, "sqlite_errorname", "")
-        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        if _is_busy(exc):
             return StoreUnavailable(
                 f"SQLite event store {self._path} is locked by another process ({exc}); try again once it is "
                 "done, or raise busy_timeout"
@@ -654,6 +654,6 @@ def _summary(row: tuple[Any, ...]) -> ExecutionSummary:
     )
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
+def _is_busy(exc: sqlite3.Error) -> bool:
     """Whether SQLite refused ``exc``'s call only because another connection holds a lock."""
     return getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
