@@ -175,6 +175,13 @@ class Controller:
         self._stale.add(execution_id)
         self.queue.add(execution_id)
 
+    def _look_again(self, execution_id: str, *, stale: bool) -> None:
+        """Schedule a sweep's round (in case a wake-up was missed), behind every round with
+        something new to do: the queue's background lane. ``stale``: read the log's tail first."""
+        if stale:
+            self._stale.add(execution_id)
+        self.queue.add_background(execution_id)
+
     def on_task_report(self, key: TaskKey) -> None:
         """Executor callback: an attempt started or ended. Safe to call from any thread."""
         if self._loop is None or threading.get_ident() == self._loop_thread:
@@ -266,7 +273,8 @@ class Controller:
                     await self.catalog.flush()  # the last rounds' records reach the catalog
 
     async def resync(self) -> None:
-        """Enqueue every unfinished execution in the store (start-up and periodic sweep)."""
+        """Enqueue every unfinished execution in the store (start-up and periodic sweep), in the
+        queue's background lane."""
         cursor = None
         while True:
             page = await self.store.list_executions(
@@ -278,7 +286,10 @@ class Controller:
                     continue
                 # listed as unfinished again: its log was restored and its projection rebuilt
                 self._quarantined.discard(summary.execution_id)
-                self.refresh(summary.execution_id)
+                # the tail is read only where the listing is ahead of the cache (another writer
+                # appended); an execution not cached gets a whole read anyway
+                cached = self._cache.get(summary.execution_id)
+                self._look_again(summary.execution_id, stale=cached is not None and summary.version > cached.version)
             cursor = page.next_cursor
             if cursor is None:
                 return
@@ -312,10 +323,8 @@ class Controller:
         changed = self.store.changed_by_others()
         for execution_id in self.attempts.busy():
             self._reported.setdefault(execution_id, set()).update(self.attempts.tracked(execution_id))
-            if changed is None or execution_id in changed:
-                self.refresh(execution_id)
-            else:  # nobody else appended: the cached state is current, no need to read the tail
-                self.queue.add(execution_id)
+            # stale only if somebody else appended: otherwise the cached state is current
+            self._look_again(execution_id, stale=changed is None or execution_id in changed)
 
     async def _watch_store(self) -> None:
         """Pick up executions created by other processes sharing the store.

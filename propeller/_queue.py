@@ -9,6 +9,11 @@ Semantics follow client-go ``util/workqueue`` (``queue.go``, ``delaying_queue.go
 - ``add`` of an item that is being processed only marks it dirty; ``done`` then queues it again
   (once, however many adds happened meanwhile). Workers must call ``done`` for every item ``get``
   returned, also when processing failed.
+- ``add_background`` queues an item behind every item added with ``add`` (controller-runtime's
+  priority queue gives resyncs a low priority for the same reason): a periodic sweep that queues
+  every execution does not delay the wake-ups of executions with something new. An ``add`` of an
+  item waiting there moves it to the front lane. So that sweeps still progress under a steady load,
+  one background item goes after every ``WorkQueue.FOREGROUND_RUN`` front ones while both wait.
 - ``add_after`` parks the item in a timer heap; when the same item is parked twice, the earliest
   deadline wins. Timers are driven by an injected `Clock`.
 - ``add_rate_limited`` parks the item for ``base_delay * 2**failures`` (capped at ``max_delay``),
@@ -63,6 +68,9 @@ class WorkQueue(Generic[T]):
         name: shown in error messages.
     """
 
+    # Foreground items handed out in a row, while background items wait, before one of those goes.
+    FOREGROUND_RUN = 8
+
     def __init__(
         self,
         *,
@@ -81,6 +89,14 @@ class WorkQueue(Generic[T]):
         self.name = name
         # FIFO of items ready for a worker; each is also in _dirty and never in _processing.
         self._queue: deque[T] = deque()
+        # The background lane: (order, item) entries, live only while _background[item] holds that
+        # order (an item moved to the front lane leaves its entry behind, skipped when reached).
+        self._background_lane: deque[tuple[int, T]] = deque()
+        self._background: dict[T, int] = {}
+        # Items being processed that were re-added with add_background only: done() queues them there.
+        self._background_after_done: set[T] = set()
+        # Foreground items handed out in a row while background items waited.
+        self._foreground_run = 0
         # Items that need processing (queued, or re-added while processing).
         self._dirty: set[T] = set()
         # Items a worker holds between get() and done().
@@ -107,12 +123,37 @@ class WorkQueue(Generic[T]):
         Args:
             item: a hashable id.
         """
-        if self._shutting_down or item in self._dirty:
+        if self._shutting_down:
+            return
+        if item in self._dirty:
+            if self._background.pop(item, None) is not None:  # waiting in the background lane
+                self._queue.append(item)
+            else:
+                self._background_after_done.discard(item)
             return
         self._dirty.add(item)
         if item in self._processing:
             return  # done() queues it again
         self._queue.append(item)
+        self._wake_one_getter()
+
+    def add_background(self, item: T) -> None:
+        """Mark ``item`` as needing processing, behind every item added with `add`.
+
+        For sweeps that queue many items to look at again in case something was missed: an item
+        that needs processing already keeps its place (and its lane); a later `add` moves this one
+        to the front lane. Ignored after `shutdown`.
+
+        Args:
+            item: a hashable id.
+        """
+        if self._shutting_down or item in self._dirty:
+            return
+        self._dirty.add(item)
+        if item in self._processing:
+            self._background_after_done.add(item)
+            return
+        self._queue_background(item)
         self._wake_one_getter()
 
     def get_nowait(self) -> T:
@@ -121,15 +162,27 @@ class WorkQueue(Generic[T]):
         The decision `get` waits on (client-go's ``Get`` without the condition variable).
 
         Returns:
-            The oldest queued item, now marked as processing.
+            The oldest queued item of the front lane (of the background lane when the front one
+            is empty, or after `FOREGROUND_RUN` front items in a row), now marked as processing.
 
         Raises:
             QueueShutDown: if the queue is shut down and empty.
             asyncio.QueueEmpty: if no item is ready.
         """
         self._fire_due_timers()
-        if self._queue:
+        if self._background and (not self._queue or self._foreground_run >= self.FOREGROUND_RUN):
+            self._foreground_run = 0
+            while True:
+                order, item = self._background_lane.popleft()
+                if self._background.get(item) == order:
+                    del self._background[item]
+                    break
+        elif self._queue:
             item = self._queue.popleft()
+            self._foreground_run = self._foreground_run + 1 if self._background else 0
+        else:
+            item = None
+        if item is not None:
             self._dirty.discard(item)
             self._processing.add(item)
             return item
@@ -174,13 +227,17 @@ class WorkQueue(Generic[T]):
         self._processing.discard(item)
         if item in self._dirty:
             # Even after shutdown (client-go does the same): the add happened before it.
-            self._queue.append(item)
+            if item in self._background_after_done:
+                self._background_after_done.discard(item)
+                self._queue_background(item)
+            else:
+                self._queue.append(item)
             self._wake_one_getter()
 
     def __len__(self) -> int:
-        """Number of items ready for a worker (timers that are due count as ready)."""
+        """Number of items ready for a worker, in both lanes (timers that are due count as ready)."""
         self._fire_due_timers()
-        return len(self._queue)
+        return len(self._queue) + len(self._background)
 
     # --- delaying queue ------------------------------------------------------------------------
 
@@ -253,6 +310,11 @@ class WorkQueue(Generic[T]):
                 getter.set_result(None)
 
     # --- internals -----------------------------------------------------------------------------
+
+    def _queue_background(self, item: T) -> None:
+        order = next(self._seq)
+        self._background[item] = order
+        self._background_lane.append((order, item))
 
     def _wake_one_getter(self) -> None:
         while self._getters:

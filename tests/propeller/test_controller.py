@@ -14,7 +14,7 @@ import pytest
 from engine.errors import AccessDenied, ConfigError, CorruptEvent
 from engine.events import AnyEvent, ExecutionAborted, ExecutionCreated, NodeFailed, NodeQueued, NodeRunning
 from engine.interfaces import TaskKey
-from engine.models import TaskOptions
+from engine.models import ErrorInfo, TaskOptions
 from engine.state import ExecutionState
 from engine.testing import FakeExecutor, InMemoryEventStore
 from propeller import Controller, PlannerConfig
@@ -337,3 +337,49 @@ async def test_an_execution_left_for_want_of_its_code_is_looked_at_again_at_each
     ctl.queue.done("e1")
     assert "ExecutionStarted" in [type(e).__name__ for e in await history(store)]
     assert fake.submitted and fake.submitted[0].key == KEY1
+
+
+async def test_a_sweep_reads_the_tail_only_of_executions_another_writer_appended_to(store: InMemoryEventStore) -> None:
+    fake = FakeExecutor()
+    ctl = await started(controller(store, fake))
+    for execution_id in ("e1", "e2"):
+        await launch(store, spec_of(task_node("a")), execution_id)
+        await ctl.reconcile(execution_id)
+        fake.start_attempt(TaskKey(execution_id, "a", 1))
+        await ctl.reconcile(execution_id)
+    other = store.sibling()  # another process records e2's attempt lost (it took e2 over a while)
+    await other.start()
+    version = await other.current_version("e2")
+    lost = ErrorInfo(kind="system", message="lost")
+    await other.append("e2", version, [NodeFailed(execution_id="e2", version=version + 1, at=T0, node_id="a",
+                                                  attempt=1, error=lost)])
+
+    reads: list[tuple[str, int]] = []
+    read = store.read
+
+    async def counted(execution_id: str, after: int = 0) -> list:
+        reads.append((execution_id, after))
+        return await read(execution_id, after)
+
+    store.read = counted  # type: ignore[method-assign]
+    await ctl.resync()
+    assert len(ctl.queue) == 2
+    for _ in range(2):
+        execution_id = await ctl.queue.get()
+        await ctl.reconcile(execution_id)
+        ctl.queue.done(execution_id)
+    assert reads == [("e2", version)]  # its tail; e1's cached state is current
+    assert fake.submitted[-1].key == TaskKey("e2", "a", 2)  # the failure was seen: a retry
+
+
+async def test_a_sweeps_rounds_wait_behind_an_execution_with_something_new(store: InMemoryEventStore) -> None:
+    fake = FakeExecutor()
+    ctl = await started(controller(store, fake))
+    for execution_id in ("e1", "e2", "e3"):
+        await launch(store, spec_of(task_node("a")), execution_id)
+        await ctl.reconcile(execution_id)
+    await ctl.resync()
+    ctl.poll_in_flight()
+    fake.start_attempt(TaskKey("e1", "a", 1))  # its report: a round with something to record
+    assert ctl.queue.get_nowait() == "e1"  # listed last (newest first), and its round goes first
+    assert {ctl.queue.get_nowait(), ctl.queue.get_nowait()} == {"e2", "e3"}

@@ -115,6 +115,94 @@ def test_get_nowait_on_empty_queue() -> None:
         queue.get_nowait()
 
 
+# --- background lane ---------------------------------------------------------------------------
+
+
+async def test_background_items_wait_behind_every_foreground_item() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add_background("s1")
+    queue.add_background("s2")
+    queue.add("a")
+    queue.add_background("a")  # already needs processing: keeps its lane
+    queue.add("b")
+    assert len(queue) == 4
+    assert drain_ready(queue) == ["a", "b", "s1", "s2"]
+
+
+async def test_a_background_item_wakes_a_waiting_worker() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    getter = asyncio.create_task(queue.get())
+    await settle()
+    queue.add_background("s")
+    assert await asyncio.wait_for(getter, 5) == "s"
+
+
+async def test_add_moves_a_waiting_background_item_to_the_front_lane() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    for item in ["s1", "s2", "s3"]:
+        queue.add_background(item)
+    queue.add("a")
+    queue.add("s3")  # something new happened to s3: it goes before the sweep's other items
+    assert len(queue) == 4
+    assert drain_ready(queue) == ["a", "s3", "s1", "s2"]
+    for item in ["a", "s3", "s1", "s2"]:
+        queue.done(item)
+    queue.add_background("s3")  # its old place in the lane is gone: it queues at the end
+    queue.add_background("s4")
+    assert drain_ready(queue) == ["s3", "s4"]
+
+
+async def test_readd_while_processing_keeps_the_lane_of_its_most_urgent_add() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("a")
+    queue.add("b")
+    assert queue.get_nowait() == "a"
+    queue.add_background("a")  # a sweep only: back of the background lane after done
+    queue.add_background("s")
+    queue.done("a")
+    assert drain_ready(queue) == ["b", "s", "a"]
+    queue.done("a")
+    queue.done("b")
+    queue.done("s")
+
+    queue.add("a")
+    assert queue.get_nowait() == "a"
+    queue.add_background("a")
+    queue.add("a")  # a wake-up too: the front lane
+    queue.add_background("s")
+    queue.done("a")
+    assert drain_ready(queue) == ["a", "s"]
+
+
+async def test_a_steady_foreground_load_does_not_starve_the_background_lane() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    run = WorkQueue.FOREGROUND_RUN
+    for i in range(2):
+        queue.add_background(f"s{i}")
+    for i in range(3 * run):
+        queue.add(f"f{i}")
+    order = drain_ready(queue)
+    assert order.index("s0") == run and order.index("s1") == 2 * run + 1
+    assert [item for item in order if item.startswith("f")] == [f"f{i}" for i in range(3 * run)]
+    # with nothing in the background lane, front items in a row are not counted against it
+    for item in order:
+        queue.done(item)
+    for i in range(run + 2):
+        queue.add(f"f{i}")
+    queue.add_background("s")
+    assert drain_ready(queue)[0] == "f0"
+
+
+async def test_shutdown_still_hands_out_background_items() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add_background("s")
+    queue.shutdown()
+    queue.add_background("t")  # ignored after shutdown
+    assert await queue.get() == "s"
+    with pytest.raises(QueueShutDown):
+        await queue.get()
+
+
 # --- delaying queue ----------------------------------------------------------------------------
 
 
@@ -304,7 +392,8 @@ async def test_readd_during_processing_survives_shutdown() -> None:
 
 
 async def run_workers(seed: int, workers: int, items: int, adds: int) -> None:
-    """Many workers plus a random adder: no item is ever held by two workers, none is lost."""
+    """Many workers plus a random adder (in both lanes): no item is ever held by two workers,
+    none is lost."""
     rng = random.Random(seed)
     queue: WorkQueue[int] = WorkQueue()
     in_progress: set[int] = set()
@@ -331,7 +420,10 @@ async def run_workers(seed: int, workers: int, items: int, adds: int) -> None:
     tasks = [asyncio.create_task(worker()) for _ in range(workers)]
     for _ in range(adds):
         item = rng.randrange(items)
-        queue.add(item)
+        if rng.random() < 0.3:
+            queue.add_background(item)
+        else:
+            queue.add(item)
         pending[item] = True
         if rng.random() < 0.5:
             await asyncio.sleep(0)
@@ -355,13 +447,18 @@ def test_concurrent_workers_never_share_an_item_property(seed: int, workers: int
 
 
 class QueueModel(RuleBasedStateMachine):
-    """The queue against a model of client-go semantics (dirty/processing/FIFO, timers)."""
+    """The queue against a model of client-go semantics (dirty/processing/FIFO, timers), with
+    the background lane and its share under load."""
 
     def __init__(self) -> None:
         super().__init__()
         self.clock = FakeClock()
         self.queue: WorkQueue[str] = WorkQueue(clock=self.clock)
+        self.queue.FOREGROUND_RUN = 2  # short, so that a few steps reach the background lane's turn
         self.model_queue: list[str] = []
+        self.model_background: list[str] = []
+        self.model_background_after_done: set[str] = set()
+        self.model_run = 0
         self.model_dirty: set[str] = set()
         self.model_processing: set[str] = set()
         # item -> (deadline, order of the add_after that set it): equal deadlines fire in that order
@@ -370,6 +467,10 @@ class QueueModel(RuleBasedStateMachine):
 
     def _model_add(self, item: str) -> None:
         if item in self.model_dirty:
+            if item in self.model_background:
+                self.model_background.remove(item)
+                self.model_queue.append(item)
+            self.model_background_after_done.discard(item)
             return
         self.model_dirty.add(item)
         if item not in self.model_processing:
@@ -387,6 +488,17 @@ class QueueModel(RuleBasedStateMachine):
         self.queue.add(item)
         self._model_add(item)
 
+    @rule(item=st.sampled_from("abcd"))
+    def add_background(self, item: str) -> None:
+        self.queue.add_background(item)
+        if item in self.model_dirty:
+            return
+        self.model_dirty.add(item)
+        if item in self.model_processing:
+            self.model_background_after_done.add(item)
+        else:
+            self.model_background.append(item)
+
     @rule(item=st.sampled_from("abcd"), delay=st.integers(1, 5))
     def add_after(self, item: str, delay: int) -> None:
         self.queue.add_after(item, delay)
@@ -403,11 +515,16 @@ class QueueModel(RuleBasedStateMachine):
     @rule()
     def get(self) -> None:
         self._model_fire()
-        if not self.model_queue:
+        if self.model_background and (not self.model_queue or self.model_run >= 2):
+            expected = self.model_background.pop(0)
+            self.model_run = 0
+        elif self.model_queue:
+            expected = self.model_queue.pop(0)
+            self.model_run = self.model_run + 1 if self.model_background else 0
+        else:
             with pytest.raises(asyncio.QueueEmpty):
                 self.queue.get_nowait()
             return
-        expected = self.model_queue.pop(0)
         self.model_dirty.discard(expected)
         self.model_processing.add(expected)
         assert self.queue.get_nowait() == expected
@@ -419,12 +536,16 @@ class QueueModel(RuleBasedStateMachine):
         self.queue.done(item)
         self.model_processing.discard(item)
         if item in self.model_dirty:
-            self.model_queue.append(item)
+            if item in self.model_background_after_done:
+                self.model_background_after_done.discard(item)
+                self.model_background.append(item)
+            else:
+                self.model_queue.append(item)
 
     @invariant()
     def same_sizes(self) -> None:
         self._model_fire()
-        assert len(self.queue) == len(self.model_queue)
+        assert len(self.queue) == len(self.model_queue) + len(self.model_background)
 
 
 TestQueueModel = QueueModel.TestCase
