@@ -9,6 +9,7 @@ from engine import task, workflow
 
 NAPS = 20
 NAP_S = 0.1
+HOLD_S = 3600.0
 
 
 @task
@@ -35,3 +36,15 @@ def naps(x: int = 0) -> int:
     for _ in range(NAPS - 1):
         value = nap(x=value)
     return value
+
+
+@task
+async def hold(x: int) -> int:
+    await asyncio.sleep(HOLD_S)
+    return x
+
+
+@workflow
+def held(x: int = 0) -> int:
+    """One task that runs for `HOLD_S` seconds: an execution a sweep finds running."""
+    return hold(x=x)

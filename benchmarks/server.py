@@ -21,6 +21,10 @@ on the Postgres at ``--postgres`` (``$SLIPSTREAM_TEST_POSTGRES_DSN``, else the l
   node: the engine's own work. With ``commit_after_idle_ms`` it makes ``least_ms_per_node``, what
   a node would cost here if the append cost no more than a one-row commit, and
   ``ratio_to_least``, how far the Postgres chain is from that.
+- sweep: one engine on Postgres with ``--sweep`` executions each running one long task; a resync
+  sweep (what the loop does every ``resync_interval``) and, at once, a one-task execution. Its
+  latency against the same execution launched with no sweep (``one_task_alone_ms``, same run),
+  and how long the sweep's rounds took to drain and what CPU they used; medians of ``--repeat``.
 - executions/s: ``--executions`` one-task executions launched at once by a client engine
   (``run_loop=False``), run by one and by two ``slipstream serve --executor local`` processes;
   from the first launch to the last success. ``share`` is each server's part of the attempts.
@@ -82,6 +86,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--samples", type=int, default=500, help="round trips and commits for the floor")
     parser.add_argument("--takeover", type=int, default=1000, help="executions running when a server is killed")
+    parser.add_argument("--sweep", type=int, default=3000, help="executions running while a resync sweep is timed")
     parser.add_argument(
         "--workers", type=int, default=None, help="reconcile workers of each serve process (default: serve's own)"
     )
@@ -92,8 +97,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="a Postgres the benchmark may create databases on",
     )
     args = parser.parse_args(argv)
-    if args.executions < 1 or args.repeat < 1 or args.samples < 1 or args.takeover < 1:
-        parser.error("--executions, --repeat, --samples and --takeover must be at least 1")
+    if args.executions < 1 or args.repeat < 1 or args.samples < 1 or args.takeover < 1 or args.sweep < 1:
+        parser.error("--executions, --repeat, --samples, --takeover and --sweep must be at least 1")
     return args
 
 
@@ -206,6 +211,61 @@ async def bench_engine_only(repeat: int) -> dict[str, Any]:
             times.append(time.perf_counter() - start)
     wall = statistics.median(times)
     return {"nodes": flows.CHAIN_LENGTH, "ms_per_node": round(wall / flows.CHAIN_LENGTH * 1000, 3)}
+
+
+async def bench_sweep(dsn: str, running: int, repeat: int) -> dict[str, Any]:
+    """A resync sweep over ``running`` executions with a task in flight, and a one-task execution
+    launched as it starts (automatic sweeps and revisits are off, so only this one runs)."""
+    import resource
+
+    from benchmarks import _server_workflows as flows
+    from engine import Engine
+    from engine._postgres_store import PostgresEventStore
+    from plugins.local import LocalExecutor
+
+    def cpu_s() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    async def one_task_s(engine: Engine) -> float:
+        start = time.perf_counter()
+        await (await engine.launch(flows.one_task)).outputs(timeout=600)
+        return time.perf_counter() - start
+
+    store = PostgresEventStore(dsn, schema="sweep")
+    alone: list[float] = []
+    during: list[float] = []
+    drain: list[float] = []
+    cpu: list[float] = []
+    async with Engine(store, {"local": LocalExecutor()}, resync_interval=3600, revisit_interval=3600) as engine:
+        controller = engine.controller
+        for i in range(running):
+            await engine.launch(flows.held, x=i)
+        deadline = time.monotonic() + 300
+        while len(controller.attempts.busy()) < running or len(controller.queue):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{running} executions did not all start within 300 s")
+            await asyncio.sleep(0.05)
+        await one_task_s(engine)  # warm-up
+        for _ in range(repeat):
+            alone.append(statistics.median([await one_task_s(engine) for _ in range(5)]))
+            used, start = cpu_s(), time.perf_counter()
+            await controller.resync()
+            during.append(await one_task_s(engine))
+            while True:  # the queue has no event for "empty": look every millisecond
+                if not len(controller.queue):
+                    break
+                await asyncio.sleep(0.001)
+            drain.append(time.perf_counter() - start)
+            cpu.append(cpu_s() - used)
+    return {
+        "running": running,
+        "one_task_alone_ms": round(statistics.median(alone) * 1000, 1),
+        "one_task_during_sweep_ms": round(statistics.median(during) * 1000, 1),
+        "ratio_to_alone": round(statistics.median(during) / statistics.median(alone), 2),
+        "sweep_drain_ms": round(statistics.median(drain) * 1000, 1),
+        "sweep_cpu_ms": round(statistics.median(cpu) * 1000, 1),
+    }
 
 
 def start_server(dsn: str, state_dir: Path, workers: int | None = None) -> subprocess.Popen[bytes]:
@@ -631,6 +691,7 @@ async def main(argv: list[str]) -> dict[str, Any]:
         figures["append_replay"] = await bench_append_replay(dsn, args.samples)
         figures["sequence_lock"] = await bench_sequence_lock(dsn, 16, 100, args.repeat)
         figures["notify_lock"] = await bench_notify_lock(dsn)
+        figures["sweep"] = await bench_sweep(dsn, args.sweep, args.repeat)
     figures["chain_embedded"] = await bench_chain(None, args.repeat)
     # the machine is shared: the floor is measured before and after the chain, the lower one used
     commit = min(figures["floor"]["durable_commit_ms"], figures["floor_after"]["durable_commit_ms"])
