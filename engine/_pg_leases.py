@@ -13,7 +13,11 @@ Every serving loop's session is a member (`join`), named in ``pg_stat_activity``
   without a race, and the executions of a member that goes away spread over all the others;
 - takeover: when a member goes away (its process was killed, its connection lost), the
   survivors' ``lease_epoch`` moves on and their loops look for executions nobody holds at once,
-  instead of at the next periodic resync.
+  instead of at the next periodic resync;
+- silence: each look is also a beat, on the lease session (migration 0011). A member that has
+  not beaten for ``member_timeout`` seconds (hung, stopped, or its host gone without closing its
+  socket, which the server would notice only when TCP keepalive gives up, two hours by default)
+  has its session ended by the others, which frees its leases: then it has gone away, as above.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from engine.errors import StoreUnavailable
+from engine.errors import AccessDenied, StoreUnavailable
 
-__all__ = ["AdvisoryLeases", "lease_key", "member_name"]
+__all__ = ["DEFAULT_MEMBER_TIMEOUT", "AdvisoryLeases", "lease_key", "member_name"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,6 +44,9 @@ _MEMBERS = (
     "SELECT pid, application_name FROM pg_stat_activity WHERE datname = current_database()"
     " AND (application_name = $1 OR starts_with(application_name, $1 || '@'))"
 )
+# the same list, with the seconds since each member last beat, after this session's own beat
+_BEAT = "SELECT pid, application_name, quiet FROM slipstream_beat($1)"
+DEFAULT_MEMBER_TIMEOUT = 10.0
 
 
 def lease_key(name: str) -> int:
@@ -97,7 +104,8 @@ class AdvisoryLeases:
         member_name: the ``application_name`` that marks this store's members (one per schema).
         unavailable: the driver errors that mean the session is gone.
         woken: called when the member list lost someone (the store wakes its consumers).
-        member_interval: seconds between looks at the member list.
+        member_interval: seconds between looks at the member list (and beats).
+        member_timeout: seconds without a beat after which the other members end a member's session.
     """
 
     def __init__(
@@ -108,6 +116,7 @@ class AdvisoryLeases:
         unavailable: tuple[type[BaseException], ...],
         woken: Callable[[], None],
         member_interval: float = 0.5,
+        member_timeout: float = DEFAULT_MEMBER_TIMEOUT,
     ) -> None:
         self._session = session
         self._fetch = fetch
@@ -116,6 +125,8 @@ class AdvisoryLeases:
         self._unavailable = unavailable
         self._woken = woken
         self.member_interval = member_interval
+        self.member_timeout = member_timeout
+        self._cannot_end: set[int] = set()  # silent members this role may not end (said once each)
         self._held: set[str] = set()
         self._claims: dict[str, asyncio.Future[bool]] = {}  # queued for the next lock query
         self._sending: dict[str, asyncio.Future[bool]] = {}  # in the lock query under way
@@ -299,7 +310,7 @@ class AdvisoryLeases:
         if self._watcher is None:
             self._watcher = asyncio.create_task(self._watch_members(), name="slipstream-store-members")
         with contextlib.suppress(Exception):
-            await self._look()
+            await self._look(session)  # in this flush, which holds the session: beat on it directly
 
     @property
     def epoch(self) -> int:
@@ -320,15 +331,57 @@ class AdvisoryLeases:
                 return False
         return max(members, key=lambda m: _score(name, m)) == me
 
-    async def _look(self) -> None:
-        rows = await self._fetch(_MEMBERS, self._member_name)
+    async def _look(self, session: asyncpg.Connection | None = None) -> None:
+        """Beat on the lease session, read the member list, and end the sessions of the members
+        that have been silent for longer than ``member_timeout``."""
+        if session is not None:
+            rows = await session.fetch(_BEAT, self._member_name)
+        else:
+            rows = await self.exclusive(lambda held: held.fetch(_BEAT, self._member_name))
+        silent = {
+            int(pid): float(quiet)
+            for pid, _, quiet in rows
+            if quiet is not None and quiet > self.member_timeout and int(pid) != self._me
+        }
+        if silent:
+            ended = await self._end_sessions(silent)
+            rows = [r for r in rows if int(r[0]) not in ended]
         members = tuple(sorted(int(r[0]) for r in rows))
-        self._tags = {int(pid): _tag_of(str(name), self._member_name) for pid, name in rows}
+        self._tags = {int(pid): _tag_of(str(name), self._member_name) for pid, name, _ in rows}
         if set(self._members) - set(members):
             self._epoch += 1
             log.info("a serving process left (%d now): taking over its executions", len(members))
             self._woken()
         self._members = members
+
+    async def _end_sessions(self, silent: dict[int, float]) -> set[int]:
+        """End the sessions of silent members (with this role's rights); returns those ended."""
+        ended: set[int] = set()
+        for pid, quiet in silent.items():
+            try:
+                rows = await self._fetch("SELECT pg_terminate_backend($1)", pid)
+            except AccessDenied as exc:
+                if pid not in self._cannot_end:
+                    self._cannot_end.add(pid)
+                    log.warning(
+                        "the serving process with session %d has been silent for %.0f s, but this role may not end "
+                        "its session (%s): its executions wait until the server drops it. Run every serve as one "
+                        "role, or grant this one pg_signal_backend",
+                        pid,
+                        quiet,
+                        exc,
+                    )
+                continue
+            if rows and rows[0][0]:
+                ended.add(pid)
+                log.warning(
+                    "the serving process with session %d has been silent for %.1f s (member timeout %.1f s, "
+                    "SLIPSTREAM_MEMBER_TIMEOUT): ended its session, so that its executions move to the others",
+                    pid,
+                    quiet,
+                    self.member_timeout,
+                )
+        return ended
 
     async def _watch_members(self) -> None:
         while True:

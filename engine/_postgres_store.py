@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import socket
 from collections.abc import AsyncIterator, Sequence
@@ -47,7 +48,7 @@ import msgspec
 
 from engine._chain import chain_checksums
 from engine._outage import Reachability
-from engine._pg_leases import AdvisoryLeases, member_name
+from engine._pg_leases import DEFAULT_MEMBER_TIMEOUT, AdvisoryLeases, member_name
 from engine._projection import (
     ProjectionChange,
     check_reader_cursor,
@@ -168,13 +169,36 @@ class PostgresEventStore(EventStore):
         min_size: connections the pool keeps open.
         max_size: most connections the pool opens (plus one for LISTEN).
         schema: the schema holding the tables; created if missing.
+        member_timeout: seconds a serving process may go without beating (it beats every half
+            second while it serves) before the other serving processes end its session, which
+            frees its leases so that its executions move to them; default
+            ``$SLIPSTREAM_MEMBER_TIMEOUT``, else 10.
+
+    Raises:
+        ValueError: an invalid schema name, or a ``member_timeout`` under 2 seconds.
+        ConfigError: ``$SLIPSTREAM_MEMBER_TIMEOUT`` is not a number of seconds, at least 2.
     """
 
     name = "postgres"
 
-    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10, schema: str = "public") -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        schema: str = "public",
+        member_timeout: float | None = None,
+    ) -> None:
         if not _SCHEMA_NAME.match(schema):
             raise ValueError(f"invalid schema name {schema!r}: use letters, digits and underscores")
+        if member_timeout is None:
+            member_timeout = _member_timeout_from_environment()
+        elif not member_timeout >= _LEAST_MEMBER_TIMEOUT:
+            raise ValueError(
+                f"member_timeout={member_timeout!r}: give at least {_LEAST_MEMBER_TIMEOUT:g} seconds "
+                "(serving processes beat every half second)"
+            )
         self._dsn = dsn
         self._min_size = min_size
         self._max_size = max_size
@@ -220,6 +244,7 @@ class PostgresEventStore(EventStore):
             member_name(schema),
             _UNAVAILABLE,
             self._wake_all,
+            member_timeout=member_timeout,
         )
 
     @property
@@ -1036,6 +1061,26 @@ class PostgresEventStore(EventStore):
                 delay = 0.05
                 self._wake_all()  # appends may have happened while no listener was up
                 break
+
+
+_LEAST_MEMBER_TIMEOUT = 2.0  # four beats: a busy loop may miss one or two
+
+
+def _member_timeout_from_environment() -> float:
+    """``$SLIPSTREAM_MEMBER_TIMEOUT`` in seconds, or the default."""
+    text = os.environ.get("SLIPSTREAM_MEMBER_TIMEOUT", "").strip()
+    if not text:
+        return DEFAULT_MEMBER_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= _LEAST_MEMBER_TIMEOUT:
+        raise ConfigError(
+            f"SLIPSTREAM_MEMBER_TIMEOUT={text!r}: give the seconds a serving process may stay silent before the "
+            f"others take its executions over, at least {_LEAST_MEMBER_TIMEOUT:g} (default {DEFAULT_MEMBER_TIMEOUT:g})"
+        )
+    return seconds
 
 
 # An append call: the query, its arguments, and the (execution_id, version, checksum) heads to

@@ -298,6 +298,22 @@ async def test_a_tenant_role_tails_the_log_of_its_project(
     assert await tenant.fetchval("SELECT count(*) FROM slipstream_tailers") == 0
 
 
+async def test_a_tenant_roles_serving_loop_beats(
+    tenant: asyncpg.Connection, postgres_database: str, postgres_schema: str, tenant_role: str
+) -> None:
+    """Its beats (migration 0011) go through the owner's function: without them the other serving
+    processes could not tell it from a silent one."""
+    dsn = as_role(postgres_database, tenant_role)
+    async with PostgresEventStore(dsn, schema=postgres_schema) as store:
+        await store.announce_loop("a")
+        assert store._listener is not None
+        pid = store._listener.get_server_pid()
+        first = await tenant.fetchval("SELECT beat FROM slipstream_members WHERE pid = $1", pid)
+        await asyncio.sleep(1.2)
+        assert first is not None
+        assert await tenant.fetchval("SELECT beat FROM slipstream_members WHERE pid = $1", pid) > first
+
+
 async def test_a_tenant_role_started_before_the_owner_after_an_upgrade_is_told_to_start_the_owner(
     tenant: asyncpg.Connection, postgres_database: str, postgres_schema: str, tenant_role: str
 ) -> None:

@@ -22,8 +22,9 @@ import asyncpg
 import pytest
 
 from engine import Engine
+from engine._pg_leases import member_name
 from engine._postgres_store import PostgresEventStore
-from engine.errors import ConcurrencyConflict
+from engine.errors import ConcurrencyConflict, ConfigError
 from plugins.local import LocalExecutor
 from tests.engine.test_store_contract import created, new_id, queued
 
@@ -199,6 +200,60 @@ async def test_stores_prefer_disjoint_shares_and_see_a_member_go(postgres_databa
         assert await one.serving_loops() == 1
 
 
+async def test_a_silent_member_has_its_session_ended_and_its_leases_move(
+    postgres_database: str, postgres_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A serving process that stops beating (hung, stopped, its host gone without closing its
+    socket) keeps its session, and so its leases, until the others end that session."""
+    async with (
+        PostgresEventStore(postgres_database, schema=postgres_schema, member_timeout=2) as one,
+        PostgresEventStore(postgres_database, schema=postgres_schema, member_timeout=2) as two,
+    ):
+        await one.announce_loop()
+        await two.announce_loop()
+        assert await two.claim("held")
+        silent_pid = two._listener.get_server_pid()  # type: ignore[union-attr]
+        await asyncio.sleep(3)  # longer than the timeout: beating members are left alone
+        assert not await one.claim("held")
+        epoch = one.lease_epoch()
+        watcher = two._leases._watcher  # stop its beats, as a hung process would
+        assert watcher is not None
+        watcher.cancel()
+        started = time.monotonic()
+        while not await one.claim("held"):
+            assert time.monotonic() - started < 10, "the silent member kept its lease"
+            await asyncio.sleep(0.1)
+        assert 1.5 < time.monotonic() - started < 6
+        assert one.lease_epoch() != epoch
+        said = [r.getMessage() for r in caplog.records if "silent" in r.getMessage()]
+        assert said and f"session {silent_pid}" in said[0] and "member timeout 2.0 s" in said[0]
+
+
+async def test_a_member_that_never_beat_is_left_alone(postgres_database: str, postgres_schema: str) -> None:
+    """A serving process of a version before beats (a rolling restart) is never taken for silent."""
+    async with PostgresEventStore(postgres_database, schema=postgres_schema, member_timeout=2) as one:
+        await one.announce_loop()
+        older = await asyncpg.connect(
+            postgres_database, server_settings={"application_name": member_name(postgres_schema)}
+        )
+        try:
+            await asyncio.sleep(3.5)
+            assert await older.fetchval("SELECT 1") == 1
+            assert await one.serving_loops() == 2
+        finally:
+            await older.close()
+
+
+@pytest.mark.parametrize("value", ["soon", "1", "-3", "nan"])
+def test_a_bad_member_timeout_is_refused_with_the_fix(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLIPSTREAM_MEMBER_TIMEOUT", value)
+    with pytest.raises(ConfigError, match=r"SLIPSTREAM_MEMBER_TIMEOUT.*at least 2"):
+        PostgresEventStore("postgresql://nobody@127.0.0.1/none")
+    monkeypatch.delenv("SLIPSTREAM_MEMBER_TIMEOUT")
+    with pytest.raises(ValueError, match=r"member_timeout=0\.5: give at least 2 seconds"):
+        PostgresEventStore("postgresql://nobody@127.0.0.1/none", member_timeout=0.5)
+
+
 async def test_fair_shares_count_only_the_loops_that_run_an_executions_project(
     postgres_database: str, postgres_schema: str
 ) -> None:
@@ -292,9 +347,10 @@ async def test_a_store_tells_the_appends_of_other_processes_from_its_own(
 # --- serve processes -------------------------------------------------------------------------------
 
 
-def start_server(dsn: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+def start_server(dsn: str, log: Path, *extra: str, env_extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLIPSTREAM_")}
     env["SLIPSTREAM_STATE_DIR"] = str(log.parent / f"state-{log.stem}")
+    env.update(env_extra or {})
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-c", "from engine._cli import main; main()", "serve", "--postgres", dsn, *SERVE, *extra],
@@ -378,6 +434,56 @@ async def test_two_servers_share_a_thousand_executions_and_survive_a_kill(
                 server.wait(timeout=30)
     assert "Traceback" not in _text(logs[1])
     assert min(shares) > 0.2 * sum(shares), f"one server took nearly everything: leases held {shares}"
+
+
+async def test_a_stopped_servers_executions_move_to_the_other(postgres_database: str, tmp_path: Path) -> None:
+    """SIGSTOP, as a hung process or a vanished host: its socket stays open, so its session and
+    leases stay too, until the survivor ends the session of a member that stopped beating
+    (SLIPSTREAM_MEMBER_TIMEOUT, 3 s here). Before migration 0011 they stayed for good."""
+    count = 100
+    logs = [tmp_path / "stopped.log", tmp_path / "survivor.log"]
+    env = {"SLIPSTREAM_MEMBER_TIMEOUT": "3"}
+    async with Engine(PostgresEventStore(postgres_database), [LocalExecutor()], run_loop=False) as client:
+        servers = [start_server(postgres_database, log, env_extra=env) for log in logs]
+        conn = await asyncpg.connect(postgres_database)
+        try:
+            for server, log in zip(servers, logs, strict=True):
+                await wait_serving(server, log)
+            handles = await asyncio.gather(*(client.launch(flows.ten_slow_steps, x=i) for i in range(count)))
+            deadline = time.monotonic() + 60
+            while len(await _lease_holders(conn)) < 2 or await conn.fetchval(
+                "SELECT count(*) FROM executions WHERE status = 'running'"
+            ) < count:
+                assert time.monotonic() < deadline, "the servers did not both get going"
+                await asyncio.sleep(0.05)
+            servers[0].send_signal(signal.SIGSTOP)
+            stopped_at = await conn.fetchval("SELECT clock_timestamp()")
+            results = await asyncio.wait_for(asyncio.gather(*(h.outputs() for h in handles)), timeout=120)
+            assert results == [i + 10 for i in range(count)]
+            waits = await conn.fetch(
+                "SELECT execution_id, extract(epoch FROM min(recorded_at) - $1)::float AS wait FROM events"
+                " WHERE recorded_at > $1 GROUP BY execution_id",
+                stopped_at,
+            )
+            takeover = max(r["wait"] for r in waits)
+            assert 2 < takeover < 12, f"the stopped server's executions moved after {takeover:.1f} s"
+            assert "silent" in _text(logs[1]) and "ended its session" in _text(logs[1])
+        finally:
+            await conn.close()
+            servers[0].send_signal(signal.SIGCONT)
+            for server in servers:
+                if server.poll() is None:
+                    server.send_signal(signal.SIGTERM)
+            codes = [server.wait(timeout=60) for server in servers]
+    assert codes == [0, 0], [_text(log)[-2000:] for log in logs]
+
+
+async def _lease_holders(conn: asyncpg.Connection) -> list[int]:
+    rows = await conn.fetch(
+        "SELECT DISTINCT a.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'"
+        " AND a.datname = current_database() AND a.application_name LIKE 'slipstream-serve:%'"
+    )
+    return [r[0] for r in rows]
 
 
 async def test_run_hands_the_execution_to_a_serving_process(postgres_database: str, tmp_path: Path) -> None:

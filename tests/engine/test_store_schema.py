@@ -30,9 +30,10 @@ POSTGRES_ONLY_COLUMNS = {
     ("events", "xid"),
 }
 # Tables of the Postgres schema only: the tenants' grants that row-level security is keyed on
-# (migration 0006; a SQLite file has no roles, so no tenancy below the engine's own scope), and
-# the sessions that tail the log, for which appends NOTIFY (migration 0010; SQLite has no NOTIFY).
-POSTGRES_ONLY_TABLES = {"slipstream_grants", "slipstream_tailers"}
+# (migration 0006; a SQLite file has no roles, so no tenancy below the engine's own scope), the
+# sessions that tail the log, for which appends NOTIFY (migration 0010; SQLite has no NOTIFY), and
+# the serving processes' beats (migration 0011; a SQLite lease is a file lock, gone with its process).
+POSTGRES_ONLY_TABLES = {"slipstream_grants", "slipstream_members", "slipstream_tailers"}
 # Column types: SQLite keeps timestamps as integer microseconds (UTC), see 0001_events.sqlite.sql.
 SQLITE_TYPE_OF = {
     "text": "TEXT",
