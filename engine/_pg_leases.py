@@ -37,6 +37,8 @@ __all__ = ["DEFAULT_MEMBER_TIMEOUT", "AdvisoryLeases", "lease_key", "member_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# an `exclusive` call waiting for the lease session: what to run on it, and who waits for the result
+_Action = tuple[Callable[[asyncpg.Connection], Awaitable[Any]], asyncio.Future[Any]]
 
 # a member's application_name is the store's member name, then "@<scope tag>" for a loop scoped to
 # a project or domain (`_scope_tag`)
@@ -131,6 +133,8 @@ class AdvisoryLeases:
         self._claims: dict[str, asyncio.Future[bool]] = {}  # queued for the next lock query
         self._sending: dict[str, asyncio.Future[bool]] = {}  # in the lock query under way
         self._releases: list[str] = []
+        # actions waiting for the lease session (`exclusive`), run by the flush between batches
+        self._actions: list[_Action] = []
         self._flushing = False
         self._joined: asyncpg.Connection | None = None  # the session that announced itself a member
         self._members: tuple[int, ...] = ()
@@ -189,27 +193,17 @@ class AdvisoryLeases:
 
     async def exclusive(self, action: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``action`` on the lease session between lock queries (a connection runs one
-        command at a time) and return its result; claims that arrive meanwhile go out after it.
+        command at a time) and return its result: between two batches of the flush under way (a
+        steady stream of claims never keeps it waiting), or in a flush of its own.
 
         Raises:
             StoreUnavailable: the lease session is down.
         """
-        while True:
-            if self._flushing:  # as in `join`: the flush under way ends soon
-                await asyncio.sleep(0.005)
-                continue
-            self._flushing = True
-            try:
-                session = self._session()
-                if session is None or session.is_closed():
-                    raise StoreUnavailable("the Postgres lease session is reconnecting; try again shortly")
-                result = await action(session)
-            finally:
-                self._flushing = False
-            break
-        if self._releases or self._claims:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._actions.append((action, future))
+        if not self._flushing:
             await self._flush()
-        return result
+        return await future
 
     async def count_members(self, project: str | None = None, domain: str | None = None) -> int:
         """The serving loops sharing the store now (the sessions that joined), those that run
@@ -232,17 +226,22 @@ class AdvisoryLeases:
                 await self._watcher
             self._watcher = None
         self.clear()
-        for future in self._claims.values():
+        closing = StoreUnavailable("the event store is closing")
+        for future in [*self._claims.values(), *(f for _, f in self._actions)]:
             if not future.done():
-                future.set_exception(StoreUnavailable("the event store is closing"))
+                future.set_exception(closing)
         self._claims.clear()
+        self._actions.clear()
 
     async def _flush(self) -> None:
-        """Send queued releases, then queued claims, until none is left (one caller at a time)."""
+        """Run queued actions, send queued releases, then queued claims, until none is left (one
+        caller at a time)."""
         self._flushing = True
         try:
             join = self._must_join()  # tried once per flush: a failing session is not hammered
-            while self._releases or self._claims or join:
+            while self._releases or self._claims or join or self._actions:
+                actions, self._actions = self._actions, []
+                await self._run(actions)
                 releases, self._releases = self._releases, []
                 claims, self._claims = self._claims, {}
                 self._sending = claims
@@ -254,8 +253,8 @@ class AdvisoryLeases:
                         error = StoreUnavailable(f"cannot take the leases of {sorted(claims)[:3]}...: {exc}")
                     waiting = list(claims.values())
                     if not isinstance(exc, Exception):  # cancelled: nobody is left to send the rest
-                        waiting += self._claims.values()
-                        self._claims = {}
+                        waiting += [*self._claims.values(), *(f for _, f in self._actions)]
+                        self._claims, self._actions = {}, []
                     for future in waiting:
                         if not future.done():
                             future.set_exception(error)
@@ -265,6 +264,26 @@ class AdvisoryLeases:
         finally:
             self._flushing = False
             self._sending = {}
+
+    async def _run(self, actions: list[_Action]) -> None:
+        """Run ``actions`` on the lease session, each answering its `exclusive` caller."""
+        for index, (action, future) in enumerate(actions):
+            session = self._session()
+            if session is None or session.is_closed():
+                future.set_exception(StoreUnavailable("the Postgres lease session is reconnecting; try again shortly"))
+                continue
+            try:
+                result = await action(session)
+            except Exception as exc:
+                future.set_exception(exc)
+            except BaseException as exc:  # cancelled: nobody is left to run the rest
+                for _, waiting in actions[index:] + self._actions:
+                    if not waiting.done():
+                        waiting.set_exception(StoreUnavailable(f"abandoned: {exc!r}"))
+                self._actions = []
+                raise
+            else:
+                future.set_result(result)
 
     async def _send(self, releases: list[str], claims: dict[str, asyncio.Future[bool]], join: bool) -> None:
         session = self._session()

@@ -229,6 +229,29 @@ async def test_a_silent_member_has_its_session_ended_and_its_leases_move(
         assert said and f"session {silent_pid}" in said[0] and "member timeout 2.0 s" in said[0]
 
 
+async def test_a_steady_stream_of_claims_does_not_hold_up_the_beats(store: PostgresEventStore) -> None:
+    """Beats (and a tailer's registration) run on the lease session between two batches of claims:
+    a flush that never runs out of claims must not keep them waiting, or a busy serve would be
+    taken for silent."""
+    await store.announce_loop()
+    stop = asyncio.Event()
+
+    async def claimer() -> None:
+        while not stop.is_set():
+            await store.claim(new_id())
+
+    claimers = [asyncio.create_task(claimer()) for _ in range(20)]
+    try:
+        await asyncio.sleep(0.2)
+        assert store._leases._flushing
+        for _ in range(5):
+            answer = store._leases.exclusive(lambda session: session.fetchval("SELECT 1"))
+            assert await asyncio.wait_for(answer, timeout=2) == 1
+    finally:
+        stop.set()
+        await asyncio.gather(*claimers)
+
+
 async def test_a_member_that_never_beat_is_left_alone(postgres_database: str, postgres_schema: str) -> None:
     """A serving process of a version before beats (a rolling restart) is never taken for silent."""
     async with PostgresEventStore(postgres_database, schema=postgres_schema, member_timeout=2) as one:
