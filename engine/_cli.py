@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from engine._cli_admin import add_tenancy_commands
+from engine._cli_admin import add_serving_commands, add_tenancy_commands
 
 if TYPE_CHECKING:
     from engine._details import ExecutionDetails
@@ -98,6 +98,7 @@ admin_app = typer.Typer(
 )
 app.add_typer(admin_app, name="admin")
 add_tenancy_commands(admin_app)  # grant, revoke, grants
+add_serving_commands(admin_app)  # serves
 
 StateDir = Annotated[
     str | None,

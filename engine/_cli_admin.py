@@ -1,4 +1,5 @@
-"""``slipstream admin grant|revoke|grants``: the tenant roles of a Postgres deployment.
+"""``slipstream admin grant|revoke|grants``: the tenant roles of a Postgres deployment; and
+``slipstream admin serves``: its serving processes.
 
 A role granted a project reads and writes only that project's executions, events and catalog
 entries: Postgres enforces it with row-level security (``engine._pg_tenancy``), whatever client the
@@ -15,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["add_tenancy_commands"]
+__all__ = ["add_serving_commands", "add_tenancy_commands"]
 
 Postgres = Annotated[
     str | None,
@@ -132,3 +133,42 @@ def add_tenancy_commands(admin: Any) -> None:
     admin.command("grant")(_grant)
     admin.command("revoke")(_revoke)
     admin.command("grants")(_grants)
+
+
+def _serves(postgres: Postgres = None, as_json: AsJson = False) -> None:
+    """List the serving processes of the store: each one's Postgres session, scope, address, start,
+    last beat and leases held (its executions, a relay's)."""
+    from engine._pg_leases import serving_processes
+    from engine._pg_tenancy import connect_admin
+
+    dsn = _dsn(postgres, "serves")
+
+    async def body() -> list[Any]:
+        conn = await connect_admin(dsn)
+        try:
+            return await serving_processes(conn, "public")
+        finally:
+            await conn.close()
+
+    found = asyncio.run(body())
+    if as_json:
+        import msgspec
+
+        _write(msgspec.json.encode(found).decode())
+        return
+    if not found:
+        _write(
+            "no serving process: executions stay `created` until one starts (`slipstream serve --postgres DSN`); "
+            "`slipstream run --postgres` runs its own"
+        )
+    for each in found:
+        beat = "never beat (a version before 0011)" if each.quiet_s is None else f"beat {each.quiet_s:.1f} s ago"
+        _write(
+            f"session {each.pid}\t{'every project' if each.scope is None else 'scope ' + each.scope}\t"
+            f"{each.client or 'local'}\tsince {each.started:%Y-%m-%d %H:%M:%S}\t{beat}\t{each.leases} leases"
+        )
+
+
+def add_serving_commands(admin: Any) -> None:
+    """Add ``serves`` to the ``admin`` command group (a `typer.Typer`)."""
+    admin.command("serves")(_serves)

@@ -27,13 +27,22 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
+import msgspec
 
-from engine.errors import AccessDenied, StoreUnavailable
+from engine.errors import AccessDenied, ConfigError, StoreUnavailable
 
-__all__ = ["DEFAULT_MEMBER_TIMEOUT", "AdvisoryLeases", "lease_key", "member_name"]
+__all__ = [
+    "DEFAULT_MEMBER_TIMEOUT",
+    "AdvisoryLeases",
+    "ServingProcess",
+    "lease_key",
+    "member_name",
+    "serving_processes",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -413,3 +422,54 @@ class AdvisoryLeases:
                 raise
             except Exception as exc:  # the store is down: leases are moot until it is back
                 log.debug("cannot read the member list: %s", exc)
+
+
+# --- who serves: what `slipstream admin serves` lists -------------------------------------------------
+
+
+class ServingProcess(msgspec.Struct, frozen=True):
+    """A serving loop's lease session, as Postgres sees it.
+
+    ``scope``: None for a loop that runs every project, else the tag of its project and domain (a
+    hash: `_scope_tag`). ``quiet_s``: seconds since its last beat (None: it never beat, a version
+    before migration 0011). ``leases``: the advisory locks its session holds (executions, a relay).
+    ``client``: its address (None over a unix socket, or for a role that may not see it).
+    """
+
+    pid: int
+    scope: str | None
+    client: str | None
+    started: datetime
+    quiet_s: float | None
+    leases: int
+
+
+_SERVING = """
+SELECT a.pid, a.application_name, host(a.client_addr), a.backend_start,
+       extract(epoch FROM clock_timestamp() - m.beat)::float8,
+       (SELECT count(*) FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted)
+FROM pg_stat_activity a LEFT JOIN slipstream_members m ON m.pid = a.pid
+WHERE a.datname = current_database() AND (a.application_name = $1 OR starts_with(a.application_name, $1 || '@'))
+ORDER BY a.backend_start, a.pid
+"""
+
+
+async def serving_processes(conn: asyncpg.Connection, schema: str) -> list[ServingProcess]:
+    """The serving loops of the store in ``schema``, oldest first (``conn``'s search path must
+    reach the store's tables).
+
+    Raises:
+        ConfigError: the schema holds no store of this version (start a serve of it once).
+    """
+    name = member_name(schema)
+    try:
+        rows = await conn.fetch(_SERVING, name)
+    except asyncpg.UndefinedTableError as exc:
+        raise ConfigError(
+            f"schema {schema!r} holds no Slipstream store of this version ({exc}): start `slipstream serve` of this "
+            "version once, which applies the migrations"
+        ) from exc
+    return [
+        ServingProcess(int(pid), _tag_of(str(app), name), client, started, quiet, int(leases))
+        for pid, app, client, started, quiet, leases in rows
+    ]

@@ -19,7 +19,7 @@ import msgspec
 from engine._validation import DOMAINS, check_scope
 from engine.errors import AccessDenied, ConfigError, InvalidScope, StoreUnavailable
 
-__all__ = ["ALL_PROJECTS", "Grant", "grant", "list_grants", "revoke", "tenant_privileges"]
+__all__ = ["ALL_PROJECTS", "Grant", "connect_admin", "grant", "list_grants", "revoke", "tenant_privileges"]
 
 ALL_PROJECTS = "*"
 _ROLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -78,7 +78,13 @@ def _check(role: str, project: str | None, domain: str | None, schema: str, doma
         check_scope("x", domain, domains)
 
 
-async def _connect(dsn: str) -> asyncpg.Connection:
+async def connect_admin(dsn: str) -> asyncpg.Connection:
+    """A connection for `slipstream admin`, with reach and refusal told apart.
+
+    Raises:
+        StoreUnavailable: Postgres cannot be reached.
+        ConfigError: it refused the connection.
+    """
     try:
         return await asyncpg.connect(dsn)
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError) as exc:
@@ -116,7 +122,7 @@ async def grant(
         AccessDenied: the connecting role may not grant (it is not the tables' owner).
     """
     _check(role, project, domain, schema, domains)
-    conn = await _connect(dsn)
+    conn = await connect_admin(dsn)
     try:
         if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", role):
             raise ConfigError(
@@ -174,7 +180,7 @@ async def revoke(
         AccessDenied: the connecting role may not revoke.
     """
     _check(role, project, domain, schema, domains)
-    conn = await _connect(dsn)
+    conn = await connect_admin(dsn)
     try:
         tables = await _tables(conn, schema)
         if "slipstream_grants" not in tables:
@@ -210,7 +216,7 @@ async def list_grants(dsn: str, role: str | None = None, *, schema: str = "publi
         raise InvalidScope(f"role {role!r} is not a plain Postgres role name")
     if not _SCHEMA.fullmatch(schema):
         raise InvalidScope(f"schema {schema!r} is not a plain Postgres schema name")
-    conn = await _connect(dsn)
+    conn = await connect_admin(dsn)
     try:
         if "slipstream_grants" not in await _tables(conn, schema):
             return []

@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 
 from engine import Engine
-from engine._pg_leases import member_name
+from engine._pg_leases import member_name, serving_processes
 from engine._postgres_store import PostgresEventStore
 from engine.errors import ConcurrencyConflict, ConfigError
 from plugins.local import LocalExecutor
@@ -265,6 +265,64 @@ async def test_a_member_that_never_beat_is_left_alone(postgres_database: str, po
             assert await one.serving_loops() == 2
         finally:
             await older.close()
+
+
+async def test_the_serving_processes_are_listed_with_their_scope_beat_and_leases(
+    postgres_database: str, postgres_schema: str
+) -> None:
+    async with (
+        PostgresEventStore(postgres_database, schema=postgres_schema) as every,
+        PostgresEventStore(postgres_database, schema=postgres_schema) as scoped,
+    ):
+        await every.announce_loop()
+        await scoped.announce_loop("a", "development")
+        for name in ("x", "y", "z"):
+            assert await every.claim(name)
+        older = await asyncpg.connect(
+            postgres_database, server_settings={"application_name": member_name(postgres_schema)}
+        )
+        conn = await asyncpg.connect(postgres_database, server_settings={"search_path": postgres_schema})
+        try:
+            listed = {p.pid: p for p in await serving_processes(conn, postgres_schema)}
+        finally:
+            await conn.close()
+            await older.close()
+        assert every._listener is not None and scoped._listener is not None
+        mine, theirs, old = (
+            listed[every._listener.get_server_pid()],
+            listed[scoped._listener.get_server_pid()],
+            listed[older.get_server_pid()],
+        )
+        assert len(listed) == 3
+        assert mine.scope is None and mine.leases == 3 and mine.quiet_s is not None and mine.quiet_s < 2
+        assert theirs.scope is not None and theirs.leases == 0
+        assert old.quiet_s is None  # never beat: a serve of a version before 0011
+
+
+async def test_admin_serves_says_who_serves(
+    postgres_database: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``slipstream admin serves`` (the store of the database's public schema, as the CLI's)."""
+    import json
+
+    from engine._cli import _main
+
+    monkeypatch.delenv("SLIPSTREAM_POSTGRES_DSN", raising=False)
+    async with PostgresEventStore(postgres_database) as store:
+        await asyncio.to_thread(_main, ["admin", "serves", "--postgres", postgres_database])
+        assert "no serving process" in capsys.readouterr().out
+        await store.announce_loop()
+        assert await store.claim("held")
+        await asyncio.to_thread(_main, ["admin", "serves", "--postgres", postgres_database, "--json"])
+        listed = json.loads(capsys.readouterr().out)
+        assert store._listener is not None
+        assert [(p["pid"], p["leases"]) for p in listed] == [(store._listener.get_server_pid(), 1)]
+        await asyncio.to_thread(_main, ["admin", "serves", "--postgres", postgres_database])
+        line = capsys.readouterr().out
+        assert f"session {store._listener.get_server_pid()}" in line and "every project" in line
+        assert "beat" in line and "1 leases" in line
+    assert await asyncio.to_thread(_main, ["admin", "serves"]) == 2
+    assert "needs --postgres DSN" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value", ["soon", "1", "-3", "nan"])
