@@ -168,10 +168,10 @@ class AdvisoryLeases:
         # stack the lock, and one release would then leave it held
         future = self._claims.get(name) or self._sending.get(name)
         if future is None:
-            future = self._claims[name] = asyncio.get_running_loop().create_future()
+            future = self._claims[name] = _answer_later()
         if not self._flushing:
             await self._flush()
-        return await future
+        return await asyncio.shield(future)  # shared: a caller that gives up cancels only its own wait
 
     async def release(self, name: str) -> None:
         """Give ``name``'s lease up (errors ignored: a lost session already released it)."""
@@ -208,11 +208,11 @@ class AdvisoryLeases:
         Raises:
             StoreUnavailable: the lease session is down.
         """
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T] = _answer_later()
         self._actions.append((action, future))
         if not self._flushing:
             await self._flush()
-        return await future
+        return await asyncio.shield(future)
 
     async def count_members(self, project: str | None = None, domain: str | None = None) -> int:
         """The serving loops sharing the store now (the sessions that joined), those that run
@@ -279,12 +279,12 @@ class AdvisoryLeases:
         for index, (action, future) in enumerate(actions):
             session = self._session()
             if session is None or session.is_closed():
-                future.set_exception(StoreUnavailable("the Postgres lease session is reconnecting; try again shortly"))
+                _fail(future, StoreUnavailable("the Postgres lease session is reconnecting; try again shortly"))
                 continue
             try:
                 result = await action(session)
             except Exception as exc:
-                future.set_exception(exc)
+                _fail(future, exc)
             except BaseException as exc:  # cancelled: nobody is left to run the rest
                 for _, waiting in actions[index:] + self._actions:
                     if not waiting.done():
@@ -292,13 +292,14 @@ class AdvisoryLeases:
                 self._actions = []
                 raise
             else:
-                future.set_result(result)
+                if not future.done():
+                    future.set_result(result)
 
     async def _send(self, releases: list[str], claims: dict[str, asyncio.Future[bool]], join: bool) -> None:
         session = self._session()
         if session is None or session.is_closed():
             for future in claims.values():
-                future.set_exception(StoreUnavailable("the Postgres lease session is reconnecting; try again shortly"))
+                _fail(future, StoreUnavailable("the Postgres lease session is reconnecting; try again shortly"))
             return
         if releases:
             with contextlib.suppress(*self._unavailable):
@@ -321,7 +322,8 @@ class AdvisoryLeases:
             held = got.get(i, False)
             if held:
                 self._held.add(name)
-            claims[name].set_result(held)
+            if not claims[name].done():  # its callers may all have given up: the lease is held all the same
+                claims[name].set_result(held)
 
     # -- membership --------------------------------------------------------------------------------
 
@@ -422,6 +424,19 @@ class AdvisoryLeases:
                 raise
             except Exception as exc:  # the store is down: leases are moot until it is back
                 log.debug("cannot read the member list: %s", exc)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def _answer_later() -> asyncio.Future[Any]:
+    """A future its callers await through `asyncio.shield`: one who gives up does not cancel it for
+    the others, and an error nobody waits for any more is not logged as never retrieved."""
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return future
 
 
 # --- who serves: what `slipstream admin serves` lists -------------------------------------------------

@@ -252,6 +252,28 @@ async def test_a_steady_stream_of_claims_does_not_hold_up_the_beats(store: Postg
         await asyncio.gather(*claimers)
 
 
+async def test_a_claim_given_up_mid_flight_fails_no_other_claim_and_keeps_its_lock_known(
+    store: PostgresEventStore, postgres_database: str, postgres_schema: str
+) -> None:
+    """Claims share one lock query (and one answer per name): a caller that gives up (a round
+    cancelled at shutdown) must not break the answers of the others in the batch, and the lock
+    the server granted it is still known here, so a release frees it."""
+    names = [new_id() for _ in range(5)]
+    blocker = asyncio.create_task(store._leases.exclusive(lambda session: session.fetchval("SELECT pg_sleep(0.3)")))
+    await asyncio.sleep(0.05)  # the flush runs the slow action: the claims below wait for one batch
+    claims = [asyncio.create_task(store.claim(name)) for name in names]
+    await asyncio.sleep(0.05)
+    claims[0].cancel()
+    assert await asyncio.gather(*claims[1:]) == [True] * 4
+    await blocker
+    with pytest.raises(asyncio.CancelledError):
+        await claims[0]
+    await store.release(names[0])
+    async with PostgresEventStore(postgres_database, schema=postgres_schema) as other:
+        assert await other.claim(names[0])
+        assert not await other.claim(names[1])
+
+
 async def test_a_member_that_never_beat_is_left_alone(postgres_database: str, postgres_schema: str) -> None:
     """A serving process of a version before beats (a rolling restart) is never taken for silent."""
     async with PostgresEventStore(postgres_database, schema=postgres_schema, member_timeout=2) as one:
