@@ -47,14 +47,18 @@ class GroupCommit:
         await future
 
     async def _write(self, batch: list[tuple[str, int, Sequence[Event], asyncio.Future[None]]]) -> None:
+        # a round cancelled while its append is in a batch (at shutdown) has given its answer up:
+        # the others' answers must still go out
         if len(batch) == 1:
             execution_id, expected, events, future = batch[0]
             try:
                 await self._store.append(execution_id, expected, events)
             except BaseException as exc:  # handed to the waiting round, which decides
-                future.set_exception(exc)
+                if not future.done():
+                    future.set_exception(exc)
             else:
-                future.set_result(None)
+                if not future.done():
+                    future.set_result(None)
             return
         try:
             await self._store.append_many([(eid, expected, events) for eid, expected, events, _ in batch])
@@ -64,7 +68,9 @@ class GroupCommit:
             return
         except BaseException as exc:
             for *_, future in batch:
-                future.set_exception(exc)
+                if not future.done():
+                    future.set_exception(exc)
             return
         for *_, future in batch:
-            future.set_result(None)
+            if not future.done():
+                future.set_result(None)

@@ -72,3 +72,18 @@ async def test_a_conflict_in_a_batch_fails_only_the_loser(tmp_path: Path) -> Non
         assert results[0] is None and results[2] is None
         assert isinstance(results[1], ConcurrencyConflict)
         assert await store.current_version("b") == 1 and await store.current_version("c") == 2
+
+
+async def test_a_round_cancelled_in_a_batch_leaves_the_others_answered(tmp_path: Path) -> None:
+    """A round cancelled while its append waits in a batch (at shutdown) gives up its own answer
+    only: the rounds sharing the batch still get theirs."""
+    async with CountingStore(tmp_path / "events.db") as store:
+        commit = _GroupCommit(store)
+        first = asyncio.create_task(commit.append("first", 0, [created("first")]))  # the slow write
+        await asyncio.sleep(0.01)
+        rounds = [asyncio.create_task(commit.append(eid, 0, [created(eid)])) for eid in ("a", "b", "c")]
+        await asyncio.sleep(0.01)
+        rounds[0].cancel()
+        await asyncio.wait_for(asyncio.gather(first, *rounds[1:]), 5)
+        for eid in ("first", "b", "c"):
+            assert await store.current_version(eid) == 1
