@@ -314,6 +314,31 @@ async def test_a_tenant_roles_serving_loop_beats(
         assert await tenant.fetchval("SELECT beat FROM slipstream_members WHERE pid = $1", pid) > first
 
 
+async def test_a_tenant_role_that_may_not_end_a_silent_owners_session_says_so_once(
+    tenant: asyncpg.Connection,
+    postgres_database: str,
+    postgres_schema: str,
+    tenant_role: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Ending a silent serve's session takes its role's rights (or pg_signal_backend): a tenant's
+    serve may not end the owner's (a superuser here), and says so once, naming the fix."""
+    async with (
+        PostgresEventStore(postgres_database, schema=postgres_schema) as owner,
+        PostgresEventStore(as_role(postgres_database, tenant_role), schema=postgres_schema, member_timeout=2) as mine,
+    ):
+        await owner.announce_loop()
+        watcher = owner._leases._watcher
+        assert watcher is not None and owner._listener is not None
+        watcher.cancel()  # the owner's serve stops beating
+        await mine.announce_loop("a")
+        await asyncio.sleep(4)
+        said = [r.getMessage() for r in caplog.records if "may not end" in r.getMessage()]
+        assert len(said) == 1 and "pg_signal_backend" in said[0], said
+        assert not owner._listener.is_closed()
+        assert await mine.serving_loops() == 2
+
+
 async def test_a_tenant_role_started_before_the_owner_after_an_upgrade_is_told_to_start_the_owner(
     tenant: asyncpg.Connection, postgres_database: str, postgres_schema: str, tenant_role: str
 ) -> None:
