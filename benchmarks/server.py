@@ -33,6 +33,9 @@ on the Postgres at ``--postgres`` (``$SLIPSTREAM_TEST_POSTGRES_DSN``, else the l
   ``held_by_killed``: the killed one's). ``takeover_s`` is the longest wait, over the executions
   left unfinished, from the kill to their first event written after it (measured on the
   database's clock); every execution must still succeed with no node run twice.
+  ``takeover_stopped``: the same with SIGSTOP (a hung server, or one whose host vanished): its
+  session, and its leases, stay until the survivor sees it silent for the member timeout
+  (``$SLIPSTREAM_MEMBER_TIMEOUT``, 10 s by default) and ends it.
 - append replay: a chain node's append (one existing execution, three events) replayed on one
   connection through each append function of the store, ``slipstream_append`` (any append) and
   ``slipstream_append_one`` (one existing execution: what a chain uses), in rotating order with
@@ -377,7 +380,12 @@ async def bench_executions(
     }
 
 
-async def bench_takeover(admin_dsn: str, executions: int, workers: int | None = None) -> dict[str, Any]:
+async def bench_takeover(
+    admin_dsn: str, executions: int, workers: int | None = None, how: signal.Signals = signal.SIGKILL
+) -> dict[str, Any]:
+    """Two serve processes, ``executions`` running; one gets ``how``: SIGKILL (its socket closes,
+    Postgres ends its session at once) or SIGSTOP (a hung process: its session stays until the
+    survivor ends it, after the member timeout)."""
     from benchmarks import _server_workflows as flows
     from engine import Engine
     from engine._postgres_store import PostgresEventStore
@@ -398,14 +406,17 @@ async def bench_takeover(admin_dsn: str, executions: int, workers: int | None = 
                 await asyncio.sleep(flows.NAP_S * 3)
                 held_before = await _leases_by_member(conn)
                 victim = procs[0]
-                victim.kill()
-                victim.wait()
+                victim.send_signal(how)
+                if how == signal.SIGKILL:
+                    victim.wait()
                 killed_at = await conn.fetchval("SELECT clock_timestamp()")
                 unfinished = {
                     r[0] for r in await conn.fetch("SELECT execution_id FROM executions WHERE status = 'running'")
                 }
-                await asyncio.sleep(0.2)  # Postgres ends the dead server's session
-                gone = set(held_before) - set(await _leases_by_member(conn))
+                while not (gone := set(held_before) - set(await _leases_by_member(conn))):
+                    if time.perf_counter() > deadline + 60:  # Postgres, or the survivor, ends its session
+                        raise TimeoutError(f"the {how.name} server's session was never ended")
+                    await asyncio.sleep(0.05)
                 while await _count(conn, "succeeded") < executions:
                     if time.perf_counter() > deadline + 300:
                         raise TimeoutError("executions did not finish in 300 s after the kill")
@@ -422,8 +433,11 @@ async def bench_takeover(admin_dsn: str, executions: int, workers: int | None = 
                 )
             finally:
                 await conn.close()
+                with contextlib.suppress(ProcessLookupError):
+                    procs[0].send_signal(signal.SIGCONT)
                 stop_servers(procs)
     return {
+        "signal": how.name,
         "executions": executions,
         "unfinished_at_kill": len(unfinished),
         "leases_before_kill": sorted(held_before.values()),
@@ -711,6 +725,7 @@ async def main(argv: list[str]) -> dict[str, Any]:
     figures["executions_one_server"] = await bench_executions(args.postgres, 1, args.executions, args.repeat, workers)
     figures["executions_two_servers"] = await bench_executions(args.postgres, 2, args.executions, args.repeat, workers)
     figures["takeover"] = await bench_takeover(args.postgres, args.takeover, workers)
+    figures["takeover_stopped"] = await bench_takeover(args.postgres, args.takeover, workers, signal.SIGSTOP)
     if args.no_dbos:
         figures["dbos"] = "skipped (--no-dbos)"
     elif dbos_version() is None:
