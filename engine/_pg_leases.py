@@ -6,7 +6,8 @@ while a lock query is in flight go out together in the next one (one round trip 
 instead of one per execution, as launches of a thousand executions at once need).
 
 Every serving loop's session is a member (`join`), named in ``pg_stat_activity`` by its
-``application_name``. Members poll that list (one cheap query every ``member_interval`` seconds):
+``application_name``. Members read that list every ``member_interval`` seconds, on their lease
+session, in one call that is also their beat (``slipstream_beat``):
 
 - fair shares: of the members alive, each execution has one preferred owner by rendezvous
   hashing (the highest hash of execution id and member), so a new execution goes to one process
@@ -14,7 +15,7 @@ Every serving loop's session is a member (`join`), named in ``pg_stat_activity``
 - takeover: when a member goes away (its process was killed, its connection lost), the
   survivors' ``lease_epoch`` moves on and their loops look for executions nobody holds at once,
   instead of at the next periodic resync;
-- silence: each look is also a beat, on the lease session (migration 0011). A member that has
+- silence: each look is also a beat (migration 0011). A member that has
   not beaten for ``member_timeout`` seconds (hung, stopped, or its host gone without closing its
   socket, which the server would notice only when TCP keepalive gives up, two hours by default)
   has its session ended by the others, which frees its leases: then it has gone away, as above.
@@ -111,7 +112,8 @@ class AdvisoryLeases:
 
     Args:
         session: the current lease session (None while it reconnects).
-        fetch: runs a read query on some pooled connection (for the member list).
+        fetch: runs a query on some pooled connection (the member count, ending a silent member's
+            session).
         member_name: the ``application_name`` that marks this store's members (one per schema).
         unavailable: the driver errors that mean the session is gone.
         woken: called when the member list lost someone (the store wakes its consumers).
