@@ -141,8 +141,10 @@ class AdvisoryLeases:
         self.member_timeout = member_timeout
         self._cannot_end: set[int] = set()  # silent members this role may not end (said once each)
         self._held: set[str] = set()
-        self._claims: dict[str, asyncio.Future[bool]] = {}  # queued for the next lock query
-        self._sending: dict[str, asyncio.Future[bool]] = {}  # in the lock query under way
+        # the callers waiting for each name's lock, queued for the next lock query or in the one under
+        # way: a future each, so that one who gives up (cancelled) leaves the others their answer
+        self._claims: dict[str, list[asyncio.Future[bool]]] = {}
+        self._sending: dict[str, list[asyncio.Future[bool]]] = {}
         self._releases: list[str] = []
         # actions waiting for the lease session (`exclusive`), run by the flush between batches
         self._actions: list[_Action] = []
@@ -168,12 +170,15 @@ class AdvisoryLeases:
             return True
         # a claim of the same name queued or in flight answers this one too: locking twice would
         # stack the lock, and one release would then leave it held
-        future = self._claims.get(name) or self._sending.get(name)
-        if future is None:
-            future = self._claims[name] = _answer_later()
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        waiting = self._claims.get(name) or self._sending.get(name)
+        if waiting is None:
+            self._claims[name] = [future]
+        else:
+            waiting.append(future)
         if not self._flushing:
             await self._flush()
-        return await asyncio.shield(future)  # shared: a caller that gives up cancels only its own wait
+        return await future
 
     async def release(self, name: str) -> None:
         """Give ``name``'s lease up (errors ignored: a lost session already released it)."""
@@ -210,11 +215,11 @@ class AdvisoryLeases:
         Raises:
             StoreUnavailable: the lease session is down.
         """
-        future: asyncio.Future[T] = _answer_later()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._actions.append((action, future))
         if not self._flushing:
             await self._flush()
-        return await asyncio.shield(future)
+        return await future
 
     async def count_members(self, project: str | None = None, domain: str | None = None) -> int:
         """The serving loops sharing the store now (the sessions that joined), those that run
@@ -238,7 +243,7 @@ class AdvisoryLeases:
             self._watcher = None
         self.clear()
         closing = StoreUnavailable("the event store is closing")
-        for future in [*self._claims.values(), *(f for _, f in self._actions)]:
+        for future in [*(f for fs in self._claims.values() for f in fs), *(f for _, f in self._actions)]:
             if not future.done():
                 future.set_exception(closing)
         self._claims.clear()
@@ -262,9 +267,9 @@ class AdvisoryLeases:
                     error = exc
                     if isinstance(exc, self._unavailable):
                         error = StoreUnavailable(f"cannot take the leases of {sorted(claims)[:3]}...: {exc}")
-                    waiting = list(claims.values())
+                    waiting = [f for fs in claims.values() for f in fs]
                     if not isinstance(exc, Exception):  # cancelled: nobody is left to send the rest
-                        waiting += [*self._claims.values(), *(f for _, f in self._actions)]
+                        waiting += [*(f for fs in self._claims.values() for f in fs), *(f for _, f in self._actions)]
                         self._claims, self._actions = {}, []
                     for future in waiting:
                         if not future.done():
@@ -297,11 +302,12 @@ class AdvisoryLeases:
                 if not future.done():
                     future.set_result(result)
 
-    async def _send(self, releases: list[str], claims: dict[str, asyncio.Future[bool]], join: bool) -> None:
+    async def _send(self, releases: list[str], claims: dict[str, list[asyncio.Future[bool]]], join: bool) -> None:
         session = self._session()
         if session is None or session.is_closed():
-            for future in claims.values():
-                _fail(future, StoreUnavailable("the Postgres lease session is reconnecting; try again shortly"))
+            for futures in claims.values():
+                for future in futures:
+                    _fail(future, StoreUnavailable("the Postgres lease session is reconnecting; try again shortly"))
             return
         if releases:
             with contextlib.suppress(*self._unavailable):
@@ -323,9 +329,10 @@ class AdvisoryLeases:
         for i, name in enumerate(names, start=1):
             held = got.get(i, False)
             if held:
-                self._held.add(name)
-            if not claims[name].done():  # its callers may all have given up: the lease is held all the same
-                claims[name].set_result(held)
+                self._held.add(name)  # even if every caller gave up: the server holds it all the same
+            for future in claims[name]:
+                if not future.done():
+                    future.set_result(held)
 
     # -- membership --------------------------------------------------------------------------------
 
@@ -431,14 +438,6 @@ class AdvisoryLeases:
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
-
-
-def _answer_later() -> asyncio.Future[Any]:
-    """A future its callers await through `asyncio.shield`: one who gives up does not cancel it for
-    the others, and an error nobody waits for any more is not logged as never retrieved."""
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.add_done_callback(lambda done: done.cancelled() or done.exception())
-    return future
 
 
 # --- who serves: what `slipstream admin serves` lists -------------------------------------------------
