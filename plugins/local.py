@@ -765,7 +765,8 @@ class _LoopWatchdog:
         if self._thread is None:
             self._thread = threading.Thread(target=self._watch, name="slipstream-loop-watchdog", daemon=True)
             self._thread.start()
-        self._wake.set()
+        if self._busy == 1:  # the thread waits on _wake only while nothing was in flight
+            self._wake.set()
 
     def exit(self) -> None:
         self._busy -= 1
