@@ -1,9 +1,14 @@
 """Leases of the Postgres event store: batched advisory locks and the set of serving processes.
 
 A lease is a session advisory lock held on the store's listener connection: it dies with that
-session, so a crashed process never blocks an execution for long. Claims and releases that arrive
-while a lock query is in flight go out together in the next one (one round trip for a whole batch
-instead of one per execution, as launches of a thousand executions at once need).
+session, so a crashed process never blocks an execution for long. Names hash into `LEASE_BUCKETS`
+buckets per store, and the lock is the bucket's: executions that share a bucket are owned by the
+same process, never by two (the SQLite store's file leases do the same). One lock per execution
+filled Postgres's shared lock table, which holds ``max_locks_per_transaction`` x
+``max_connections`` locks for the whole server (6,400 by default): 20,000 executions running in one
+serve made every new connection to that server fail (``out of shared memory``). Claims and releases
+that arrive while a lock query is in flight go out together in the next one (one round trip for a
+whole batch instead of one per execution, as launches of a thousand executions at once need).
 
 Every serving loop's session is a member (`join`), named in ``pg_stat_activity`` by its
 ``application_name``. Members read that list every ``member_interval`` seconds, on their lease
@@ -38,8 +43,10 @@ from engine.errors import AccessDenied, ConfigError, StoreUnavailable
 
 __all__ = [
     "DEFAULT_MEMBER_TIMEOUT",
+    "LEASE_BUCKETS",
     "AdvisoryLeases",
     "ServingProcess",
+    "lease_bucket",
     "lease_key",
     "member_name",
     "serving_processes",
@@ -59,6 +66,14 @@ _MEMBERS = (
 # the same list, with the seconds since each member last beat, after this session's own beat
 _BEAT = "SELECT pid, application_name, quiet FROM slipstream_beat($1)"
 DEFAULT_MEMBER_TIMEOUT = 10.0
+# Buckets of a store's leases: the most advisory locks its serving processes hold together. Fair
+# shares and takeover move whole buckets; 1,024 leaves room for several stores on one server.
+LEASE_BUCKETS = 1024
+
+
+def lease_bucket(name: str) -> int:
+    """The bucket whose lock holds ``name``'s lease."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") % LEASE_BUCKETS
 
 
 def lease_key(name: str) -> int:
@@ -140,12 +155,13 @@ class AdvisoryLeases:
         self.member_interval = member_interval
         self.member_timeout = member_timeout
         self._cannot_end: set[int] = set()  # silent members this role may not end (said once each)
-        self._held: set[str] = set()
-        # the callers waiting for each name's lock, queued for the next lock query or in the one under
-        # way: a future each, so that one who gives up (cancelled) leaves the others their answer
-        self._claims: dict[str, list[asyncio.Future[bool]]] = {}
-        self._sending: dict[str, list[asyncio.Future[bool]]] = {}
-        self._releases: list[str] = []
+        self._older_said: set[int] = set()  # members of an earlier version, warned about once each
+        self._held: dict[int, set[str]] = {}  # bucket -> the names held through its lock
+        # the callers waiting for each bucket's lock, queued for the next lock query or in the one
+        # under way: a future each, so that one who gives up (cancelled) leaves the others their answer
+        self._claims: dict[int, list[tuple[str, asyncio.Future[bool]]]] = {}
+        self._sending: dict[int, list[tuple[str, asyncio.Future[bool]]]] = {}
+        self._releases: list[int] = []  # buckets to unlock
         # actions waiting for the lease session (`exclusive`), run by the flush between batches
         self._actions: list[_Action] = []
         self._flushing = False
@@ -166,26 +182,35 @@ class AdvisoryLeases:
             StoreUnavailable: the lease session is down (the caller retries later).
         """
         session = self._session()
-        if name in self._held and session is not None and not session.is_closed():
+        bucket = lease_bucket(name)
+        names = self._held.get(bucket)
+        if names is not None and session is not None and not session.is_closed():
+            names.add(name)
             return True
-        # a claim of the same name queued or in flight answers this one too: locking twice would
+        # a claim of the same bucket queued or in flight answers this one too: locking twice would
         # stack the lock, and one release would then leave it held
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        waiting = self._claims.get(name) or self._sending.get(name)
+        waiting = self._claims.get(bucket) or self._sending.get(bucket)
         if waiting is None:
-            self._claims[name] = [future]
+            self._claims[bucket] = [(name, future)]
         else:
-            waiting.append(future)
+            waiting.append((name, future))
         if not self._flushing:
             await self._flush()
         return await future
 
     async def release(self, name: str) -> None:
-        """Give ``name``'s lease up (errors ignored: a lost session already released it)."""
-        if name not in self._held:
+        """Give ``name``'s lease up (errors ignored: a lost session already released it); the
+        bucket's lock goes once none of its names is held."""
+        bucket = lease_bucket(name)
+        names = self._held.get(bucket)
+        if names is None or name not in names:
             return
-        self._held.discard(name)
-        self._releases.append(name)
+        names.discard(name)
+        if names:
+            return
+        del self._held[bucket]
+        self._releases.append(bucket)
         if not self._flushing:
             await self._flush()
 
@@ -243,7 +268,7 @@ class AdvisoryLeases:
             self._watcher = None
         self.clear()
         closing = StoreUnavailable("the event store is closing")
-        for future in [*(f for fs in self._claims.values() for f in fs), *(f for _, f in self._actions)]:
+        for future in [*(f for fs in self._claims.values() for _, f in fs), *(f for _, f in self._actions)]:
             if not future.done():
                 future.set_exception(closing)
         self._claims.clear()
@@ -266,20 +291,24 @@ class AdvisoryLeases:
                 except BaseException as exc:
                     error = exc
                     if isinstance(exc, self._unavailable):
-                        error = StoreUnavailable(f"cannot take the leases of {sorted(claims)[:3]}...: {exc}")
-                    waiting = [f for fs in claims.values() for f in fs]
+                        names = sorted(name for waiting in claims.values() for name, _ in waiting)
+                        error = StoreUnavailable(f"cannot take the leases of {names[:3]}...: {exc}")
+                    waiting = [f for fs in claims.values() for _, f in fs]
                     if not isinstance(exc, Exception):  # cancelled: nobody is left to send the rest
-                        waiting += [*(f for fs in self._claims.values() for f in fs), *(f for _, f in self._actions)]
+                        waiting += [*(f for fs in self._claims.values() for _, f in fs), *(f for _, f in self._actions)]
                         self._claims, self._actions = {}, []
                     for future in waiting:
                         if not future.done():
                             future.set_exception(error)
                     if not isinstance(exc, Exception):
                         raise
+                finally:
+                    # answered: a claim from now on must wait for the next batch, not join this one
+                    # (the actions the next turn runs first would leave it unanswered)
+                    self._sending = {}
                 join = False
         finally:
             self._flushing = False
-            self._sending = {}
 
     async def _run(self, actions: list[_Action]) -> None:
         """Run ``actions`` on the lease session, each answering its `exclusive` caller."""
@@ -302,37 +331,47 @@ class AdvisoryLeases:
                 if not future.done():
                     future.set_result(result)
 
-    async def _send(self, releases: list[str], claims: dict[str, list[asyncio.Future[bool]]], join: bool) -> None:
+    async def _send(
+        self, releases: list[int], claims: dict[int, list[tuple[str, asyncio.Future[bool]]]], join: bool
+    ) -> None:
         session = self._session()
         if session is None or session.is_closed():
-            for futures in claims.values():
-                for future in futures:
+            for waiting in claims.values():
+                for _, future in waiting:
                     _fail(future, StoreUnavailable("the Postgres lease session is reconnecting; try again shortly"))
             return
         if releases:
             with contextlib.suppress(*self._unavailable):
                 await session.execute(
-                    "SELECT pg_advisory_unlock(k) FROM unnest($1::bigint[]) AS k", [lease_key(n) for n in releases]
+                    "SELECT pg_advisory_unlock(k) FROM unnest($1::bigint[]) AS k", [self._key(b) for b in releases]
                 )
         if join and self._joined is not session:
             await self._join(session)
         if not claims:
             return
-        names = list(claims)
-        rows = await session.fetch(
-            "SELECT ord, pg_try_advisory_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, ord)",
-            [lease_key(n) for n in names],
+        buckets = [b for b in claims if b not in self._held]  # held meanwhile: locking again would stack
+        rows = (
+            await session.fetch(
+                "SELECT ord, pg_try_advisory_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, ord)",
+                [self._key(b) for b in buckets],
+            )
+            if buckets
+            else []
         )
-        got = {int(ord_): bool(held) for ord_, held in rows}
+        got = {buckets[int(ord_) - 1]: bool(held) for ord_, held in rows}
         if self._session() is not session:  # lost while we asked: what it granted died with it
             got = {}
-        for i, name in enumerate(names, start=1):
-            held = got.get(i, False)
-            if held:
-                self._held.add(name)  # even if every caller gave up: the server holds it all the same
-            for future in claims[name]:
+        for bucket, waiting in claims.items():
+            held = bucket in self._held or got.get(bucket, False)
+            if held:  # even if every caller gave up: the server holds it all the same
+                self._held.setdefault(bucket, set()).update(name for name, _ in waiting)
+            for _, future in waiting:
                 if not future.done():
                     future.set_result(held)
+
+    def _key(self, bucket: int) -> int:
+        """The advisory-lock key of one of this store's buckets (the member name names the schema)."""
+        return lease_key(f"{self._member_name}#{bucket}")
 
     # -- membership --------------------------------------------------------------------------------
 
@@ -368,7 +407,8 @@ class AdvisoryLeases:
             members = tuple(m for m in members if self._tags.get(m) in covering)
             if me not in members:
                 return False
-        return max(members, key=lambda m: _score(name, m)) == me
+        bucket = str(lease_bucket(name))  # whole buckets are owned: the preference is the bucket's
+        return max(members, key=lambda m: _score(bucket, m)) == me
 
     async def _look(self, session: asyncpg.Connection | None = None) -> None:
         """Beat on the lease session, read the member list, and end the sessions of the members
@@ -385,6 +425,15 @@ class AdvisoryLeases:
         if silent:
             ended = await self._end_sessions(silent)
             rows = [r for r in rows if int(r[0]) not in ended]
+        for pid, _, quiet in rows:
+            if quiet is None and int(pid) != self._me and int(pid) not in self._older_said:
+                self._older_said.add(int(pid))
+                log.warning(
+                    "the serving process with session %d is of a version before migration 0011 (it does not beat): "
+                    "its leases are one lock per execution and do not exclude this version's, so an execution may "
+                    "run in both. Stop it (upgrade every serve at once: docs/deployment.md)",
+                    pid,
+                )
         members = tuple(sorted(int(r[0]) for r in rows))
         self._tags = {int(pid): _tag_of(str(name), self._member_name) for pid, name, _ in rows}
         if set(self._members) - set(members):

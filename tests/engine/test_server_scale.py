@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 
 from engine import Engine
-from engine._pg_leases import member_name, serving_processes
+from engine._pg_leases import LEASE_BUCKETS, lease_bucket, member_name, serving_processes
 from engine._postgres_store import PostgresEventStore
 from engine.errors import ConcurrencyConflict, ConfigError
 from plugins.local import LocalExecutor
@@ -170,6 +170,44 @@ async def test_batched_claims_give_each_execution_to_exactly_one_store(
         assert await two.claim("shared")
 
 
+async def test_leases_take_one_lock_per_bucket_not_per_execution(
+    store: PostgresEventStore, postgres_database: str, postgres_schema: str
+) -> None:
+    """Postgres's lock table is shared by the whole server (6,400 locks by default): a store holds
+    at most `LEASE_BUCKETS` locks however many executions it runs."""
+    names = [new_id() for _ in range(5000)]
+    assert all(await asyncio.gather(*(store.claim(n) for n in names)))
+    conn = await asyncpg.connect(postgres_database)
+    try:
+
+        async def locks() -> int:
+            assert store._listener is not None
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1",
+                    store._listener.get_server_pid(),
+                )
+            )
+
+        held = await locks()
+        assert len({lease_bucket(n) for n in names}) == held <= LEASE_BUCKETS
+        # a bucket's lock stays while one of its names is held, and goes with the last
+        by_bucket: dict[int, list[str]] = {}
+        for name in names:
+            by_bucket.setdefault(lease_bucket(name), []).append(name)
+        first, sharing = next(group[:2] for group in by_bucket.values() if len(group) > 1)
+        rest = [n for n in names if n != first]
+        async with PostgresEventStore(postgres_database, schema=postgres_schema) as other:
+            await store.release(first)
+            assert not await other.claim(first)  # its bucket is still held, through `sharing`
+            for name in rest:
+                await store.release(name)
+            assert await locks() == 0
+            assert await other.claim(first) and await other.claim(sharing)
+    finally:
+        await conn.close()
+
+
 async def test_stores_prefer_disjoint_shares_and_see_a_member_go(postgres_database: str, postgres_schema: str) -> None:
     names = [new_id() for _ in range(400)]
     async with PostgresEventStore(postgres_database, schema=postgres_schema) as one:
@@ -237,19 +275,42 @@ async def test_a_steady_stream_of_claims_does_not_hold_up_the_beats(store: Postg
     stop = asyncio.Event()
 
     async def claimer() -> None:
-        while not stop.is_set():
-            await store.claim(new_id())
+        while not stop.is_set():  # a lock and an unlock each time: the flush never runs out
+            name = new_id()
+            await store.claim(name)
+            await store.release(name)
+            await asyncio.sleep(0)
 
-    claimers = [asyncio.create_task(claimer()) for _ in range(20)]
+    claimers = [asyncio.create_task(claimer()) for _ in range(100)]
     try:
         await asyncio.sleep(0.2)
-        assert store._leases._flushing
         for _ in range(5):
             answer = store._leases.exclusive(lambda session: session.fetchval("SELECT 1"))
             assert await asyncio.wait_for(answer, timeout=2) == 1
     finally:
         stop.set()
         await asyncio.gather(*claimers)
+
+
+async def test_a_claim_made_while_the_flush_runs_an_action_is_answered(
+    store: PostgresEventStore, postgres_database: str, postgres_schema: str
+) -> None:
+    """A claim of a bucket that was in the batch just answered, made while the flush runs an action
+    on the lease session (a beat) before its next batch, waits for that next batch: it must not
+    join the batch already answered, where nobody would answer it."""
+    taken = new_id()
+    same_bucket = next(n for n in iter(new_id, None) if lease_bucket(n) == lease_bucket(taken))
+    async with PostgresEventStore(postgres_database, schema=postgres_schema) as other:
+        assert await other.claim(taken)
+        # this task runs the flush: its first batch (refused), then the slow action queued meanwhile
+        first = asyncio.create_task(store.claim(taken))
+        for _ in range(3):
+            await asyncio.sleep(0)  # its lock query is in flight
+        slow = asyncio.create_task(store._leases.exclusive(lambda session: session.fetchval("SELECT pg_sleep(0.5)")))
+        await asyncio.sleep(0.2)  # the first batch is answered; the flush runs the slow action
+        assert await asyncio.wait_for(store.claim(same_bucket), timeout=3) is False
+        assert not await first
+        await slow
 
 
 async def test_a_claim_given_up_mid_flight_fails_no_other_claim_and_keeps_its_lock_known(
@@ -274,8 +335,11 @@ async def test_a_claim_given_up_mid_flight_fails_no_other_claim_and_keeps_its_lo
         assert not await other.claim(names[1])
 
 
-async def test_a_member_that_never_beat_is_left_alone(postgres_database: str, postgres_schema: str) -> None:
-    """A serving process of a version before beats (a rolling restart) is never taken for silent."""
+async def test_a_member_that_never_beat_is_left_alone_and_warned_about(
+    postgres_database: str, postgres_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A serving process of a version before beats is never taken for silent; its leases (a lock
+    per execution) do not exclude this version's (a lock per bucket), which is said once."""
     async with PostgresEventStore(postgres_database, schema=postgres_schema, member_timeout=2) as one:
         await one.announce_loop()
         older = await asyncpg.connect(
@@ -287,6 +351,8 @@ async def test_a_member_that_never_beat_is_left_alone(postgres_database: str, po
             assert await one.serving_loops() == 2
         finally:
             await older.close()
+    said = [r.getMessage() for r in caplog.records if "does not beat" in r.getMessage()]
+    assert len(said) == 1 and f"session {older.get_server_pid()}" in said[0] and "Stop it" in said[0]
 
 
 async def test_the_serving_processes_are_listed_with_their_scope_beat_and_leases(
