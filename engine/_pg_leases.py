@@ -15,7 +15,7 @@ Every serving loop's session is a member (`join`), named in ``pg_stat_activity``
 session, in one call that is also their beat (``slipstream_beat``):
 
 - fair shares: of the members alive, each execution has one preferred owner by rendezvous
-  hashing (the highest hash of execution id and member), so a new execution goes to one process
+  hashing (the highest hash of its bucket and member), so a new execution goes to one process
   without a race, and the executions of a member that goes away spread over all the others;
 - takeover: when a member goes away (its process was killed, its connection lost), the
   survivors' ``lease_epoch`` moves on and their loops look for executions nobody holds at once,

@@ -164,10 +164,13 @@ async def test_batched_claims_give_each_execution_to_exactly_one_store(
         await asyncio.gather(*(one.release(n) for n in held_by_one))
         assert all(await asyncio.gather(*(two.claim(n) for n in held_by_one)))
         assert not any(await asyncio.gather(*(one.claim(n) for n in names)))
-        # the same name claimed many times at once is locked once: one release frees it
-        assert all(await asyncio.gather(*(one.claim("shared") for _ in range(20))))
-        await one.release("shared")
-        assert await two.claim("shared")
+        # the same name claimed many times at once is locked once: one release frees it (a name in
+        # a bucket that `two` does not hold: leases are per bucket)
+        held = {lease_bucket(n) for n in names}
+        shared = next(n for n in iter(new_id, None) if lease_bucket(n) not in held)
+        assert all(await asyncio.gather(*(one.claim(shared) for _ in range(20))))
+        await one.release(shared)
+        assert await two.claim(shared)
 
 
 async def test_leases_take_one_lock_per_bucket_not_per_execution(
@@ -319,7 +322,12 @@ async def test_a_claim_given_up_mid_flight_fails_no_other_claim_and_keeps_its_lo
     """Claims share one lock query (and one answer per name): a caller that gives up (a round
     cancelled at shutdown) must not break the answers of the others in the batch, and the lock
     the server granted it is still known here, so a release frees it."""
-    names = [new_id() for _ in range(5)]
+    buckets: dict[int, str] = {}
+    for name in iter(new_id, None):  # in five buckets: a lease is a bucket's
+        buckets.setdefault(lease_bucket(name), name)
+        if len(buckets) == 5:
+            break
+    names = list(buckets.values())
     blocker = asyncio.create_task(store._leases.exclusive(lambda session: session.fetchval("SELECT pg_sleep(0.3)")))
     await asyncio.sleep(0.05)  # the flush runs the slow action: the claims below wait for one batch
     claims = [asyncio.create_task(store.claim(name)) for name in names]
