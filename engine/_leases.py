@@ -12,7 +12,7 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["FileLeases"]
+__all__ = ["BUCKETS", "FileLeases", "bucket_of"]
 
 try:
     import fcntl
@@ -20,6 +20,11 @@ except ImportError:  # pragma: no cover - Windows: no flock; one engine per stat
     fcntl = None  # type: ignore[assignment]
 
 BUCKETS = 4096
+
+
+def bucket_of(name: str, buckets: int = BUCKETS) -> int:
+    """The lease bucket of ``name`` among ``buckets`` (the Postgres store's leases hash the same way)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") % buckets
 
 
 class FileLeases:
@@ -34,7 +39,7 @@ class FileLeases:
         """Hold ``execution_id``'s lease; False if another store instance holds its bucket."""
         if execution_id in self._bucket_of:
             return True
-        bucket = int.from_bytes(hashlib.sha256(execution_id.encode()).digest()[:4], "big") % BUCKETS
+        bucket = bucket_of(execution_id)
         held = self._held.get(bucket)
         if held is None:
             fd = self._lock(bucket)

@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 
+from engine._leases import bucket_of
 from engine.errors import AccessDenied, ConfigError, StoreUnavailable
 
 __all__ = [
@@ -73,7 +74,7 @@ LEASE_BUCKETS = 1024
 
 def lease_bucket(name: str) -> int:
     """The bucket whose lock holds ``name``'s lease."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") % LEASE_BUCKETS
+    return bucket_of(name, LEASE_BUCKETS)
 
 
 def lease_key(name: str) -> int:
@@ -269,8 +270,7 @@ class AdvisoryLeases:
         self.clear()
         closing = StoreUnavailable("the event store is closing")
         for future in [*(f for fs in self._claims.values() for _, f in fs), *(f for _, f in self._actions)]:
-            if not future.done():
-                future.set_exception(closing)
+            _fail(future, closing)
         self._claims.clear()
         self._actions.clear()
 
@@ -298,8 +298,7 @@ class AdvisoryLeases:
                         waiting += [*(f for fs in self._claims.values() for _, f in fs), *(f for _, f in self._actions)]
                         self._claims, self._actions = {}, []
                     for future in waiting:
-                        if not future.done():
-                            future.set_exception(error)
+                        _fail(future, error)
                     if not isinstance(exc, Exception):
                         raise
                 finally:
@@ -323,8 +322,7 @@ class AdvisoryLeases:
                 _fail(future, exc)
             except BaseException as exc:  # cancelled: nobody is left to run the rest
                 for _, waiting in actions[index:] + self._actions:
-                    if not waiting.done():
-                        waiting.set_exception(StoreUnavailable(f"abandoned: {exc!r}"))
+                    _fail(waiting, StoreUnavailable(f"abandoned: {exc!r}"))
                 self._actions = []
                 raise
             else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -564,16 +563,11 @@ async def test_large_batch_round_trip(store: EventStore) -> None:
 def _apart_from(eid: str) -> str:
     """A new id whose lease bucket is not ``eid``'s in any store: the SQLite and Postgres stores
     lease by bucket (4,096 and 1,024 of them), and names that share one are owned together."""
-    from engine._leases import BUCKETS
+    from engine._leases import bucket_of
     from engine._pg_leases import lease_bucket
 
-    def sqlite_bucket(name: str) -> int:
-        return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") % BUCKETS
-
     return next(
-        n
-        for n in iter(new_id, None)
-        if lease_bucket(n) != lease_bucket(eid) and sqlite_bucket(n) != sqlite_bucket(eid)
+        n for n in iter(new_id, None) if lease_bucket(n) != lease_bucket(eid) and bucket_of(n) != bucket_of(eid)
     )
 
 
